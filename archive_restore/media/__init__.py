@@ -1,0 +1,1 @@
+"""Media input and output: photos (`image`), finding photos in a folder tree (`walk`)."""

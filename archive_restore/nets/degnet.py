@@ -51,7 +51,7 @@ class DegEncoder(nn.Module):
     The network sees the LQ image, the HQ image and their difference, at ``input_size`` pixels.
     """
 
-    def __init__(self, code_dim: int = 128, width: int = 32, input_size: int = 128):
+    def __init__(self, code_dim: int = 128, width: int = 16, input_size: int = 128):
         super().__init__()
         self.config = {"code_dim": code_dim, "width": width, "input_size": input_size}
         self.code_dim, self.input_size = code_dim, input_size
@@ -69,7 +69,7 @@ class BlindDegEncoder(nn.Module):
     Used when no face restorer is available or a shot has no face; distilled from the paired codes.
     """
 
-    def __init__(self, code_dim: int = 128, width: int = 32, input_size: int = 128):
+    def __init__(self, code_dim: int = 128, width: int = 16, input_size: int = 128):
         super().__init__()
         self.config = {"code_dim": code_dim, "width": width, "input_size": input_size}
         self.code_dim, self.input_size = code_dim, input_size

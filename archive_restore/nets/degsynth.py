@@ -16,7 +16,7 @@ from .layers import ModulatedConv2d, act
 
 
 class DegSynth(nn.Module):
-    def __init__(self, code_dim: int = 128, width: int = 48, layers: int = 4, factor: int = 4):
+    def __init__(self, code_dim: int = 128, width: int = 32, layers: int = 3, factor: int = 4):
         super().__init__()
         self.config = {"code_dim": code_dim, "width": width, "layers": layers, "factor": factor}
         self.code_dim, self.factor = code_dim, factor

@@ -1,0 +1,151 @@
+"""The training driver: builds data, networks and optimiser for a stage, resumes its state, runs it
+and exports the result as a self-describing checkpoint in the models folder."""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from ..models import MODEL_FILES
+from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_condsr, load_checkpoint, save_checkpoint
+from .data import HELD_OUT_FACES, FaceBank, ImageBank, load_real_pairs
+from .degradation_stage import DegradationStep, code_spread, make_param_head
+from .distill_stage import DistillStep
+from .loop import Budget, RunState, load_state, run_steps, save_state, seed_everything
+from .sr_stage import RestorerStep
+
+FACE_SIZE = 128  # encoders see aligned faces at this size
+SR_CROP = 128    # HQ natural crop for the restorer (LQ patch = SR_CROP / 4)
+
+
+@dataclass
+class TrainConfig:
+    data: Path            # e.g. ../shared/data/train
+    models_dir: Path      # where finished checkpoints go (and stage 2/3 find stage 1's)
+    work_dir: Path        # resumable training states
+    budget: Budget
+    seed: int = 0
+    device: str = "cpu"
+    batch: int = 16
+    lr: float = 1e-3
+    code_dim: int = 128
+    size: str = "compact"
+
+
+def _folders(cfg: TrainConfig) -> dict[str, Path]:
+    return {
+        "naturals": cfg.data / "hq_natural",
+        "faces": cfg.data / "hq_faces",
+        "real_pairs": cfg.data / "real_face_pairs",
+        "real_pairs_more": cfg.data / "real_face_pairs_more",
+    }
+
+
+def _banks(cfg: TrainConfig, crop: int):
+    folders = _folders(cfg)
+    for key in ("naturals", "faces"):
+        if not folders[key].is_dir():
+            raise DataError(f"training data folder {folders[key]} not found; pass --data pointing at a folder with hq_natural/ and hq_faces/")
+    faces = FaceBank(folders["faces"], FACE_SIZE)
+    naturals = ImageBank.from_folder(folders["naturals"], crop)
+    pairs = load_real_pairs([folders["real_pairs"], folders["real_pairs_more"]], FACE_SIZE)
+    return faces, naturals, pairs
+
+
+def _info(cfg: TrainConfig, stage: str, state: RunState, faces, naturals, pairs, **extra) -> dict:
+    return {
+        "stage": stage,
+        "steps": state.step,
+        "train_seconds": round(state.seconds, 1),
+        "device": cfg.device,
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "losses": {k: round(v, 5) for k, v in state.losses.items()},
+        "data": {
+            "hq_natural": f"{naturals.source} ({len(naturals)} images)",
+            "hq_faces": f"{faces.source} ({len(faces)} faces; {HELD_OUT_FACES} held out)",
+            "real_face_pairs": f"{len(pairs)} real LQ/HQ face pairs from real_face_pairs, real_face_pairs_more",
+        },
+        **extra,
+    }
+
+
+def _modules_to(device: str, *modules: torch.nn.Module) -> None:
+    for m in modules:
+        m.to(device).train()
+
+
+def train_degradation(cfg: TrainConfig) -> RunState:
+    """Stage 1: DegEncoder + DegSynth (+ a parameter head kept only in the training state)."""
+    seed_everything(cfg.seed)
+    faces, naturals, pairs = _banks(cfg, FACE_SIZE)
+    encoder, synth, head = DegEncoder(code_dim=cfg.code_dim), DegSynth(code_dim=cfg.code_dim), make_param_head(cfg.code_dim)
+    _modules_to(cfg.device, encoder, synth, head)
+    modules = {"encoder": encoder, "synth": synth, "head": head}
+    optimizer = torch.optim.Adam([p for m in modules.values() for p in m.parameters()], lr=cfg.lr)
+    state_path = cfg.work_dir / "degradation.state"
+    state = load_state(state_path, modules, optimizer)
+    step = DegradationStep(encoder, synth, head, optimizer, faces, naturals, pairs, cfg.seed, cfg.batch)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, modules, optimizer, s)
+
+    state = run_steps("degradation", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    encoder.eval()
+    spread = code_spread(encoder, faces, naturals, cfg.seed)
+    info = _info(cfg, "degradation", state, faces, naturals, pairs, code_check=spread)
+    save_checkpoint(encoder, cfg.models_dir / MODEL_FILES["deg_encoder"], info)
+    save_checkpoint(synth, cfg.models_dir / MODEL_FILES["deg_synth"], info)
+    return state
+
+
+def _frozen(path: Path, device: str, expect: str) -> torch.nn.Module:
+    model = load_checkpoint(path, device, expect=expect).model
+    model.requires_grad_(False)
+    return model
+
+
+def train_restorer(cfg: TrainConfig, conditioned: bool = True) -> RunState:
+    """Stage 2: CondSR (or its unconditioned twin) on the same batches."""
+    seed_everything(cfg.seed)
+    faces, naturals, pairs = _banks(cfg, SR_CROP)
+    encoder = _frozen(cfg.models_dir / MODEL_FILES["deg_encoder"], cfg.device, "DegEncoder")
+    synth = _frozen(cfg.models_dir / MODEL_FILES["deg_synth"], cfg.device, "DegSynth")
+    model = build_condsr(cfg.size, cfg.code_dim, conditioned=conditioned).to(cfg.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    key = "condsr" if conditioned else "condsr_uncond"
+    state_path = cfg.work_dir / f"{key}_{cfg.size}.state"
+    state = load_state(state_path, {"model": model}, optimizer)
+    step = RestorerStep(model, optimizer, encoder, synth, faces, naturals, pairs, cfg.seed, cfg.batch, SR_CROP)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, {"model": model}, optimizer, s)
+
+    state = run_steps(key, cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    info = _info(cfg, key, state, faces, naturals, pairs, size=cfg.size, scale=model.scale)
+    save_checkpoint(model, cfg.models_dir / MODEL_FILES[f"{key}_{cfg.size}"], info)
+    return state
+
+
+def train_blind(cfg: TrainConfig) -> RunState:
+    """Stage 3: BlindDegEncoder distilled to DegEncoder's codes."""
+    seed_everything(cfg.seed)
+    faces, naturals, pairs = _banks(cfg, FACE_SIZE)
+    teacher = _frozen(cfg.models_dir / MODEL_FILES["deg_encoder"], cfg.device, "DegEncoder")
+    blind = BlindDegEncoder(code_dim=cfg.code_dim).to(cfg.device).train()
+    optimizer = torch.optim.Adam(blind.parameters(), lr=cfg.lr)
+    state_path = cfg.work_dir / "blind.state"
+    state = load_state(state_path, {"blind": blind}, optimizer)
+    step = DistillStep(blind, optimizer, teacher, faces, naturals, cfg.seed, cfg.batch)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, {"blind": blind}, optimizer, s)
+
+    state = run_steps("blind", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    save_checkpoint(blind, cfg.models_dir / MODEL_FILES["blind_encoder"], _info(cfg, "blind", state, faces, naturals, pairs))
+    return state

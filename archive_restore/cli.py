@@ -35,6 +35,125 @@ def _write_json(path: Path | None, data: dict) -> None:
         click.echo(f"wrote {path}")
 
 
+# ---------------------------------------------------------------------------------------------- jobs
+def _jobs_dir_option(f):
+    return click.option("--jobs-dir", type=click.Path(path_type=Path), default=None,
+                        help="Job database and working folders (default ./jobs, or $ARCHIVE_RESTORE_JOBS_DIR).")(f)
+
+
+def _models_dir_option(f):
+    return click.option("--models-dir", "models_dirs", multiple=True, type=click.Path(path_type=Path),
+                        help="Folder searched first for model files (repeatable; then $ARCHIVE_RESTORE_MODELS, "
+                             "the repository's models/, ~/.cache/archive-restore).")(f)
+
+
+def _finish(store, job, summary) -> None:
+    """The end-of-job summary; exit 1 when anything failed."""
+    click.echo(
+        f"job {job.id}: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped, "
+        f"{summary.pending} pending in {summary.seconds:.1f} s -> {job.output}"
+    )
+    click.echo(f"job database: {store.path} (details: archive-restore status {job.id})")
+    if summary.failed:
+        for item in store.items(job.id, status="failed")[:10]:
+            click.echo(f"  failed: {item.key}: {item.error}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("input_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: <DIR>_restored beside DIR), mirroring DIR's structure.")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="auto",
+              show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
+@click.option("--tile", type=int, default=256, show_default=True, help="LQ tile size for large scans.")
+@click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
+@click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@_models_dir_option
+@_jobs_dir_option
+def run(input_dir, output, scale, device, face_detector, tile, restart, retry_failed, models_dirs, jobs_dir) -> None:
+    """Restore a photo collection (recursively). Running it again resumes where it stopped."""
+    from .pipeline.photo import PhotoJobOptions, open_photo_job
+    from .store import JobStore
+
+    options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
+                              models_dirs=tuple(models_dirs))
+    with JobStore.open(jobs_dir) as store:
+        photo_job = open_photo_job(store, input_dir, output, options)
+        summary = photo_job.run(restart=restart, retry_failed=retry_failed)
+        _finish(store, photo_job.job, summary)
+
+
+@cli.command()
+@_jobs_dir_option
+def jobs(jobs_dir) -> None:
+    """List the jobs in the job database, newest first."""
+    from .store import JobStore
+
+    with JobStore.open(jobs_dir) as store:
+        rows = sorted(store.jobs(), key=lambda j: j.created, reverse=True)
+        if not rows:
+            click.echo(f"no jobs in {store.path}")
+            return
+        for job in rows:
+            counts = store.summary(job.id)
+            done = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+            click.echo(f"{job.id}  {job.kind:<6} {job.status:<8} {done or 'no items'}  {job.input} -> {job.output}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="The job and every item as JSON, for scripts.")
+@_jobs_dir_option
+def status(job_id, as_json, jobs_dir) -> None:
+    """A job's state and its items (status, error, code source, faces, output)."""
+    from dataclasses import asdict
+
+    from .store import JobStore
+
+    with JobStore.open(jobs_dir) as store:
+        job = store.job(job_id)
+        items = store.items(job.id)
+        if as_json:
+            data = {"job": asdict(job), "summary": store.summary(job.id), "locked_by": store.locked_by(job.id),
+                    "items": [asdict(i) for i in items]}
+            click.echo(json.dumps(data, indent=2, default=str))
+            return
+        click.echo(f"job {job.id} ({job.kind}, {job.status}): {job.input} -> {job.output}")
+        click.echo(f"options: {json.dumps(job.options, sort_keys=True)}")
+        holder = store.locked_by(job.id)
+        if holder:
+            click.echo(f"being worked on by process {holder}")
+        for item in items:
+            faces = "" if item.faces is None else f" faces={item.faces}"
+            source = f" code={item.code_source}" if item.code_source else ""
+            error = f"  {item.error}" if item.error else ""
+            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{error}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@_models_dir_option
+@_jobs_dir_option
+def resume(job_id, device, retry_failed, models_dirs, jobs_dir) -> None:
+    """Carry on with a job by its id (or a unique prefix), with the options it was started with."""
+    from .errors import JobError
+    from .pipeline.photo import KIND, PhotoJob, PhotoJobOptions
+    from .store import JobStore
+
+    with JobStore.open(jobs_dir) as store:
+        job = store.job(job_id)
+        if job.kind != KIND:
+            raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
+        options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+        summary = PhotoJob(store, job, options).run(retry_failed=retry_failed)
+        _finish(store, job, summary)
+
+
 # ---------------------------------------------------------------------------------------------- train
 @cli.command()
 @click.argument("stage", type=click.Choice(["degradation", "restorer", "uncond", "blind", "all"]))

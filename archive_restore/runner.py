@@ -119,13 +119,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_job(store: JobStore, job: Job, process_item: ProcessItem, progress: bool = True, *,
-            restart: bool = False, retry_failed: bool = False) -> Summary:
+            restart: bool = False, retry_failed: bool = False,
+            prepare: Callable[[Job], None] | None = None) -> Summary:
     """Work through the job's pending items under its lock and return the resulting Summary.
 
     ``restart`` resets every item first, ``retry_failed`` puts failed ones back. An exception from
     ``process_item`` marks that item failed and the loop goes on; KeyboardInterrupt (or any other
     BaseException) puts the item back to pending and is re-raised. Raises JobLockedError when
-    another process holds the job.
+    another process holds the job. ``prepare(job)``, when given, runs under the lock before the
+    first claim: a pipeline's analysis pass (it records what it finds with ``update_item``, so it
+    too resumes where it stopped).
     """
     started = time.monotonic()
     with store.open_for_work(job.id) as job:
@@ -134,6 +137,8 @@ def run_job(store: JobStore, job: Job, process_item: ProcessItem, progress: bool
         elif retry_failed:
             store.retry_failed(job.id)
         _clean_outputs(store, job)
+        if prepare is not None:
+            prepare(job)
         with _progress_bar(store, job, progress) as bar:
             while (item := store.claim_next(job.id)) is not None:
                 _process_one(store, item, process_item)

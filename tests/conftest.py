@@ -29,3 +29,22 @@ def shared_weights() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def tiny_models(tmp_path_factory) -> Path:
+    """A models folder with tiny randomly initialised networks in the shipped file names: the real
+    loading code runs, in milliseconds. (Untrained CondSR is bicubic plus a small residual.)"""
+    import torch
+
+    from archive_restore.models import MODEL_FILES
+    from archive_restore.nets import BlindDegEncoder, CondSR, DegEncoder, DegSynth, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_checkpoint(DegEncoder(code_dim=16, width=4, input_size=64), folder / MODEL_FILES["deg_encoder"])
+    save_checkpoint(BlindDegEncoder(code_dim=16, width=4, input_size=64), folder / MODEL_FILES["blind_encoder"])
+    save_checkpoint(DegSynth(code_dim=16, width=4, layers=1), folder / MODEL_FILES["deg_synth"])
+    save_checkpoint(CondSR(code_dim=16, width=4, blocks=1), folder / MODEL_FILES["condsr_compact"])
+    save_checkpoint(CondSR(code_dim=16, width=4, blocks=1, conditioned=False), folder / MODEL_FILES["condsr_uncond_compact"])
+    return folder

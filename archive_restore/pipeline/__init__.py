@@ -1,0 +1,1 @@
+"""Pipelines: the restoration engine shared by all inputs, and the photo-collection job."""

@@ -1,0 +1,176 @@
+"""The photo-collection job: ``archive-restore run DIR``.
+
+prepare (under the job lock, resumable):
+  walk the folder -> one item per photo (non-images recorded as skipped, with the reason)
+  analysis pass   -> per photo: faces detected, aligned, encoded; the photo's code = robust mean
+                     over its faces (weighted by size x score); stored in the job store
+render (one item at a time, via the runner):
+  the photo's code, else its folder's (photos of one scan batch share scanner and print process),
+  else the whole job's, else BlindDegEncoder on the photo itself
+  -> CondSR in overlapping tiles -> written beside the mirror path atomically, metadata kept.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..media.image import DEFAULT_MAX_PIXELS, read_image, write_image
+from ..media.walk import Skipped, check_output_dir, default_output_dir, find_photos
+from ..runner import ItemResult, Summary, atomic_output, run_job
+from ..store import PENDING, Item, ItemSpec, Job, JobStore
+from .engine import Engine, EngineOptions, combine
+
+KIND = "photos"
+FACES, FOLDER, JOB, BLIND = "faces", "folder", "job", "blind"
+
+
+@dataclass(frozen=True)
+class PhotoJobOptions:
+    scale: int = 4
+    face_detector: str = "auto"
+    tile: int = 256
+    device: str = "auto"
+    models_dirs: tuple[Path, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def identity(self) -> dict:
+        """The options that change the result, and so a job's identity (the device does not)."""
+        return {"scale": self.scale, "face_detector": self.face_detector, "tile": self.tile, "max_pixels": self.max_pixels}
+
+    @classmethod
+    def from_identity(cls, stored: dict, **runtime) -> "PhotoJobOptions":
+        return cls(**stored, **runtime)
+
+
+@dataclass
+class PhotoJob:
+    """One photo job being worked on: its store, options and (lazily) the engine."""
+
+    store: JobStore
+    job: Job
+    options: PhotoJobOptions
+    progress: bool = True
+    skipped: list[Skipped] = field(default_factory=list)
+    _engine: Engine | None = None
+    _codes: dict[str, np.ndarray] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            o = self.options
+            self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
+                                                models_dirs=o.models_dirs, tile=o.tile))
+        return self._engine
+
+    # ------------------------------------------------------------------------------------ prepare
+    def prepare(self, job: Job) -> None:
+        self.add_items()
+        self.analyse()
+
+    def add_items(self) -> None:
+        """Walk the input; new photos become pending items, non-images are recorded as skipped."""
+        root = Path(self.job.input)
+        specs = [_spec(path, rel) for path, rel in find_photos(root, self.skipped)]
+        specs += [ItemSpec(key=_key(s.path, root), extra={"walk_skip": s.reason}) for s in self.skipped]
+        self.store.add_items(self.job.id, specs)
+        for item in self.store.items(self.job.id, status=PENDING):
+            if "walk_skip" in item.extra:
+                self.store.mark_skipped(item.id, item.extra["walk_skip"])
+
+    def analyse(self) -> None:
+        """Faces and codes for every photo not analysed yet (``faces`` is null until then)."""
+        todo = [i for i in self.store.items(self.job.id, status=PENDING) if i.faces is None]
+        for item in tqdm(todo, desc="analysing faces", unit="photo", disable=not self.progress or not todo):
+            try:
+                photo = read_image(self.source(item), self.options.max_pixels)
+            except InputError:
+                continue  # the render pass fails this item with the reason
+            found = self.engine.face_codes(_rgb(photo.pixels))
+            if found.count:
+                self.store.update_item(item.id, faces=found.count, code=combine(found.codes, found.weights).tolist(),
+                                       code_source=FACES, extra={"detector": found.detector})
+            else:
+                self.store.update_item(item.id, faces=0, extra={"detector": found.detector})
+
+    # ------------------------------------------------------------------------------------- render
+    def source(self, item: Item) -> Path:
+        return Path(self.job.input) / item.key if Path(self.job.input).is_dir() else Path(self.job.input)
+
+    def destination(self, item: Item) -> Path:
+        return Path(self.job.output) / item.key
+
+    def code_for(self, item: Item, rgb: np.ndarray) -> tuple[np.ndarray, str]:
+        """The photo's own face code, else its folder's, else the job's, else a blind code."""
+        if item.code_source == FACES and item.code is not None:
+            return np.asarray(item.code, np.float32), FACES
+        codes = self.shared_codes()
+        folder = str(PurePosixPath(item.key).parent)
+        if folder in codes:
+            return codes[folder], FOLDER
+        if "" in codes:
+            return codes[""], JOB
+        return self.engine.image_blind_code(rgb), BLIND
+
+    def shared_codes(self) -> dict[str, np.ndarray]:
+        """Folder codes (robust mean of the face codes of photos in each folder) and the job's (key "")."""
+        if self._codes is None:
+            by_folder: dict[str, list[np.ndarray]] = {}
+            for it in self.store.items(self.job.id):
+                if it.code_source == FACES and it.code is not None:
+                    by_folder.setdefault(str(PurePosixPath(it.key).parent), []).append(np.asarray(it.code, np.float32))
+            self._codes = {k: combine(np.stack(v)) for k, v in by_folder.items()}
+            if by_folder:
+                self._codes[""] = combine(np.concatenate([np.stack(v) for v in by_folder.values()]))
+        return self._codes
+
+    def process(self, item: Item) -> ItemResult:
+        started = time.monotonic()
+        photo = read_image(self.source(item), self.options.max_pixels)
+        rgb = _rgb(photo.pixels)
+        code, source = self.code_for(item, rgb)
+        restored = self.engine.restore(rgb, code)
+        out = self.destination(item)
+        with atomic_output(out) as tmp:
+            write_image(tmp, restored, like=photo)
+        megapixels = photo.width * photo.height / 1e6
+        return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0,
+                          extra={"seconds": round(time.monotonic() - started, 3), "megapixels": round(megapixels, 4)})
+
+    def run(self, restart: bool = False, retry_failed: bool = False) -> Summary:
+        return run_job(self.store, self.job, self.process, self.progress, restart=restart,
+                       retry_failed=retry_failed, prepare=self.prepare)
+
+
+def open_photo_job(store: JobStore, input_path: Path, output: Path | None, options: PhotoJobOptions,
+                   progress: bool = True) -> PhotoJob:
+    """The job for (input, output, options): created the first time, found again afterwards."""
+    input_path = Path(os.path.abspath(input_path))
+    if not input_path.exists():
+        raise InputError(f"{input_path}: no such file or folder")
+    output = Path(os.path.abspath(output)) if output else default_output_dir(input_path)
+    if input_path.is_dir():
+        check_output_dir(input_path, output)
+    job = store.get_or_create_job(KIND, str(input_path), str(output), options.identity())
+    return PhotoJob(store, job, options, progress)
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def _key(path: Path, root: Path) -> str:
+    return PurePosixPath(os.path.relpath(path, root)).as_posix() if root.is_dir() else path.name
+
+
+def _spec(path: Path, rel: Path) -> ItemSpec:
+    try:
+        st = path.stat()
+        return ItemSpec(key=PurePosixPath(rel).as_posix(), size=st.st_size, mtime=st.st_mtime)
+    except OSError:
+        return ItemSpec(key=PurePosixPath(rel).as_posix())

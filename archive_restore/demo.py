@@ -1,0 +1,244 @@
+"""``make demo``: a small scan folder made from scikit-image's sample photos, degraded with the archive
+degradation model, restored by the real photo job, and measured against the originals.
+
+    python -m archive_restore.demo [--dir demo] [--models-dir DIR]
+
+Writes ``demo/originals/`` (the HQ photos), ``demo/scans/`` (their degraded x1/4 versions, in
+sub-folders), ``demo/restored/`` (the job's output, same structure) and ``demo/jobs/`` (the job
+database), then prints PSNR-Y of the bicubic-upscaled scan and of the restored photo against the
+original. Running it again reuses the job; it restarts the job when the model files differ from
+the last run's (``demo/models.sha256``) or a restored photo has been deleted.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .degrade import Degradation
+from .errors import ArchiveRestoreError, ModelNotFoundError
+from .metrics import psnr_y
+from .models import MODEL_FILES, REPO_MODELS
+
+SCALE = 4
+MAX_SIDE = 384
+#: The networks the photo job loads; the demo checks for them before it starts.
+REQUIRED_MODELS = ("condsr_compact", "blind_encoder")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One HQ photo from scikit-image: its path in the demo folders, the loader, and where to crop
+    (fraction of the spare rows above the crop: 0 keeps the top, 0.5 is centred)."""
+
+    key: str
+    load: Callable[[], np.ndarray]
+    top: float = 0.5
+
+
+def default_samples() -> list[Sample]:
+    from skimage import data
+
+    return [
+        Sample("family/astronaut.png", data.astronaut, top=0.0),  # keeps her face at full resolution
+        Sample("family/coffee.png", data.coffee),
+        Sample("pets/chelsea.png", data.chelsea),
+        Sample("places/rocket.png", data.rocket),
+        Sample("places/camera.png", data.camera),  # gray
+    ]
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    scan_psnr: float
+    restored_psnr: float
+    code_source: str
+    faces: int | None
+
+    @property
+    def gain(self) -> float:
+        return self.restored_psnr - self.scan_psnr
+
+
+# ------------------------------------------------------------------------------------------ build
+def crop_hq(img: np.ndarray, top: float = 0.5, max_side: int = MAX_SIDE) -> np.ndarray:
+    """At most ``max_side`` x ``max_side`` at native resolution (centred horizontally), sides a
+    multiple of the scale so the restored photo lines up with the original pixel for pixel."""
+    h, w = img.shape[:2]
+    ch, cw = min(h, max_side) // SCALE * SCALE, min(w, max_side) // SCALE * SCALE
+    y, x = round((h - ch) * top), (w - cw) // 2
+    return img[y : y + ch, x : x + cw]
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """8-bit PNG of a float [0, 1] (or uint8) gray or RGB image; the same pixels give the same bytes."""
+    if img.dtype != np.uint8:
+        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_if_changed(path: Path, content: bytes) -> None:
+    """Leave an identical file alone (a rerun keeps its mtime), else write it atomically."""
+    if path.is_file() and path.read_bytes() == content:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+def build_scans(root: Path, samples: Sequence[Sample], seed: int = 0) -> list[str]:
+    """Write ``root/originals/<key>`` and its degraded scan ``root/scans/<key>``; returns the keys.
+    Photo ``i`` gets ``Degradation.sample(default_rng([seed, i]), scale=4)``."""
+    for i, sample in enumerate(samples):
+        hq = crop_hq(sample.load(), sample.top)
+        deg = Degradation.sample(np.random.default_rng([seed, i]), scale=SCALE)
+        lq = deg.apply(hq.astype(np.float32) / 255.0)
+        write_if_changed(root / "originals" / sample.key, png_bytes(hq))
+        write_if_changed(root / "scans" / sample.key, png_bytes(lq))
+    return [s.key for s in samples]
+
+
+# -------------------------------------------------------------------------------------------- run
+def check_models(models_dirs: Sequence[Path]) -> None:
+    """Fail clearly when the networks the job needs are not in ``models_dirs``."""
+    missing = [MODEL_FILES[k] for k in REQUIRED_MODELS
+               if not any((Path(d) / MODEL_FILES[k]).is_file() for d in models_dirs)]
+    if missing:
+        raise ModelNotFoundError(
+            f"the demo needs the shipped models ({', '.join(missing)} missing from "
+            f"{', '.join(str(d) for d in models_dirs)}). Train them with `archive-restore train all` "
+            "(writes models/; hours on a CPU), or pass --models-dir pointing at a folder that holds them."
+        )
+
+
+def models_fingerprint(models_dirs: Sequence[Path]) -> str:
+    """sha256 over the model files the job will load, so a rerun with other weights starts afresh."""
+    digest = hashlib.sha256()
+    for key in REQUIRED_MODELS:
+        path = next(Path(d) / MODEL_FILES[key] for d in models_dirs if (Path(d) / MODEL_FILES[key]).is_file())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def restart_needed(root: Path, keys: Sequence[str], fingerprint: str) -> bool:
+    """True (and the stamp updated) when the last demo run used other model files, or a restored
+    photo has been deleted since."""
+    stamp = root / "models.sha256"
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return not all((root / "restored" / key).is_file() for key in keys)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    return True
+
+
+def run_job(root: Path, models_dirs: Sequence[Path], restart: bool = False) -> None:
+    """The photo job through the command line's own code path (``archive-restore run``)."""
+    from . import cli
+
+    args = ["run", str(root / "scans"), "-o", str(root / "restored"), "--jobs-dir", str(root / "jobs")]
+    args += [a for d in models_dirs for a in ("--models-dir", str(d))]
+    if restart:
+        args.append("--restart")
+    code = cli.cli.main(args, prog_name="archive-restore", standalone_mode=False)
+    if code:
+        raise ArchiveRestoreError(f"the photo job exited with status {code} (see the messages above)")
+
+
+# ---------------------------------------------------------------------------------------- measure
+def read_rgb(path: Path) -> np.ndarray:
+    from .media.image import read_image
+
+    pixels = read_image(path).pixels
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def job_items(root: Path) -> dict:
+    """The demo job's items by key (code source, faces, detector)."""
+    from .store import JobStore, absolute
+
+    with JobStore.open(root / "jobs") as store:
+        jobs = [j for j in store.jobs() if j.input == absolute(root / "scans")]
+        if not jobs:
+            raise ArchiveRestoreError(f"no demo job found in {store.path}")
+        job = max(jobs, key=lambda j: j.updated)
+        return {item.key: item for item in store.items(job.id)}
+
+
+def measure(root: Path, keys: Sequence[str]) -> list[Row]:
+    """PSNR-Y (border of 4 px left out) of the bicubic x4 scan and of the restored photo."""
+    items = job_items(root)
+    rows = []
+    for key in keys:
+        hq = read_rgb(root / "originals" / key)
+        lq = read_rgb(root / "scans" / key)
+        bicubic = np.clip(cv2.resize(lq, hq.shape[1::-1], interpolation=cv2.INTER_CUBIC), 0, 1)
+        restored = read_rgb(root / "restored" / key)
+        item = items[PurePosixPath(key).as_posix()]
+        rows.append(Row(key, psnr_y(bicubic, hq, SCALE), psnr_y(restored, hq, SCALE), item.code_source or "-", item.faces))
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    lines = [f"{'photo':<24} {'scan x4 bicubic':>15} {'restored':>9} {'gain':>7}  {'code':<7} {'faces':>5}"]
+    for r in rows:
+        faces = "-" if r.faces is None else str(r.faces)
+        lines.append(f"{r.key:<24} {r.scan_psnr:>15.2f} {r.restored_psnr:>9.2f} {r.gain:>+7.2f}  {r.code_source:<7} {faces:>5}")
+    if rows:
+        scan, restored = (float(np.mean([getattr(r, a) for r in rows])) for a in ("scan_psnr", "restored_psnr"))
+        lines.append(f"{'average':<24} {scan:>15.2f} {restored:>9.2f} {restored - scan:>+7.2f}")
+    lines.append("PSNR-Y in dB against the original (4 px border left out); code: where the photo's degradation "
+                 "code came from (faces, folder, job or blind).")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- main
+def run_demo(root: Path, models_dirs: Sequence[Path] = (REPO_MODELS,), samples: Sequence[Sample] | None = None,
+             seed: int = 0) -> list[Row]:
+    """Build the scans under ``root``, run the photo job on them, and measure the results."""
+    root = Path(root)
+    models_dirs = [Path(d) for d in models_dirs]
+    check_models(models_dirs)
+    keys = build_scans(root, default_samples() if samples is None else samples, seed)
+    run_job(root, models_dirs, restart=restart_needed(root, keys, models_fingerprint(models_dirs)))
+    rows = measure(root, keys)
+    if not all(math.isfinite(r.scan_psnr) and math.isfinite(r.restored_psnr) for r in rows):
+        raise ArchiveRestoreError("a PSNR came out infinite or NaN; the demo folders look inconsistent")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m archive_restore.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (default: ./demo)")
+    parser.add_argument("--models-dir", type=Path, action="append", default=None,
+                        help=f"folder with the networks (repeatable; default: {REPO_MODELS})")
+    parser.add_argument("--seed", type=int, default=0, help="degradation seed (default: 0)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        rows = run_demo(args.dir, args.models_dir or [REPO_MODELS], seed=args.seed)
+    except ArchiveRestoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print()
+    print(format_table(rows))
+    print(f"\noriginals, scans and restored photos in {args.dir}/ ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

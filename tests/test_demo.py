@@ -1,0 +1,61 @@
+"""`make demo` on a few tiny photos: the scan folder is built, the real photo job runs on it through
+the command line's code path, and the table has a finite row per photo."""
+import math
+
+import numpy as np
+import pytest
+
+from archive_restore import demo
+from archive_restore.errors import ModelNotFoundError
+
+
+def _samples() -> list[demo.Sample]:
+    from skimage import data
+
+    return [
+        demo.Sample("family/astronaut.png", lambda: data.astronaut()[:96, 160:256], top=0.0),
+        demo.Sample("places/camera.png", lambda: data.camera()[100:164, 200:280]),  # gray, not square
+    ]
+
+
+def test_demo_builds_scans_runs_the_job_and_measures(tmp_path, tiny_models):
+    root = tmp_path / "demo"
+    rows = demo.run_demo(root, [tiny_models], samples=_samples(), seed=0)
+
+    assert [r.key for r in rows] == ["family/astronaut.png", "places/camera.png"]
+    for r in rows:
+        assert math.isfinite(r.scan_psnr) and math.isfinite(r.restored_psnr)
+        assert r.code_source in {"faces", "folder", "job", "blind"}
+        assert (root / "scans" / r.key).is_file() and (root / "originals" / r.key).is_file()
+        assert (root / "restored" / r.key).is_file()  # the folder structure is mirrored
+    hq = demo.read_rgb(root / "originals" / "places" / "camera.png")
+    lq = demo.read_rgb(root / "scans" / "places" / "camera.png")
+    assert hq.shape[:2] == (64, 80) and lq.shape[:2] == (16, 20)
+
+    table = demo.format_table(rows)
+    assert table.count("\n") == len(rows) + 2  # header, a row per photo, average, legend
+    assert "average" in table
+
+    again = demo.run_demo(root, [tiny_models], samples=_samples(), seed=0)  # resumes: nothing to redo
+    assert again == rows
+    (root / "restored" / "places" / "camera.png").unlink()  # a deleted output: the job starts again
+    assert demo.run_demo(root, [tiny_models], samples=_samples(), seed=0) == rows
+
+
+def test_demo_scans_are_seeded(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    demo.build_scans(one, _samples(), seed=3)
+    demo.build_scans(two, _samples(), seed=3)
+    for key in ("family/astronaut.png", "places/camera.png"):
+        assert (one / "scans" / key).read_bytes() == (two / "scans" / key).read_bytes()
+
+
+def test_demo_without_models_says_how_to_get_them(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="archive-restore train all"):
+        demo.run_demo(tmp_path / "demo", [tmp_path / "no-models"], samples=_samples())
+    assert not (tmp_path / "demo").exists()  # nothing built before the check
+
+
+def test_crop_keeps_sides_a_multiple_of_the_scale():
+    img = np.zeros((427, 301, 3), np.uint8)
+    assert demo.crop_hq(img).shape == (384, 300, 3)

@@ -62,7 +62,7 @@ def blind_face_code(blind: BlindDegEncoder, lq_faces: torch.Tensor) -> torch.Ten
 
 def robust_mean(codes: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean of codes (N x D) after dropping outliers (distance to the median code above
-    median + 3 MAD), projected back to the codes' sphere. Returns 1 x D."""
+    median + 3 MAD). Returns 1 x D."""
     codes = codes.float()
     if weights is None:
         weights = torch.ones(codes.shape[0], device=codes.device)
@@ -72,5 +72,4 @@ def robust_mean(codes: torch.Tensor, weights: torch.Tensor | None = None) -> tor
         med = dist.median()
         keep = dist <= med + 3 * (dist - med).abs().median() + 1e-6
         codes, weights = codes[keep], weights[keep]
-    mean = (codes * weights[:, None]).sum(0, keepdim=True) / weights.sum().clamp_min(1e-8)
-    return F.normalize(mean, dim=1) * codes.shape[1] ** 0.5
+    return (codes * weights[:, None]).sum(0, keepdim=True) / weights.sum().clamp_min(1e-8)

@@ -66,3 +66,26 @@ def test_metrics_known_values():
     assert ssim_y(ref, ref) > 0.999
     noisy = np.clip(ref + 0.05, 0, 1)
     assert 20 < psnr_y(noisy, ref) < 40 and ssim_y(noisy, ref) < 1
+
+
+def test_bench_quality_compare_row_for_a_spandrel_model(tmp_path):
+    """--compare adds a row for any x4 model spandrel loads: here a Real-ESRGAN compact (SRVGGNetCompact)
+    with random weights, saved as a plain state dict the way its official .pth files are."""
+    from spandrel.architectures.Compact import Compact
+
+    rng = np.random.default_rng(1)
+    images, models = tmp_path / "images", tmp_path / "models"
+    images.mkdir(), models.mkdir()
+    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (64, 64)) * 255).astype(np.uint8))
+    _write_models(models)
+    torch.manual_seed(0)
+    esrgan = tmp_path / "realesr-compact-x4.pth"
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, esrgan)
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(cli, ["bench", "quality", "--images", str(images), "--faces", str(images),
+                                      "--degradations", "2", "--models-dir", str(models), "--compare", str(esrgan),
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert "realesr-compact-x4.pth" in data and np.isfinite(data["realesr-compact-x4.pth"]["psnr_y"])
+    assert "realesr-compact-x4.pth" in result.output

@@ -31,9 +31,7 @@ class _CodeHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(8 * width, 4 * width), act(), nn.Linear(4 * width, code_dim))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Codes live on a sphere of radius sqrt(code_dim): distances are comparable across images."""
-        raw = self.mlp(mean_std_pool(feats))
-        return F.normalize(raw, dim=1) * raw.shape[1] ** 0.5
+        return self.mlp(mean_std_pool(feats))
 
 
 def fit_to(x: torch.Tensor, size: int) -> torch.Tensor:

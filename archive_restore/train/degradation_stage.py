@@ -21,10 +21,19 @@ from .loop import step_rng
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Symmetric InfoNCE: row i of ``a`` must match row i of ``b`` among all rows."""
+    """Symmetric InfoNCE: row i of ``a`` must match row i of ``b`` among all rows. Codes are centred
+    on the batch mean first, so what they share (the common offset) cannot hide what differs."""
+    centre = torch.cat([a, b]).mean(dim=0, keepdim=True)
+    a, b = a - centre, b - centre
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
     target = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def spread_loss(z: torch.Tensor) -> torch.Tensor:
+    """Keeps every code dimension varying across a batch (std >= 1): guards against collapse to a
+    constant code, which a regression head alone would tolerate."""
+    return F.relu(1.0 - z.std(dim=0)).mean()
 
 
 def high_freq_std(x: torch.Tensor) -> torch.Tensor:
@@ -54,12 +63,14 @@ class DegradationStep:
         losses = {
             "param": F.mse_loss(self.param_head(z_face), b.params) + F.mse_loss(self.param_head(z_nat), b.params),
             "nce": info_nce(z_face, z_nat),
+            "spread": spread_loss(torch.cat([z_face, z_nat])),
             "synth": synthesis_loss(self.synth(b.nat_hq, z_face), nat_lq_up),
         }
         if self.real_pairs:
             lq, hq = real_pair_batch(rng, self.real_pairs, self.real_batch)
             losses["real"] = synthesis_loss(self.synth(hq, self.encoder(lq, hq)), lq)
-        total = 4.0 * losses["param"] + 0.1 * losses["nce"] + sum(v for k, v in losses.items() if k in ("synth", "real"))
+        total = 4.0 * losses["param"] + losses["nce"] + losses["spread"] + sum(
+            v for k, v in losses.items() if k in ("synth", "real"))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

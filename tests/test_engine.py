@@ -1,0 +1,58 @@
+"""Pieces of the restoration engine: tiling without seams, robust code averaging, blind codes."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from archive_restore.codes import blind_code, lq_patches, robust_mean
+from archive_restore.nets import BlindDegEncoder
+from archive_restore.pipeline.tiles import run_tiled
+
+torch.set_num_threads(1)
+
+
+def test_tiled_equals_whole_image_for_a_local_operation():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 70, 90)
+
+    def fn(t):
+        return F.interpolate(t, scale_factor=2, mode="nearest")
+
+    tiled = run_tiled(fn, image, scale=2, tile=32, overlap=8)
+    assert tiled.shape == (1, 3, 140, 180)
+    assert torch.allclose(tiled, fn(image), atol=1e-6)
+
+
+def test_small_image_runs_whole():
+    calls = []
+
+    def fn(t):
+        calls.append(t.shape)
+        return t
+
+    run_tiled(fn, torch.rand(1, 3, 20, 20), scale=1, tile=32)
+    assert calls == [(1, 3, 20, 20)]
+
+
+def test_robust_mean_ignores_an_outlier():
+    torch.manual_seed(0)
+    base = torch.randn(1, 8)
+    codes = torch.cat([base + 0.01 * torch.randn(5, 8), base + 10])
+    assert torch.allclose(robust_mean(codes), base, atol=0.02)
+
+
+def test_robust_mean_weights():
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    mean = robust_mean(torch.cat([a, b]), torch.tensor([3.0, 1.0]))
+    assert mean[0, 0] > mean[0, 1]
+
+
+def test_lq_patches_grid_and_small_images():
+    assert lq_patches(torch.rand(1, 3, 100, 140), 32).shape == (12, 3, 32, 32)  # a 3 x 4 grid fits
+    assert lq_patches(torch.rand(1, 3, 400, 400), 32).shape == (16, 3, 32, 32)  # at most 16
+    assert lq_patches(torch.rand(1, 3, 20, 30), 32).shape == (1, 3, 32, 32)
+
+
+def test_blind_code_of_an_image():
+    model = BlindDegEncoder(code_dim=16, width=4, input_size=64).eval()
+    z = blind_code(model, torch.rand(1, 3, 60, 80))
+    assert z.shape == (1, 16) and torch.isfinite(z).all()

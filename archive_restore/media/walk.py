@@ -119,7 +119,8 @@ def check_output_dir(root: str | os.PathLike[str], output: str | os.PathLike[str
     """Raise UsageError when `output` is the input folder or lies inside it (symlinks resolved).
 
     Writing results into the collection being walked would feed them back in as inputs on the next
-    run, and risks replacing originals.
+    run, and risks replacing originals. For a single photo, `output` is the folder its result goes
+    in, so the photo's own folder is refused too: the result would replace the original.
     """
     root_real = Path(root).resolve()
     output_real = Path(output).resolve()
@@ -128,4 +129,9 @@ def check_output_dir(root: str | os.PathLike[str], output: str | os.PathLike[str
         raise UsageError(
             f"output folder {output} is inside the input {root}; "
             f"choose a folder outside it (default: {default_output_dir(root)})"
+        )
+    if root_real.is_file() and output_real == root_real.parent:
+        raise UsageError(
+            f"output folder {output} holds the input {root}, whose result would replace it; "
+            f"choose another folder (default: {default_output_dir(root)})"
         )

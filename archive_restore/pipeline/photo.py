@@ -154,8 +154,7 @@ def open_photo_job(store: JobStore, input_path: Path, output: Path | None, optio
     if not input_path.exists():
         raise InputError(f"{input_path}: no such file or folder")
     output = Path(os.path.abspath(output)) if output else default_output_dir(input_path)
-    if input_path.is_dir():
-        check_output_dir(input_path, output)
+    check_output_dir(input_path, output)
     job = store.get_or_create_job(KIND, str(input_path), str(output), options.identity())
     return PhotoJob(store, job, options, progress)
 

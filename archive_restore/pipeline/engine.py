@@ -42,7 +42,7 @@ class EngineOptions:
     face_detector: str = "auto"
     models_dirs: Sequence[Path] = ()
     tile: int = 256
-    min_face: int = 24  # faces smaller than this many LQ pixels carry too little to read a code from
+    min_face: int = 16  # faces smaller than this many LQ pixels carry too little to read a code from
 
 
 class Engine:

@@ -91,7 +91,11 @@ class PhotoJob:
                 photo = read_image(self.source(item), self.options.max_pixels)
             except InputError:
                 continue  # the render pass fails this item with the reason
-            found = self.engine.face_codes(_rgb(photo.pixels))
+            try:
+                found = self.engine.face_codes(_rgb(photo.pixels))
+            except Exception as exc:  # a face-analysis failure costs this photo its face code, not the job
+                self.store.update_item(item.id, faces=0, extra={"analysis_error": f"{type(exc).__name__}: {exc}"})
+                continue
             if found.count:
                 self.store.update_item(item.id, faces=found.count, code=combine(found.codes, found.weights).tolist(),
                                        code_source=FACES, extra={"detector": found.detector})

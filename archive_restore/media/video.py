@@ -1,0 +1,492 @@
+"""Video input and output: probe, decode with exact timestamps, encode segments, join them.
+
+Decoding sits behind one small interface, :class:`VideoBackend`, with two implementations chosen by
+name (:func:`open_backend`): ``pyav`` (PyAV, the default) and ``decord`` (optional; installed with
+``pip install archive-restore[decord]``). Everything else here uses PyAV.
+
+What is exact, and how:
+
+* Timestamps are the stream's own integer ``pts`` in its ``time_base``; times are ``Fraction``s.
+  Nothing is computed as ``index / fps``. Decoded frames come in presentation order; packets the
+  container marks as discarded (edit lists) are not frames of the video.
+* Frame counts are counted while decoding, never read from a header (``VideoInfo.header_frames`` is
+  what the header claims, kept only to be reported).
+* Encoded segments carry the input pts (rescaled by the muxer into the output time base, exactly
+  for the time bases mp4 chooses) and the input's colour metadata; the encoder makes no B-frames, so
+  decode and presentation order agree and segments join with increasing dts.
+* :func:`join_segments` copies the segments' video packets and the input's audio and subtitle
+  packets unchanged (a remux: no re-encode) into one file, interleaved by time.
+
+Frames are ``HxWx3`` RGB, ``uint8`` or ``float32`` in [0, 1].
+"""
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import av
+import numpy as np
+
+from ..errors import InputError, UnsupportedFormatError, UsageError
+
+BACKENDS = ("pyav", "decord")
+DEFAULT_CODEC = "libx264"
+#: Encoders that take ``crf`` and ``preset`` options.
+_CRF_CODECS = ("libx264", "libx265")
+#: Encoders that can only store even frame sizes in the pixel format used.
+_PIX_FMTS = {"libx264": "yuv420p", "libx265": "yuv420p", "ffv1": "yuv444p", "mpeg4": "yuv420p"}
+_BATCH = 8  # frames per decord request
+
+
+@dataclass(frozen=True)
+class Colour:
+    """Colour description of a stream, as FFmpeg's enum values (``None``: unspecified)."""
+
+    primaries: int | None = None
+    transfer: int | None = None
+    matrix: int | None = None
+    range: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"primaries": self.primaries, "transfer": self.transfer, "matrix": self.matrix,
+                "range": self.range}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """An audio, subtitle or other stream that is copied, not decoded."""
+
+    index: int
+    type: str
+    codec: str
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` finds in a file."""
+
+    path: Path
+    format: str
+    video_index: int
+    codec: str
+    width: int
+    height: int
+    time_base: Fraction
+    rotation: int
+    colour: Colour
+    average_rate: Fraction | None
+    header_frames: int | None
+    audio: tuple[StreamInfo, ...] = ()
+    subtitles: tuple[StreamInfo, ...] = ()
+
+    def summary(self) -> str:
+        """One line for logs and ``status``."""
+        extra = f", {len(self.audio)} audio" if self.audio else ", no audio"
+        rotated = f", rotated {self.rotation}°" if self.rotation else ""
+        return f"{self.codec} {self.width}x{self.height}, time base {self.time_base}{extra}{rotated}"
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame: its pts in the stream's time base and its pixels."""
+
+    pts: int
+    time_base: Fraction
+    rgb: np.ndarray
+
+    @property
+    def time(self) -> Fraction:
+        return self.pts * self.time_base
+
+
+# ------------------------------------------------------------------------------------------- probe
+def _open(path: Path) -> av.container.InputContainer:
+    """Open ``path`` for reading, turning every failure into a one-line InputError."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes)")
+    try:
+        return av.open(str(path), "r")
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable video file ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    streams = [s for s in container.streams.video
+               if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not streams:
+        found = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams) or "none"
+        raise InputError(f"{path}: no video stream (streams found: {found})")
+    return streams[0]
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe a video file; decodes its first frame to prove it decodes and to read rotation.
+
+    Raises InputError (missing, empty, not a video, no video stream, nothing decodes) or
+    UnsupportedFormatError (no decoder for its codec).
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        first = _first_frame(container, stream, path)
+        cc = stream.codec_context
+        return VideoInfo(
+            path=path, format=container.format.name, video_index=stream.index, codec=cc.name,
+            width=cc.width or first.width, height=cc.height or first.height,
+            time_base=Fraction(stream.time_base), rotation=int(round(first.rotation or 0)) % 360,
+            colour=_colour(first), average_rate=stream.average_rate and Fraction(stream.average_rate),
+            header_frames=stream.frames or None,
+            audio=_others(container, "audio"), subtitles=_others(container, "subtitle"))
+
+
+def _first_frame(container, stream, path: Path) -> av.VideoFrame:
+    if stream.codec_context is None or not stream.codec_context.name:
+        raise UnsupportedFormatError(f"{path}: no decoder for the video codec")
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.FFmpegError as exc:
+        raise InputError(f"{path}: the video stream does not decode ({_reason(exc)})") from None
+    raise InputError(f"{path}: the video stream holds no decodable frame")
+
+
+def _colour(frame: av.VideoFrame) -> Colour:
+    def known(value: int, unspecified: int = 2) -> int | None:
+        return None if value in (None, unspecified) else int(value)
+
+    return Colour(primaries=known(frame.color_primaries), transfer=known(frame.color_trc),
+                  matrix=known(frame.colorspace), range=known(frame.color_range, unspecified=0))
+
+
+def _others(container, kind: str) -> tuple[StreamInfo, ...]:
+    return tuple(StreamInfo(s.index, s.type, s.codec_context.name if s.codec_context else "?")
+                 for s in container.streams if s.type == kind)
+
+
+# ------------------------------------------------------------------------------------------ decode
+class VideoBackend(Protocol):
+    """Decoding, the part a backend provides."""
+
+    name: str
+
+    def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
+               end_pts: int | None = None, as_float: bool = False) -> Iterator[VideoFrame]:
+        """Frames with ``start_pts <= pts < end_pts`` (None: unbounded) in presentation order."""
+        ...
+
+
+def _to_pixels(rgb: np.ndarray, as_float: bool) -> np.ndarray:
+    return rgb.astype(np.float32) / 255.0 if as_float else rgb
+
+
+def _check_order(pts: int | None, previous: int | None, path: Path) -> int:
+    if pts is None:
+        raise InputError(f"{path}: a frame has no timestamp; its timing cannot be kept")
+    if previous is not None and pts <= previous:
+        raise InputError(f"{path}: frame timestamps go backwards ({previous} then {pts}); "
+                         "its timing cannot be kept")
+    return pts
+
+
+class PyAVBackend:
+    """Decoding with PyAV: seek to the keyframe before ``start_pts``, decode, keep the range."""
+
+    name = "pyav"
+
+    def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
+               end_pts: int | None = None, as_float: bool = False) -> Iterator[VideoFrame]:
+        with _open(Path(path)) as container:
+            stream = container.streams[info.video_index]
+            stream.thread_type = "AUTO"
+            if start_pts is not None and not _seek(container, stream, start_pts):
+                container.seek(0, stream=stream, backward=True)  # no good keyframe: from the start
+            yield from self._range(container, stream, Path(path), start_pts, end_pts, as_float)
+
+    @staticmethod
+    def _range(container, stream, path: Path, start_pts, end_pts, as_float) -> Iterator[VideoFrame]:
+        previous = None
+        tb = Fraction(stream.time_base)
+        try:
+            for frame in container.decode(stream):
+                pts = _check_order(frame.pts, previous, path)
+                previous = pts
+                if start_pts is not None and pts < start_pts:
+                    continue
+                if end_pts is not None and pts >= end_pts:
+                    return
+                yield VideoFrame(pts, tb, _to_pixels(frame.to_ndarray(format="rgb24"), as_float))
+        except av.FFmpegError as exc:
+            raise InputError(f"{path}: decoding failed ({_reason(exc)})") from None
+
+
+def _seek(container, stream, start_pts: int) -> bool:
+    """Seek to the keyframe at or before ``start_pts``; False when the first frame lands after it."""
+    container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+    try:
+        first = next(container.decode(stream))
+    except (StopIteration, av.FFmpegError):
+        return False
+    container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+    return first.pts is not None and first.pts <= start_pts
+
+
+class DecordBackend:
+    """Decoding with decord. Its own timestamps are float32 seconds (inexact for long videos) and
+    ignore edit lists, so the exact pts come from the container's packets, demuxed with PyAV
+    without decoding: decord's frame ``i`` is the ``i``-th packet in presentation order, and
+    packets marked discarded are skipped, which gives the same frames as the PyAV backend."""
+
+    name = "decord"
+
+    def __init__(self) -> None:
+        try:
+            import decord
+        except ImportError as exc:
+            raise UsageError("the decord backend needs the decord package "
+                             f"(pip install decord): {exc}") from None
+        self._decord = decord
+
+    def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
+               end_pts: int | None = None, as_float: bool = False) -> Iterator[VideoFrame]:
+        if info.rotation:
+            raise UnsupportedFormatError(f"{path}: decord mis-sizes rotated videos (rotation "
+                                         f"{info.rotation}°); use --backend pyav for this file")
+        table = packet_table(Path(path), info.video_index)
+        try:
+            reader = self._decord.VideoReader(str(path), num_threads=1)
+        except Exception as exc:  # decord raises its own DECORDError
+            raise InputError(f"{path}: decord cannot read it ({_reason(exc)})") from None
+        if len(reader) != len(table):
+            raise UnsupportedFormatError(
+                f"{path}: decord sees {len(reader)} frames where the container holds {len(table)} "
+                "video packets; use --backend pyav for this file")
+        wanted = [(i, pts) for i, (pts, discard) in enumerate(table) if not discard
+                  and (start_pts is None or pts >= start_pts) and (end_pts is None or pts < end_pts)]
+        for at in range(0, len(wanted), _BATCH):
+            batch = wanted[at:at + _BATCH]
+            pixels = reader.get_batch([i for i, _ in batch]).asnumpy()
+            for (_, pts), rgb in zip(batch, pixels):
+                yield VideoFrame(pts, info.time_base, _to_pixels(rgb, as_float))
+
+
+def packet_table(path: Path, video_index: int) -> list[tuple[int, bool]]:
+    """(pts, discarded) of every video packet, in presentation order (demuxing only)."""
+    rows = []
+    with _open(path) as container:
+        for packet in container.demux(container.streams[video_index]):
+            if packet.size and packet.pts is not None:
+                rows.append((packet.pts, bool(packet.is_discard)))
+    rows.sort()
+    return rows
+
+
+def open_backend(name: str) -> VideoBackend:
+    """The decoding backend called ``name`` (``pyav`` or ``decord``)."""
+    if name == "pyav":
+        return PyAVBackend()
+    if name == "decord":
+        return DecordBackend()
+    raise UsageError(f"unknown video backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+# ------------------------------------------------------------------------------------------ encode
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How segments are encoded. ``crf``/``preset`` apply to libx264 and libx265 only."""
+
+    codec: str = DEFAULT_CODEC
+    crf: int = 18
+    preset: str = "medium"
+
+    def options(self) -> dict[str, str]:
+        opts = {"bf": "0"}  # no B-frames: segments join with increasing dts
+        if self.codec in _CRF_CODECS:
+            opts.update(crf=str(self.crf), preset=self.preset)
+        return opts
+
+    @property
+    def pix_fmt(self) -> str:
+        return _PIX_FMTS.get(self.codec, "yuv420p")
+
+
+def check_encoder(codec: str) -> None:
+    """Raise UsageError unless this FFmpeg build can encode video with ``codec``."""
+    try:
+        found = av.codec.Codec(codec, "w")
+    except (av.FFmpegError, ValueError):
+        found = None
+    if found is None or found.type != "video":
+        raise UsageError(f"no video encoder called {codec!r} in this FFmpeg build "
+                         "(try libx264, libx265, ffv1 or mpeg4)")
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The encoded size for a frame of ``width x height``: each odd side grows by one pixel."""
+    return width + width % 2, height + height % 2
+
+
+def pad_even(rgb: np.ndarray) -> np.ndarray:
+    """Pad an odd-sized frame to even by repeating its last row and/or column.
+
+    yuv420p stores colour at half resolution and needs even sizes. Padding (rather than cropping)
+    keeps every restored pixel; the encoded frame is one pixel taller or wider than the restored
+    one, and that one edge line repeats its neighbour.
+    """
+    height, width = rgb.shape[:2]
+    pad_h, pad_w = height % 2, width % 2
+    if not pad_h and not pad_w:
+        return rgb
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+class SegmentWriter:
+    """Encode frames with given pts into one video file (use as a context manager).
+
+    The stream's codec time base is the input's, so each frame's pts is kept exactly; colour
+    metadata and rotation are set on the stream.
+    """
+
+    def __init__(self, path: Path, info: VideoInfo, width: int, height: int,
+                 settings: EncodeSettings = EncodeSettings()) -> None:
+        self.info = info
+        self.width, self.height = even_size(width, height)
+        try:
+            self._out = av.open(str(path), "w")
+            self._stream = self._add_stream(settings)
+        except (av.FFmpegError, ValueError) as exc:
+            raise UnsupportedFormatError(f"cannot encode {settings.codec} into {path.name}: "
+                                         f"{_reason(exc)}") from None
+        self.frames = 0
+
+    def _add_stream(self, settings: EncodeSettings):
+        rate = self.info.average_rate if self.info.average_rate else Fraction(25)
+        stream = self._out.add_stream(settings.codec, rate=rate, options=settings.options())
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, settings.pix_fmt
+        cc = stream.codec_context
+        cc.time_base = self.info.time_base
+        colour = self.info.colour
+        for attr, value in (("color_primaries", colour.primaries), ("color_trc", colour.transfer),
+                            ("colorspace", colour.matrix), ("color_range", colour.range)):
+            if value is not None:
+                setattr(cc, attr, value)
+        if self.info.rotation:
+            stream.set_display_rotation(self.info.rotation)
+        return stream
+
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        """Encode one RGB frame (uint8, or float in [0, 1]) at ``pts`` (input time base)."""
+        if rgb.dtype != np.uint8:
+            rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_even(rgb)), format="rgb24")
+        frame = self._reformat(frame)
+        frame.pts, frame.time_base = pts, self.info.time_base
+        self._mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def _reformat(self, frame: av.VideoFrame) -> av.VideoFrame:
+        colour = self.info.colour
+        kwargs = {}
+        if colour.matrix is not None:
+            kwargs["dst_colorspace"] = colour.matrix
+        if colour.range is not None:
+            kwargs["dst_color_range"] = colour.range
+        return frame.reformat(format=self._stream.pix_fmt, **kwargs)
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            self._out.mux(packet)
+
+    def close(self) -> None:
+        self._mux(self._stream.encode(None))
+        self._out.close()
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._out.close()
+
+
+# -------------------------------------------------------------------------------------------- join
+@dataclass(order=True)
+class _Queued:
+    time: Fraction
+    order: int
+    packet: av.Packet = field(compare=False)
+
+
+def join_segments(segments: Sequence[Path], source: Path, info: VideoInfo, output: Path,
+                  container_format: str | None = None) -> int:
+    """Write ``output``: the segments' video packets in order, plus every audio and subtitle
+    packet of ``source`` copied unchanged, interleaved by decode time. Returns the video packets.
+
+    The caller writes to a temporary name and renames (``runner.atomic_output``).
+    """
+    if not segments:
+        raise InputError(f"{source}: no rendered segments to join")
+    inputs = [_open(Path(p)) for p in segments]
+    src = _open(source)
+    try:
+        with av.open(str(output), "w", format=container_format) as out:
+            out.metadata.update(dict(src.metadata))
+            video = out.add_stream_from_template(inputs[0].streams.video[0])
+            if info.rotation:
+                video.set_display_rotation(info.rotation)
+            copied = {s.index: out.add_stream_from_template(src.streams[s.index])
+                      for s in (*info.audio, *info.subtitles)}
+            return _mux_all(out, video, inputs, src, copied)
+    finally:
+        for container in (*inputs, src):
+            container.close()
+
+
+def _mux_all(out, video, inputs, src, copied) -> int:
+    video_packets = _retarget(_segment_packets(inputs), video)
+    other = _retarget(_source_packets(src, copied), None, copied)
+    count = 0
+    for queued in heapq.merge(_timed(video_packets, 0), _timed(other, 1)):
+        out.mux(queued.packet)
+        count += queued.packet.stream is video
+    return count
+
+
+def _segment_packets(inputs) -> Iterator[av.Packet]:
+    for container in inputs:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size:
+                yield packet
+
+
+def _source_packets(src, copied) -> Iterator[av.Packet]:
+    if not copied:
+        return
+    for packet in src.demux([src.streams[i] for i in copied]):
+        if packet.size:
+            yield packet
+
+
+def _retarget(packets: Iterable[av.Packet], stream, by_index: dict | None = None) -> Iterator[av.Packet]:
+    for packet in packets:
+        packet.stream = stream if by_index is None else by_index[packet.stream.index]
+        yield packet
+
+
+def _timed(packets: Iterable[av.Packet], order: int) -> Iterator[_Queued]:
+    for packet in packets:
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        yield _Queued(Fraction(stamp or 0) * Fraction(packet.time_base), order, packet)

@@ -43,7 +43,7 @@ BUSY_TIMEOUT_S = 60.0
 KINDS = ("photos", "video")
 PENDING, RUNNING, DONE, FAILED, SKIPPED = "pending", "running", "done", "failed", "skipped"
 ITEM_STATUSES = (PENDING, RUNNING, DONE, FAILED, SKIPPED)
-CODE_SOURCES = ("faces", "folder", "job", "blind")
+CODE_SOURCES = ("faces", "neighbour", "folder", "job", "blind")  # neighbour: a nearby shot's
 MAX_ERROR_CHARS = 1000
 
 _JOBS_SCHEMA = {

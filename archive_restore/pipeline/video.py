@@ -1,0 +1,479 @@
+"""The video job: ``archive-restore video FILE``.
+
+One job per video file. Its items, in claim order:
+
+``analysis``
+    decode once -> shot boundaries (``shots.ShotDetector``) -> faces detected every k frames of a
+    shot and tracked (``faces.track``) -> per track its best crops, aligned to 512 -> codes -> per
+    shot the robust mean of its crops' codes. Shots without faces take the code of the nearest shot
+    with faces ("neighbour"), else the whole video's ("job"), else a blind code read from a few of
+    their own frames ("blind"). Each shot is split into chunks of at most ``chunk_frames`` frames;
+    every chunk becomes a render item whose ``extra`` holds its frame range, pts range, shot,
+    faces, code source and confidence. Counted frames, never a header's count.
+``shotNNNN.PPP`` (one per chunk)
+    decode the chunk's frames by pts -> CondSR with the shot's code -> encode a segment file in the
+    job's working folder, written under a temporary name and renamed; the item is then done.
+``finish``
+    join the segments and copy the input's audio and subtitle packets unchanged into the output,
+    written to a temporary name and renamed into place.
+
+The analysis is an item (not a step outside the job) so that a bad input is recorded like any
+failure: the job fails with a one-line reason and nothing is written at the output path.
+A crash loses at most the item in progress; a rerun resumes with the next pending item.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..codes import image_to_tensor
+from ..errors import InputError, JobError, UsageError
+from ..faces import align_face, face_quality
+from ..faces.track import Crop, FaceTracker
+from ..media.video import (EncodeSettings, SegmentWriter, VideoFrame, VideoInfo, join_segments,
+                           open_backend, probe)
+from ..nets import restore_at_scale
+from ..runner import ItemResult, Summary, atomic_output, run_job
+from ..store import DONE, Item, ItemSpec, Job, JobStore
+from .engine import ALIGNED_SIZE, Engine, EngineOptions, combine
+from .shots import ShotDetector
+
+KIND = "video"
+ANALYSIS, FINISH = "analysis", "finish"
+FACES, NEIGHBOUR, WHOLE, BLIND = "faces", "neighbour", "job", "blind"
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+NEAR_SHOTS = 2  # a shot without faces borrows from a shot with faces at most this far away
+BLIND_FRAMES = 3  # frames of a shot read for its blind code
+QUEUE_FRAMES = 16  # decoded frames waiting for the network, at most
+
+
+@dataclass(frozen=True)
+class VideoJobOptions:
+    scale: int = 4
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    backend: str = "pyav"
+    face_detector: str = "auto"
+    detect_every: int = 5
+    chunk_frames: int = 120
+    tile: int = 256
+    device: str = "auto"
+    batch: int = 4
+    models_dirs: tuple[Path, ...] = ()
+
+    def identity(self) -> dict:
+        """The options that change the result, and so the job's identity (not device, batch)."""
+        return {"scale": self.scale, "codec": self.codec, "crf": self.crf, "preset": self.preset,
+                "backend": self.backend, "face_detector": self.face_detector,
+                "detect_every": self.detect_every, "chunk_frames": self.chunk_frames, "tile": self.tile}
+
+    @classmethod
+    def from_identity(cls, stored: dict, **runtime) -> VideoJobOptions:
+        return cls(**stored, **runtime)
+
+    @property
+    def encode(self) -> EncodeSettings:
+        return EncodeSettings(codec=self.codec, crf=self.crf, preset=self.preset)
+
+
+# ------------------------------------------------------------------------------------- analysis
+@dataclass
+class Shot:
+    """A shot being analysed: where it starts, its chunks, its face crops and blind codes."""
+
+    index: int
+    start_frame: int
+    start_pts: int
+    chunks: list[dict] = field(default_factory=list)
+    frames: int = 0
+    tracks: int = 0
+    crops: list[Crop] = field(default_factory=list)
+    blind: list[np.ndarray] = field(default_factory=list)
+    code: np.ndarray | None = None
+    source: str | None = None
+    confidence: float = 0.0
+    detail: str = ""
+
+
+class Analysis:
+    """The streaming analysis pass over one video (memory: one shot's best crops, not the video)."""
+
+    def __init__(self, engine: Engine, options: VideoJobOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self.shots: list[Shot] = []
+        self.frames = 0
+        self.tracks = 0
+        self._detector = ShotDetector()
+        self._tracker = FaceTracker()
+
+    def run(self, frames: Iterable[VideoFrame]) -> list[Shot]:
+        for frame in frames:
+            self._push(frame)
+        if self.shots:
+            self._close_shot()
+        self._fill_codes()
+        return self.shots
+
+    def _push(self, frame: VideoFrame) -> None:
+        if self._detector.push(frame.rgb) or not self.shots:
+            if self.shots:
+                self.shots[-1].chunks[-1]["end_pts"] = frame.pts
+                self._close_shot()
+            self.shots.append(Shot(len(self.shots), self.frames, frame.pts))
+        shot = self.shots[-1]
+        self._chunk_frame(shot, frame)
+        offset = self.frames - shot.start_frame
+        if offset % self.options.detect_every == 0:
+            rgb = frame.rgb.astype(np.float32) / 255.0
+            self._faces(shot, rgb, self.frames)
+            if len(shot.blind) < BLIND_FRAMES:
+                shot.blind.append(self.engine.image_blind_code(rgb))
+        shot.frames += 1
+        self.frames += 1
+
+    def _chunk_frame(self, shot: Shot, frame: VideoFrame) -> None:
+        if not shot.chunks or shot.chunks[-1]["frames"] >= self.options.chunk_frames:
+            if shot.chunks:
+                shot.chunks[-1]["end_pts"] = frame.pts
+            shot.chunks.append({"start_frame": self.frames, "start_pts": frame.pts, "frames": 0,
+                                "end_pts": None})
+        shot.chunks[-1]["frames"] += 1
+
+    def _faces(self, shot: Shot, rgb: np.ndarray, index: int) -> None:
+        faces = [f for f in self.engine.detector.detect(rgb)
+                 if min(f.width, f.height) >= self.engine.options.min_face]
+        for track, face in self._tracker.update(faces, index):
+            quality = face_quality(face, rgb)
+            if track.would_keep(quality):
+                track.offer(Crop(quality, index, face, align_face(rgb, face, ALIGNED_SIZE).crop))
+
+    def _close_shot(self) -> None:
+        shot = self.shots[-1]
+        tracks = self._tracker.finish()
+        shot.tracks = len(tracks)
+        self.tracks += len(tracks)
+        crops = [c for t in tracks for c in t.crops()]
+        if crops:
+            codes = crop_codes(self.engine, [c.payload for c in crops])
+            weights = np.array([max(c.quality, 1e-3) for c in crops], np.float32)
+            shot.code, shot.source = combine(codes, weights), FACES
+            shot.confidence = round(float(np.mean([c.quality for c in crops])), 4)
+            shot.detail = f"{len(crops)} crops of {len(tracks)} tracks"
+        shot.crops = []
+
+    def _fill_codes(self) -> None:
+        """Codes for shots without faces: a shot with faces at most ``NEAR_SHOTS`` away, else the
+        whole video's (all its face shots), else a blind code from the shot's own frames."""
+        with_faces = [s for s in self.shots if s.source == FACES]
+        whole = combine(np.stack([s.code for s in with_faces])) if with_faces else None
+        for shot in self.shots:
+            if shot.source == FACES:
+                continue
+            near = min(with_faces, key=lambda s: (abs(s.index - shot.index), s.index), default=None)
+            if near is not None and abs(near.index - shot.index) <= NEAR_SHOTS:
+                shot.code, shot.source = near.code, NEIGHBOUR
+                shot.confidence = round(near.confidence * 0.5, 4)
+                shot.detail = f"from shot {near.index}"
+            elif whole is not None:
+                shot.code, shot.source = whole, WHOLE
+                shot.confidence = round(float(np.mean([s.confidence for s in with_faces])) * 0.25, 4)
+                shot.detail = f"whole video ({len(with_faces)} shots with faces)"
+            else:
+                shot.code, shot.source, shot.confidence = combine(np.stack(shot.blind)), BLIND, 0.0
+                shot.detail = f"blind code from {len(shot.blind)} frames"
+
+
+def crop_codes(engine: Engine, crops: list[np.ndarray], batch: int = 8) -> np.ndarray:
+    """BlindDegEncoder codes of aligned face crops (float RGB), in batches."""
+    out = []
+    with torch.inference_mode():
+        for at in range(0, len(crops), batch):
+            tensor = torch.cat([image_to_tensor(c) for c in crops[at:at + batch]]).to(engine.device)
+            out.append(engine.blind(tensor).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+# -------------------------------------------------------------------------------------- the job
+@dataclass
+class VideoJob:
+    """One video job being worked on."""
+
+    store: JobStore
+    job: Job
+    options: VideoJobOptions
+    progress: bool = True
+    _engine: Engine | None = None
+    _info: VideoInfo | None = None
+    _bar: tqdm | None = None
+
+    @property
+    def source(self) -> Path:
+        return Path(self.job.input)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            o = self.options
+            self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
+                                                models_dirs=o.models_dirs, tile=o.tile))
+        return self._engine
+
+    @property
+    def info(self) -> VideoInfo:
+        if self._info is None:
+            self._info = probe(self.source)
+        return self._info
+
+    def prepare(self, job: Job) -> None:
+        """The first item is the analysis; it adds the render items and the finish item."""
+        st = self.source.stat() if self.source.exists() else None
+        self.store.add_items(job.id, [ItemSpec(ANALYSIS, size=st and st.st_size, mtime=st and st.st_mtime)])
+
+    def process(self, item: Item) -> ItemResult:
+        if item.key == ANALYSIS:
+            return self.analyse()
+        if item.key == FINISH:
+            return self.finish()
+        return self.render(item)
+
+    def run(self, restart: bool = False, retry_failed: bool = False) -> Summary:
+        try:
+            return run_job(self.store, self.job, self.process, False, restart=restart,
+                           retry_failed=retry_failed, prepare=self.prepare)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    # -------------------------------------------------------------------------------- analyse
+    def analyse(self) -> ItemResult:
+        started = time.monotonic()
+        info = self.info
+        backend = open_backend(self.options.backend)
+        analysis = Analysis(self.engine, self.options)
+        with tqdm(desc=f"analysis {self.source.name}", unit="frame", total=info.header_frames,  # an estimate
+                  disable=not self.progress) as bar:
+            shots = analysis.run(_counted(backend.frames(self.source, info), bar))
+        self._add_items(shots)
+        seconds = time.monotonic() - started
+        return ItemResult(faces=analysis.tracks, extra={
+            "frames": analysis.frames, "shots": len(shots), "tracks": analysis.tracks,
+            "seconds": round(seconds, 3), "fps": round(analysis.frames / max(seconds, 1e-6), 2),
+            "video": info.summary(), "header_frames": info.header_frames,
+            "code_sources": _count(s.source for s in shots)})
+
+    def _add_items(self, shots: list[Shot]) -> None:
+        specs, results = [], []
+        for shot in shots:
+            for part, chunk in enumerate(shot.chunks):
+                key = f"shot{shot.index:04d}.{part:03d}"
+                extra = {**chunk, "shot": shot.index, "part": part, "shot_frames": shot.frames,
+                         "tracks": shot.tracks, "code_source": shot.source,
+                         "confidence": shot.confidence, "code_detail": shot.detail}
+                specs.append(ItemSpec(key, extra=extra))
+                results.append((key, shot))
+        specs.append(ItemSpec(FINISH))
+        self.store.add_items(self.job.id, specs)
+        by_key = {i.key: i for i in self.store.items(self.job.id)}
+        for key, shot in results:
+            self.store.update_item(by_key[key].id, code=shot.code.tolist(), faces=shot.tracks,
+                                   code_source=shot.source)
+
+    # --------------------------------------------------------------------------------- render
+    def segment_path(self, item: Item) -> Path:
+        return self.store.job_dir(self.job.id) / f"{item.key}.mp4"
+
+    def render(self, item: Item) -> ItemResult:
+        started = time.monotonic()
+        x = item.extra
+        code = np.asarray(item.code, np.float32)
+        frames = _prefetch(open_backend(self.options.backend).frames(
+            self.source, self.info, x["start_pts"], x["end_pts"], as_float=True), QUEUE_FRAMES)
+        out = self.segment_path(item)
+        scale = self.options.scale
+        with atomic_output(out) as tmp:
+            with SegmentWriter(tmp, self.info, self.info.width * scale, self.info.height * scale,
+                               self.options.encode) as writer:
+                for batch in _batches(frames, self.options.batch):
+                    for frame, restored in zip(batch, self.restore(batch, code)):
+                        writer.write(restored, frame.pts)
+                    self.render_bar().update(len(batch))
+                if writer.frames != x["frames"]:
+                    raise InputError(f"{self.source}: decoded {writer.frames} frames for {item.key}, "
+                                     f"the analysis counted {x['frames']}")
+        seconds = time.monotonic() - started
+        return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
+                          extra={"render_seconds": round(seconds, 3),
+                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2)})
+
+    def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
+        """CondSR on a batch of frames: one forward pass when a frame fits in a tile, else tiled."""
+        engine = self.engine
+        height, width = batch[0].rgb.shape[:2]
+        if len(batch) == 1 or max(height, width) > self.options.tile:
+            return [engine.restore(f.rgb, code) for f in batch]
+        lq = torch.cat([image_to_tensor(f.rgb) for f in batch]).to(engine.device)
+        z = torch.from_numpy(code)[None].expand(len(batch), -1).to(engine.device)
+        with torch.inference_mode():
+            out = restore_at_scale(engine.sr, lq, z, self.options.scale).clamp(0, 1)
+        return list(out.permute(0, 2, 3, 1).float().cpu().numpy())
+
+    def render_bar(self) -> tqdm:
+        if self._bar is None:
+            chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
+            total = sum(i.extra.get("frames", 0) for i in chunks)
+            done = sum(i.extra.get("frames", 0) for i in chunks if i.status == DONE)
+            self._bar = tqdm(total=total, initial=done, desc=f"render {self.source.name}", unit="frame",
+                             disable=not self.progress)
+        return self._bar
+
+    # --------------------------------------------------------------------------------- finish
+    def finish(self) -> ItemResult:
+        chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
+        missing = [i.key for i in chunks if i.status != DONE]
+        if missing or not chunks:
+            raise JobError(f"{len(missing)} of {len(chunks)} chunks are not rendered ({', '.join(missing[:5])}); "
+                           "rerun with --retry-failed")
+        expected = sum(i.extra["frames"] for i in chunks)
+        with atomic_output(self.job.output) as tmp:
+            written = join_segments([Path(i.output) for i in chunks], self.source, self.info, tmp,
+                                    container_format=_format_for(Path(self.job.output)))
+            if written != expected:
+                raise JobError(f"joined {written} frames, expected {expected}")
+        return ItemResult(output=self.job.output, extra={"frames": written})
+
+
+def _counted(frames: Iterator[VideoFrame], bar: tqdm) -> Iterator[VideoFrame]:
+    for frame in frames:
+        yield frame
+        bar.update(1)
+
+
+def _count(values: Iterable[str | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    return counts
+
+
+def _batches(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFrame]]:
+    batch: list[VideoFrame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= max(1, size):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_END = object()
+
+
+def _prefetch(frames: Iterator[VideoFrame], size: int) -> Iterator[VideoFrame]:
+    """Decode in a thread, at most ``size`` frames ahead: decoding overlaps the network."""
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        buffer.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="decode")
+    thread.start()
+    try:
+        while (got := buffer.get()) is not _END:
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _format_for(path: Path) -> str | None:
+    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".m4v": "mp4", ".mp4": "mp4"}.get(path.suffix.lower())
+
+
+# ------------------------------------------------------------------------------------- status
+def shot_lines(items: list[Item]) -> list[str]:
+    """``status`` lines for a video job: the analysis, each shot with its chunks, the finish."""
+    lines = []
+    for item in items:
+        x, error = item.extra, f"  {item.error}" if item.error else ""
+        if item.key == ANALYSIS:
+            found = (f" {x['frames']} frames, {x['shots']} shots, {x['tracks']} face tracks, "
+                     f"{x['fps']} frames/s") if "frames" in x else ""
+            lines.append(f"  {item.status:<8} analysis{found}{error}")
+        elif item.key == FINISH:
+            lines.append(f"  {item.status:<8} finish{error}")
+        else:
+            end = x["start_frame"] + x["frames"]
+            render = f" {x['render_fps']} frames/s" if "render_fps" in x else ""
+            lines.append(f"  {item.status:<8} {item.key} shot {x['shot']} frames {x['start_frame']}-{end - 1}"
+                         f" faces={x['tracks']} code={x['code_source']} ({x['code_detail']}, confidence "
+                         f"{x['confidence']}){render}{error}")
+    return lines
+
+
+# ------------------------------------------------------------------------------------ opening
+def default_output(path: Path) -> Path:
+    """``<name>_restored.<ext>`` beside the input."""
+    return path.with_name(f"{path.stem}_restored{path.suffix}")
+
+
+def find_videos(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders expanded to the video files in them (recursively, sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                            and not p.stem.endswith("_restored") and not p.name.startswith("."))
+        else:
+            found.append(path)
+    return found
+
+
+def output_for(path: Path, output: Path | None, several: bool) -> Path:
+    """The output file: ``output`` itself for one input, ``output/<name>`` for several, else the default."""
+    if output is None:
+        return default_output(path)
+    if several or output.is_dir():
+        return output / path.name
+    return output
+
+
+def open_video_job(store: JobStore, input_path: Path, output: Path, options: VideoJobOptions,
+                   progress: bool = True) -> VideoJob:
+    """The job for (input, output, options): created the first time, found again afterwards."""
+    input_path = Path(os.path.abspath(input_path))
+    if not input_path.exists():
+        raise InputError(f"{input_path}: no such file")
+    output = Path(os.path.abspath(output))
+    if output == input_path:
+        raise UsageError(f"the output {output} is the input itself; choose another -o")
+    if output.is_dir():
+        raise UsageError(f"the output {output} is a folder; give a file name")
+    job = store.get_or_create_job(KIND, str(input_path), str(output), options.identity())
+    return VideoJob(store, job, options, progress)

@@ -126,6 +126,11 @@ def status(job_id, as_json, jobs_dir) -> None:
         holder = store.locked_by(job.id)
         if holder:
             click.echo(f"being worked on by process {holder}")
+        if job.kind == "video":
+            from .pipeline.video import shot_lines
+
+            click.echo("\n".join(shot_lines(items)))
+            return
         for item in items:
             faces = "" if item.faces is None else f" faces={item.faces}"
             source = f" code={item.code_source}" if item.code_source else ""
@@ -147,11 +152,87 @@ def resume(job_id, device, retry_failed, models_dirs, jobs_dir) -> None:
 
     with JobStore.open(jobs_dir) as store:
         job = store.job(job_id)
+        if job.kind == "video":
+            return _resume_video(store, job, device, retry_failed, models_dirs)
         if job.kind != KIND:
             raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
         options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
         summary = PhotoJob(store, job, options).run(retry_failed=retry_failed)
         _finish(store, job, summary)
+
+
+# --------------------------------------------------------------------------------------------- video
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Output file (one input) or folder (several); default <name>_restored.<ext> beside each input.")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@click.option("--codec", default="libx264", show_default=True, help="Video encoder (libx264, libx265, ffv1, ...).")
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="Quality for libx264/libx265.")
+@click.option("--preset", default="medium", show_default=True, help="Speed preset for libx264/libx265.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per forward pass.")
+@click.option("--backend", type=click.Choice(["pyav", "decord"]), default="pyav", show_default=True,
+              help="Video decoder.")
+@click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="auto",
+              show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
+@click.option("--detect-every", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Detect faces every N frames of a shot (tracked in between).")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Longest render chunk; a crash loses at most one chunk.")
+@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True, help="LQ tile size.")
+@click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
+@click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@_models_dir_option
+@_jobs_dir_option
+def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
+          chunk_frames, tile, restart, retry_failed, models_dirs, jobs_dir) -> None:
+    """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
+    Running it again resumes where it stopped."""
+    from .errors import UsageError
+    from .media.video import check_encoder
+    from .pipeline.video import VideoJobOptions, find_videos, open_video_job, output_for
+    from .store import JobStore
+
+    check_encoder(codec)
+    options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
+                              face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
+                              tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs))
+    videos = find_videos(inputs)
+    if not videos:
+        raise UsageError(f"no video files in {', '.join(map(str, inputs))}")
+    worst = 0
+    with JobStore.open(jobs_dir) as store:
+        for path in videos:
+            try:
+                video_job = open_video_job(store, path, output_for(path, output, len(videos) > 1), options)
+                summary = video_job.run(restart=restart, retry_failed=retry_failed)
+                worst = max(worst, _video_report(store, video_job.job, summary))
+            except ArchiveRestoreError as exc:
+                click.echo(f"error: {path}: {exc}", err=True)
+                worst = max(worst, exc.exit_code)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _video_report(store, job, summary) -> int:
+    """One video job's outcome; returns its exit code (1 when anything failed)."""
+    if summary.failed:
+        first = store.items(job.id, status="failed")[0]
+        click.echo(f"error: {first.key} failed: {first.error} ({summary.failed} failed item(s) in job {job.id}; "
+                   f"nothing written at {job.output})", err=True)
+        return 1
+    click.echo(f"job {job.id}: {job.input} -> {job.output} ({summary.done} items in {summary.seconds:.1f} s)")
+    return 0
+
+
+def _resume_video(store, job, device, retry_failed, models_dirs) -> None:
+    from .pipeline.video import VideoJob, VideoJobOptions
+
+    options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+    summary = VideoJob(store, job, options).run(retry_failed=retry_failed)
+    if _video_report(store, job, summary):
+        raise click.exceptions.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------- train

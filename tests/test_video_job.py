@@ -1,0 +1,207 @@
+"""The video job through the CLI: every frame once and in order with its pts, audio copied bit for
+bit, shots and code sources in the job store and ``status``, resume, bad inputs, odd sizes, colour,
+rotation, and the decord backend."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from video_clips import TB, decoded, frame_pixels, make_clip, packet_hashes, stream_start
+
+from archive_restore.cli import cli
+from archive_restore.media.video import probe
+from archive_restore.store import JobStore
+
+FAST = ["--preset", "ultrafast", "--face-detector", "haar"]
+
+
+def _video(args: list[str], models: Path, jobs: Path):
+    result = CliRunner().invoke(cli, ["video", *args, *FAST, "--models-dir", str(models), "--jobs-dir", str(jobs)])
+    return result
+
+
+def _seconds(pts, time_base):
+    return [Fraction(p) * Fraction(time_base) for p in pts]
+
+
+def _order(outputs: list[np.ndarray], sources: list[np.ndarray]) -> list[int]:
+    """For each output frame (resized to the source size) the index of the closest source frame."""
+    h, w = sources[0].shape[:2]
+    found = []
+    for out in outputs:
+        small = cv2.resize(out[:h * (out.shape[0] // h), :w * (out.shape[1] // w)], (w, h),
+                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        found.append(int(np.argmin([np.mean((small - s) ** 2) for s in sources])))
+    return found
+
+
+def _job(jobs: Path):
+    with JobStore.open(jobs) as store:
+        (job,) = store.jobs()
+        return job, store.items(job.id)
+
+
+def test_every_frame_once_in_order_with_pts_and_audio(tmp_path, tiny_models):
+    clip = make_clip(tmp_path / "film.mp4", count=24, shots=(8, 16))
+    jobs = tmp_path / "jobs"
+    result = _video([str(clip.path), "--scale", "2", "--chunk-frames", "5", "--batch", "3"], tiny_models, jobs)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "film_restored.mp4"
+    pts, time_base, frames = decoded(out)
+    assert _seconds(pts, time_base) == _seconds(clip.pts, TB)
+    assert _order(frames, clip.frames) == list(range(24))
+    assert frames[0].shape == (96, 128, 3)
+    assert packet_hashes(out) == packet_hashes(clip.path) and stream_start(out, "audio") == stream_start(clip.path, "audio")
+
+    job, items = _job(jobs)
+    analysis, *chunks, finish = items
+    assert (analysis.key, finish.key) == ("analysis", "finish")
+    assert analysis.extra["frames"] == 24 and analysis.extra["shots"] == 3
+    assert [c.extra["shot"] for c in chunks] == [0, 0, 1, 1, 2, 2]
+    assert [c.extra["start_frame"] for c in chunks] == [0, 5, 8, 13, 16, 21]
+    assert sum(c.extra["frames"] for c in chunks) == 24
+    assert all(c.status == "done" and c.attempts == 1 and c.code_source == "blind" for c in chunks)
+
+    status = CliRunner().invoke(cli, ["status", job.id, "--jobs-dir", str(jobs)])
+    assert "analysis 24 frames, 3 shots" in status.output
+    assert "shot0001.000 shot 1 frames 8-12 faces=0 code=blind" in status.output
+    as_json = json.loads(CliRunner().invoke(cli, ["status", job.id, "--json", "--jobs-dir", str(jobs)]).output)
+    assert as_json["summary"]["done"] == 8
+
+    before = out.stat().st_mtime_ns
+    again = _video([str(clip.path), "--scale", "2", "--chunk-frames", "5", "--batch", "3"], tiny_models, jobs)
+    assert again.exit_code == 0 and out.stat().st_mtime_ns == before
+    assert [i.attempts for i in _job(jobs)[1]] == [1] * 8  # nothing done again
+
+
+def _face_clip(path: Path) -> list[np.ndarray]:
+    from skimage import data
+
+    face = cv2.resize(data.astronaut(), (160, 160), interpolation=cv2.INTER_AREA)
+    frames = [np.roll(face, i, axis=1) for i in range(6)] + [frame_pixels(i, 160, 160, shot=1) for i in range(6)]
+    return _write_frames(path, frames)
+
+
+def _write_frames(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "10", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 160, 160, "yuv420p"
+        stream.codec_context.time_base = TB
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = 40 * i, TB
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return frames
+
+
+def test_faces_tracked_give_their_shot_its_code(tmp_path, tiny_models):
+    pytest.importorskip("skimage")
+    path = tmp_path / "astronaut.mp4"
+    _face_clip(path)
+    result = _video([str(path), "--scale", "1", "--detect-every", "2"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    _, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")
+    assert analysis.extra["shots"] == 2 and analysis.extra["tracks"] == 1
+    assert face_shot.code_source == "faces" and face_shot.faces == 1 and face_shot.extra["confidence"] > 0
+    assert other_shot.code_source == "neighbour" and other_shot.code == face_shot.code
+
+
+def _audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+
+
+def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, tiny_models):
+    good = make_clip(tmp_path / "good.mp4", count=6)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "cut.mp4").write_bytes(good.path.read_bytes()[:1500])
+    (tmp_path / "notes.mp4").write_text("this is not a video\n")
+    _audio_only(tmp_path / "voice.mp4")
+    names = ["empty", "cut", "voice", "good", "notes"]
+    result = _video([str(tmp_path / f"{n}.mp4") for n in names] + ["-o", str(tmp_path / "out"), "--scale", "1"],
+                    tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4
+    for name, reason in [("empty", "empty (0 bytes)"), ("cut", "not a readable video"),
+                         ("voice", "no video stream"), ("notes", "not a readable video")]:
+        assert any(f"{name}.mp4" in e and reason in e for e in errors), (name, errors)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
+    with JobStore.open(tmp_path / "jobs") as store:
+        assert sorted(j.status for j in store.jobs()) == ["done"] + ["failed"] * 4
+
+
+def test_odd_size_rotation_and_colour_are_kept(tmp_path, tiny_models):
+    colour = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
+    clip = make_clip(tmp_path / "odd.mp4", count=6, width=63, height=47, rotation=90, colour=colour)
+    result = _video([str(clip.path), "--scale", "1", "-o", str(tmp_path / "o.mp4")], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    info, source = probe(tmp_path / "o.mp4"), probe(clip.path)
+    assert (info.width, info.height, info.rotation) == (64, 48, 90)  # padded by one pixel each way
+    assert info.colour == source.colour and info.colour.matrix == 1
+    pts, time_base, _ = decoded(tmp_path / "o.mp4")
+    assert _seconds(pts, time_base) == _seconds(clip.pts, TB)
+
+
+def test_a_failed_chunk_fails_the_job_until_resumed(tmp_path, tiny_models, monkeypatch):
+    from archive_restore.pipeline import video
+
+    clip = make_clip(tmp_path / "f.mp4", count=8)
+    render = video.VideoJob.render
+    calls = []
+
+    def flaky(self, item):
+        calls.append(item.key)
+        if item.key == "shot0000.001" and calls.count(item.key) == 1:
+            raise OSError("disk hiccup")
+        return render(self, item)
+
+    monkeypatch.setattr(video.VideoJob, "render", flaky)
+    args = [str(clip.path), "--scale", "1", "--chunk-frames", "3"]
+    first = _video(args, tiny_models, tmp_path / "jobs")
+    assert first.exit_code == 1 and "disk hiccup" in first.output
+    assert not (tmp_path / "f_restored.mp4").exists()
+    job, _ = _job(tmp_path / "jobs")
+    resumed = CliRunner().invoke(cli, ["resume", job.id, "--retry-failed", "--models-dir", str(tiny_models),
+                                       "--jobs-dir", str(tmp_path / "jobs")])
+    assert resumed.exit_code == 0, resumed.output
+    assert calls == ["shot0000.000", "shot0000.001", "shot0000.002", "shot0000.001"]
+    pts, time_base, _ = decoded(tmp_path / "f_restored.mp4")
+    assert _seconds(pts, time_base) == _seconds(clip.pts, TB)
+
+
+def test_decord_backend_job(tmp_path, tiny_models):
+    try:
+        import decord  # noqa: F401
+    except Exception as exc:
+        pytest.skip(f"decord is not usable here ({exc}); the pyav backend is tested throughout")
+    clip = make_clip(tmp_path / "d.mp4", count=8)
+    result = _video([str(clip.path), "--scale", "1", "--backend", "decord"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    pts, time_base, frames = decoded(tmp_path / "d_restored.mp4")
+    assert _seconds(pts, time_base) == _seconds(clip.pts, TB) and _order(frames, clip.frames) == list(range(8))
+
+
+def test_video_help_and_usage_errors(tmp_path):
+    assert "--backend" in CliRunner().invoke(cli, ["video", "--help"]).output
+    bad = CliRunner().invoke(cli, ["video", str(tmp_path / "x.mp4"), "--codec", "nope", "--jobs-dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "no video encoder called 'nope'" in bad.output
+    empty = CliRunner().invoke(cli, ["video", str(tmp_path), "--jobs-dir", str(tmp_path / "jobs")])
+    assert empty.exit_code == 2 and "no video files" in empty.output

@@ -4,6 +4,7 @@ rotation, and the decord backend."""
 from __future__ import annotations
 
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -205,3 +206,23 @@ def test_video_help_and_usage_errors(tmp_path):
     assert bad.exit_code == 2 and "no video encoder called 'nope'" in bad.output
     empty = CliRunner().invoke(cli, ["video", str(tmp_path), "--jobs-dir", str(tmp_path / "jobs")])
     assert empty.exit_code == 2 and "no video files" in empty.output
+
+
+def test_an_input_changed_after_its_analysis_is_refused(tmp_path, tiny_models, monkeypatch):
+    from archive_restore.pipeline import video
+
+    clip = make_clip(tmp_path / "c.mp4", count=4, audio=False)
+    analyse = video.VideoJob.analyse
+
+    def analyse_then_touch(self):
+        result = analyse(self)
+        os.utime(clip.path, ns=(1, 1))  # the file is replaced while the job runs
+        return result
+
+    monkeypatch.setattr(video.VideoJob, "analyse", analyse_then_touch)
+    result = _video([str(clip.path), "--scale", "1"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 1 and "changed or vanished since its analysis" in result.output
+    assert not (tmp_path / "c_restored.mp4").exists()
+    monkeypatch.undo()
+    again = _video([str(clip.path), "--scale", "1", "--restart"], tiny_models, tmp_path / "jobs")
+    assert again.exit_code == 0, again.output

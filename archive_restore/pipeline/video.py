@@ -258,6 +258,7 @@ class VideoJob:
     # -------------------------------------------------------------------------------- analyse
     def analyse(self) -> ItemResult:
         started = time.monotonic()
+        stamp = _stamp(self.source)
         info = self.info
         backend = open_backend(self.options.backend)
         analysis = Analysis(self.engine, self.options)
@@ -267,7 +268,7 @@ class VideoJob:
         self._add_items(shots)
         seconds = time.monotonic() - started
         return ItemResult(faces=analysis.tracks, extra={
-            "frames": analysis.frames, "shots": len(shots), "tracks": analysis.tracks,
+            "input": stamp, "frames": analysis.frames, "shots": len(shots), "tracks": analysis.tracks,
             "seconds": round(seconds, 3), "fps": round(analysis.frames / max(seconds, 1e-6), 2),
             "video": info.summary(), "header_frames": info.header_frames,
             "code_sources": _count(s.source for s in shots)})
@@ -293,8 +294,16 @@ class VideoJob:
     def segment_path(self, item: Item) -> Path:
         return self.store.job_dir(self.job.id) / f"{item.key}.mp4"
 
+    def check_unchanged(self) -> None:
+        """Raise InputError when the input is not the file the analysis read (size or mtime)."""
+        analysis = next(i for i in self.store.items(self.job.id) if i.key == ANALYSIS)
+        if _stamp(self.source) != analysis.extra.get("input"):
+            raise InputError(f"{self.source} changed or vanished since its analysis; "
+                             "run again with --restart to start over")
+
     def render(self, item: Item) -> ItemResult:
         started = time.monotonic()
+        self.check_unchanged()
         x = item.extra
         code = np.asarray(item.code, np.float32)
         frames = _prefetch(open_backend(self.options.backend).frames(
@@ -339,6 +348,7 @@ class VideoJob:
 
     # --------------------------------------------------------------------------------- finish
     def finish(self) -> ItemResult:
+        self.check_unchanged()
         chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
         missing = [i.key for i in chunks if i.status != DONE]
         if missing or not chunks:
@@ -351,6 +361,15 @@ class VideoJob:
             if written != expected:
                 raise JobError(f"joined {written} frames, expected {expected}")
         return ItemResult(output=self.job.output, extra={"frames": written})
+
+
+def _stamp(path: Path) -> list | None:
+    """[size, mtime in ns] of a file, or None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _counted(frames: Iterator[VideoFrame], bar: tqdm) -> Iterator[VideoFrame]:

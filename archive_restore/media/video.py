@@ -245,8 +245,10 @@ def _seek(container, stream, start_pts: int) -> bool:
 class DecordBackend:
     """Decoding with decord. Its own timestamps are float32 seconds (inexact for long videos) and
     ignore edit lists, so the exact pts come from the container's packets, demuxed with PyAV
-    without decoding: decord's frame ``i`` is the ``i``-th packet in presentation order, and
-    packets marked discarded are skipped, which gives the same frames as the PyAV backend."""
+    without decoding: decord's frame ``i`` is the ``i``-th packet in presentation order. Files it
+    cannot index that way are refused with a pointer to ``--backend pyav``: rotated videos (decord
+    mis-sizes their frames) and files whose edit list hides frames (decord counts the hidden
+    frames but returns the shown ones first, with wrong timestamps)."""
 
     name = "decord"
 
@@ -272,8 +274,12 @@ class DecordBackend:
             raise UnsupportedFormatError(
                 f"{path}: decord sees {len(reader)} frames where the container holds {len(table)} "
                 "video packets; use --backend pyav for this file")
-        wanted = [(i, pts) for i, (pts, discard) in enumerate(table) if not discard
-                  and (start_pts is None or pts >= start_pts) and (end_pts is None or pts < end_pts)]
+        if any(discard for _, discard in table):
+            raise UnsupportedFormatError(
+                f"{path}: its edit list hides {sum(d for _, d in table)} frames, which decord indexes "
+                "inconsistently; use --backend pyav for this file")
+        wanted = [(i, pts) for i, (pts, _) in enumerate(table)
+                  if (start_pts is None or pts >= start_pts) and (end_pts is None or pts < end_pts)]
         for at in range(0, len(wanted), _BATCH):
             batch = wanted[at:at + _BATCH]
             pixels = reader.get_batch([i for i, _ in batch]).asnumpy()

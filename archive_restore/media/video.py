@@ -445,24 +445,19 @@ def join_segments(segments: Sequence[Path], source: Path, info: VideoInfo, outpu
     """
     if not segments:
         raise InputError(f"{source}: no rendered segments to join")
-    inputs = [_open(Path(p)) for p in segments]
-    src = _open(source)
-    try:
-        with av.open(str(output), "w", format=container_format) as out:
-            out.metadata.update(dict(src.metadata))
-            video = out.add_stream_from_template(inputs[0].streams.video[0])
-            if info.rotation:
-                video.set_display_rotation(info.rotation)
-            copied = {s.index: out.add_stream_from_template(src.streams[s.index])
-                      for s in (*info.audio, *info.subtitles)}
-            return _mux_all(out, video, inputs, src, copied)
-    finally:
-        for container in (*inputs, src):
-            container.close()
+    with _open(Path(segments[0])) as first, _open(source) as src, \
+            av.open(str(output), "w", format=container_format) as out:
+        out.metadata.update(dict(src.metadata))
+        video = out.add_stream_from_template(first.streams.video[0])
+        if info.rotation:
+            video.set_display_rotation(info.rotation)
+        copied = {s.index: out.add_stream_from_template(src.streams[s.index])
+                  for s in (*info.audio, *info.subtitles)}
+        return _mux_all(out, video, segments, src, copied)
 
 
-def _mux_all(out, video, inputs, src, copied) -> int:
-    video_packets = _retarget(_segment_packets(inputs), video)
+def _mux_all(out, video, segments, src, copied) -> int:
+    video_packets = _retarget(_segment_packets(segments), video)
     other = _retarget(_source_packets(src, copied), None, copied)
     count = 0
     for queued in heapq.merge(_timed(video_packets, 0), _timed(other, 1)):
@@ -471,11 +466,13 @@ def _mux_all(out, video, inputs, src, copied) -> int:
     return count
 
 
-def _segment_packets(inputs) -> Iterator[av.Packet]:
-    for container in inputs:
-        for packet in container.demux(container.streams.video[0]):
-            if packet.size:
-                yield packet
+def _segment_packets(segments: Sequence[Path]) -> Iterator[av.Packet]:
+    """The video packets of each segment in turn, one segment file open at a time."""
+    for path in segments:
+        with _open(Path(path)) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size:
+                    yield packet
 
 
 def _source_packets(src, copied) -> Iterator[av.Packet]:

@@ -89,7 +89,7 @@ class VideoJobOptions:
 # ------------------------------------------------------------------------------------- analysis
 @dataclass
 class Shot:
-    """A shot being analysed: where it starts, its chunks, its face crops and blind codes."""
+    """A shot being analysed: where it starts, its render chunks, its face tracks and codes."""
 
     index: int
     start_frame: int
@@ -97,7 +97,6 @@ class Shot:
     chunks: list[dict] = field(default_factory=list)
     frames: int = 0
     tracks: int = 0
-    crops: list[Crop] = field(default_factory=list)
     blind: list[np.ndarray] = field(default_factory=list)
     code: np.ndarray | None = None
     source: str | None = None
@@ -170,7 +169,6 @@ class Analysis:
             shot.code, shot.source = combine(codes, weights), FACES
             shot.confidence = round(float(np.mean([c.quality for c in crops])), 4)
             shot.detail = f"{len(crops)} crops of {len(tracks)} tracks"
-        shot.crops = []
 
     def _fill_codes(self) -> None:
         """Codes for shots without faces: a shot with faces at most ``NEAR_SHOTS`` away, else the

@@ -69,17 +69,24 @@ def _finish(store, job, summary) -> None:
 @click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="auto",
               show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
 @click.option("--tile", type=int, default=256, show_default=True, help="LQ tile size for large scans.")
+@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
+              help="GFPGAN restores faces and gives paired codes; auto uses it when GFPGANv1.4.pth (or v1.3) is "
+                   "present and says so when it is not (`archive-restore models fetch gfpgan-v1.4`).")
+@click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Pasted faces: 0 the restored face, 1 the face as the rest of the photo was restored.")
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @_models_dir_option
 @_jobs_dir_option
-def run(input_dir, output, scale, device, face_detector, tile, restart, retry_failed, models_dirs, jobs_dir) -> None:
+def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, restart, retry_failed,
+        models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from .pipeline.photo import PhotoJobOptions, open_photo_job
     from .store import JobStore
 
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
-                              models_dirs=tuple(models_dirs))
+                              models_dirs=tuple(models_dirs), face_restorer=face_restorer,
+                              face_fidelity=face_fidelity)
     with JobStore.open(jobs_dir) as store:
         photo_job = open_photo_job(store, input_dir, output, options)
         summary = photo_job.run(restart=restart, retry_failed=retry_failed)
@@ -370,9 +377,9 @@ def models_verify(models_dirs) -> None:
         for path in locate(item, models_dirs):
             result = verify(item, path)
             mismatches += result.status == "mismatch"
+            state = "MISMATCH" if result.status == "mismatch" else result.status
             note = f" ({result.note})" if result.note else ""
-            click.echo(f"{item.name:<26} {result.status.upper() if result.status == 'mismatch' else result.status:<9}"
-                       f" {path} sha256 {result.sha256}{note}")
+            click.echo(f"{item.name:<26} {state:<9} {path} sha256 {result.sha256}{note}")
     if mismatches:
         raise click.exceptions.Exit(1)
 

@@ -7,12 +7,18 @@ prepare (under the job lock, resumable):
 render (one item at a time, via the runner):
   the photo's code, else its folder's (photos of one scan batch share scanner and print process),
   else the whole job's, else BlindDegEncoder on the photo itself
-  -> CondSR in overlapping tiles -> written beside the mirror path atomically, metadata kept.
+  -> CondSR in overlapping tiles -> faces restored (GFPGAN, when present) and pasted back
+  -> written beside the mirror path atomically, metadata kept.
+
+With ``face_restorer="auto"`` and no GFPGAN file, the job says so once (``notify``) and carries on
+with blind face codes and no separate face restoration: the results are those of ``"none"``.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -38,10 +44,19 @@ class PhotoJobOptions:
     device: str = "auto"
     models_dirs: tuple[Path, ...] = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
+    face_restorer: str = "auto"
+    face_fidelity: float = 0.0
 
     def identity(self) -> dict:
-        """The options that change the result, and so a job's identity (the device does not)."""
-        return {"scale": self.scale, "face_detector": self.face_detector, "tile": self.tile, "max_pixels": self.max_pixels}
+        """The options that change the result, and so a job's identity (the device does not). The
+        face-restorer options count only when they differ from their defaults, so that jobs started
+        before they existed keep their identity."""
+        ident = {"scale": self.scale, "face_detector": self.face_detector, "tile": self.tile, "max_pixels": self.max_pixels}
+        if self.face_restorer != "auto":
+            ident["face_restorer"] = self.face_restorer
+        if self.face_fidelity:
+            ident["face_fidelity"] = self.face_fidelity
+        return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> "PhotoJobOptions":
@@ -57,6 +72,7 @@ class PhotoJob:
     options: PhotoJobOptions
     progress: bool = True
     skipped: list[Skipped] = field(default_factory=list)
+    notify: Callable[[str], None] = field(default=lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
     _engine: Engine | None = None
     _codes: dict[str, np.ndarray] | None = None
 
@@ -65,7 +81,10 @@ class PhotoJob:
         if self._engine is None:
             o = self.options
             self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
-                                                models_dirs=o.models_dirs, tile=o.tile))
+                                                models_dirs=o.models_dirs, tile=o.tile, face_restorer=o.face_restorer,
+                                                face_fidelity=o.face_fidelity))
+            for message in self._engine.notices:
+                self.notify(message)
         return self._engine
 
     # ------------------------------------------------------------------------------------ prepare
@@ -91,14 +110,15 @@ class PhotoJob:
                 photo = read_image(self.source(item), self.options.max_pixels)
             except InputError:
                 continue  # the render pass fails this item with the reason
+            engine = self.engine  # outside the try: a missing network stops the job with its message
             try:
-                found = self.engine.face_codes(_rgb(photo.pixels))
+                found = engine.face_codes(_rgb(photo.pixels))
             except Exception as exc:  # a face-analysis failure costs this photo its face code, not the job
                 self.store.update_item(item.id, faces=0, extra={"analysis_error": f"{type(exc).__name__}: {exc}"})
                 continue
             if found.count:
                 self.store.update_item(item.id, faces=found.count, code=combine(found.codes, found.weights).tolist(),
-                                       code_source=FACES, extra={"detector": found.detector})
+                                       code_source=FACES, extra={"detector": found.detector, "face_codes": found.source})
             else:
                 self.store.update_item(item.id, faces=0, extra={"detector": found.detector})
 
@@ -138,13 +158,21 @@ class PhotoJob:
         photo = read_image(self.source(item), self.options.max_pixels)
         rgb = _rgb(photo.pixels)
         code, source = self.code_for(item, rgb)
-        restored = self.engine.restore(rgb, code)
+        restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code))
         out = self.destination(item)
         with atomic_output(out) as tmp:
             write_image(tmp, restored, like=photo)
         megapixels = photo.width * photo.height / 1e6
-        return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0,
-                          extra={"seconds": round(time.monotonic() - started, 3), "megapixels": round(megapixels, 4)})
+        extra.update(seconds=round(time.monotonic() - started, 3), megapixels=round(megapixels, 4))
+        return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0, extra=extra)
+
+    def restore_faces(self, rgb: np.ndarray, restored: np.ndarray) -> tuple[np.ndarray, dict]:
+        """``restored`` with the restorer's faces pasted in (when there is a restorer), and what to record."""
+        try:
+            restored, pasted = self.engine.paste_faces(rgb, restored)
+        except Exception as exc:  # a face-restoration failure costs the photo its pasted faces, not its result
+            return restored, {"paste_error": f"{type(exc).__name__}: {exc}"}
+        return restored, ({"faces_restored": pasted, "face_restorer": self.engine.restorer.name} if pasted else {})
 
     def run(self, restart: bool = False, retry_failed: bool = False) -> Summary:
         return run_job(self.store, self.job, self.process, self.progress, restart=restart,

@@ -112,3 +112,21 @@ def test_shots_without_faces_borrow_from_the_nearest_then_the_video_then_blind()
     assert 1 <= shots[5].code[0] <= 2 and shots[5].detail.startswith("whole video")
     blind = _fill(_shots(set(), 2))
     assert [s.source for s in blind] == [BLIND, BLIND] and blind[0].code[0] == -1
+
+
+def test_background_calls_run_in_order_and_raise_errors():
+    from archive_restore.pipeline.video import _Background
+
+    seen = []
+    with _Background(seen.append, 2, "test") as worker:
+        for i in range(10):
+            worker.put(i)
+    assert seen == list(range(10))
+
+    def fail(value):
+        raise ValueError(f"bad {value}")
+
+    with pytest.raises(ValueError, match="bad 0"):
+        with _Background(fail, 2, "test") as worker:
+            for i in range(5):
+                worker.put(i)

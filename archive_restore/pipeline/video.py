@@ -311,10 +311,11 @@ class VideoJob:
         with atomic_output(out) as tmp:
             with SegmentWriter(tmp, self.info, self.info.width * scale, self.info.height * scale,
                                self.options.encode) as writer:
-                for batch in _batches(frames, self.options.batch):
-                    for frame, restored in zip(batch, self.restore(batch, code)):
-                        writer.write(restored, frame.pts)
-                    self.render_bar().update(len(batch))
+                with _Background(writer.write, QUEUE_FRAMES, "encode") as encode:
+                    for batch in _batches(frames, self.options.batch):
+                        for frame, restored in zip(batch, self.restore(batch, code)):
+                            encode.put(restored, frame.pts)
+                        self.render_bar().update(len(batch))
                 if writer.frames != x["frames"]:
                     raise InputError(f"{self.source}: decoded {writer.frames} frames for {item.key}, "
                                      f"the analysis counted {x['frames']}")
@@ -427,6 +428,44 @@ def _prefetch(frames: Iterator[VideoFrame], size: int) -> Iterator[VideoFrame]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+class _Background:
+    """Calls ``fn(*args)`` on a worker thread, in order, with at most ``size`` calls waiting:
+    encoding overlaps the network. The worker's error is raised by the next ``put`` or on leaving
+    the ``with`` block; leaving waits for the queued calls."""
+
+    def __init__(self, fn, size: int, name: str) -> None:
+        self._fn = fn
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True, name=name)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (args := self._queue.get()) is not _END:
+            if self._error is None:
+                try:
+                    self._fn(*args)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def put(self, *args) -> None:
+        self._raise()
+        self._queue.put(args)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        self._queue.put(_END)
+        self._thread.join()
+        if exc_type is None:
+            self._raise()
 
 
 def _format_for(path: Path) -> str | None:

@@ -5,13 +5,14 @@ One job per video file. Its items, in claim order:
 ``analysis``
     decode once -> shot boundaries (``shots.ShotDetector``) -> faces detected every k frames of a
     shot and tracked (``faces.track``) -> per track its best crops, aligned to 512 -> codes -> per
-    shot the robust mean of its crops' codes. Shots without faces take the code of the nearest shot
+    shot the robust mean of its crops' codes (paired codes with GFPGAN when present, else blind). Shots without faces take the code of the nearest shot
     with faces ("neighbour"), else the whole video's ("job"), else a blind code read from a few of
     their own frames ("blind"). Each shot is split into chunks of at most ``chunk_frames`` frames;
     every chunk becomes a render item whose ``extra`` holds its frame range, pts range, shot,
     faces, code source and confidence. Counted frames, never a header's count.
 ``shotNNNN.PPP`` (one per chunk)
-    decode the chunk's frames by pts -> CondSR with the shot's code -> encode a segment file in the
+    decode the chunk's frames by pts -> CondSR with the shot's code -> faces restored and pasted
+    back when a face restorer (GFPGAN) is present -> encode a segment file in the
     job's working folder, written under a temporary name and renamed; the item is then done.
 ``finish``
     join the segments and copy the input's audio and subtitle packets unchanged into the output,
@@ -164,11 +165,11 @@ class Analysis:
         self.tracks += len(tracks)
         crops = [c for t in tracks for c in t.crops()]
         if crops:
-            codes = crop_codes(self.engine, [c.payload for c in crops])
+            codes, kind = self.engine.encode_faces([c.payload for c in crops])
             weights = np.array([max(c.quality, 1e-3) for c in crops], np.float32)
             shot.code, shot.source = combine(codes, weights), FACES
             shot.confidence = round(float(np.mean([c.quality for c in crops])), 4)
-            shot.detail = f"{len(crops)} crops of {len(tracks)} tracks"
+            shot.detail = f"{kind} codes of {len(crops)} crops of {len(tracks)} tracks"
 
     def _fill_codes(self) -> None:
         """Codes for shots without faces: a shot with faces at most ``NEAR_SHOTS`` away, else the
@@ -190,16 +191,6 @@ class Analysis:
             else:
                 shot.code, shot.source, shot.confidence = combine(np.stack(shot.blind)), BLIND, 0.0
                 shot.detail = f"blind code from {len(shot.blind)} frames"
-
-
-def crop_codes(engine: Engine, crops: list[np.ndarray], batch: int = 8) -> np.ndarray:
-    """BlindDegEncoder codes of aligned face crops (float RGB), in batches."""
-    out = []
-    with torch.inference_mode():
-        for at in range(0, len(crops), batch):
-            tensor = torch.cat([image_to_tensor(c) for c in crops[at:at + batch]]).to(engine.device)
-            out.append(engine.blind(tensor).float().cpu().numpy())
-    return np.concatenate(out)
 
 
 # -------------------------------------------------------------------------------------- the job
@@ -314,7 +305,7 @@ class VideoJob:
                 with _Background(writer.write, QUEUE_FRAMES, "encode") as encode:
                     for batch in _batches(frames, self.options.batch):
                         for frame, restored in zip(batch, self.restore(batch, code)):
-                            encode.put(restored, frame.pts)
+                            encode.put(self.engine.paste_faces(frame.rgb, restored)[0], frame.pts)
                         self.render_bar().update(len(batch))
                 if writer.frames != x["frames"]:
                     raise InputError(f"{self.source}: decoded {writer.frames} frames for {item.key}, "

@@ -232,7 +232,8 @@ def test_runner_survives_sigkill_at_any_moment(tmp_path):
     # kill just after an item is done, in the middle of writing an output, and at a random moment
     proc = _start_worker(tmp_path)
     _kill_when(proc, lambda: len(_done_log(tmp_path)) >= 2)
-    proc = _start_worker(tmp_path)
+    # each write is held open for 0.5 s, so the kill lands mid-write even on a loaded machine
+    proc = _start_worker(tmp_path, delay=0.5)
     _kill_when(proc, lambda: proc.stdout.readline().startswith("writing 08"))
     assert list(out.glob(".08.*.tmp.txt")), "the kill should have left a half-written temp file"
     assert not (out / "08.txt").exists()

@@ -48,3 +48,21 @@ def tiny_models(tmp_path_factory) -> Path:
     save_checkpoint(CondSR(code_dim=16, width=4, blocks=1), folder / MODEL_FILES["condsr_compact"])
     save_checkpoint(CondSR(code_dim=16, width=4, blocks=1, conditioned=False), folder / MODEL_FILES["condsr_uncond_compact"])
     return folder
+
+
+@pytest.fixture(scope="module")
+def face_rgb() -> np.ndarray:
+    """A real face photo (uint8 RGB) small enough to be quick and large enough for Haar (face of ~30 px)."""
+    import cv2
+    from PIL import Image
+
+    try:
+        from skimage import data
+        photo, width = data.astronaut(), 160
+    except (ImportError, OSError, ValueError):
+        path = SHARED / "data" / "real" / "photos" / "gfpgan_whole" / "Blake_Lively.jpg"
+        if not path.is_file():
+            pytest.skip("needs scikit-image's astronaut or ../shared/data (a real face photo)")
+        photo, width = np.asarray(Image.open(path).convert("RGB")), 128
+    height = round(photo.shape[0] * width / photo.shape[1])
+    return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)

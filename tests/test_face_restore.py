@@ -37,21 +37,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 # ------------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def face_rgb() -> np.ndarray:
-    """A real face photo (uint8 RGB) small enough to be quick and large enough for Haar."""
-    try:
-        from skimage import data
-        photo, width = data.astronaut(), 160
-    except (ImportError, OSError, ValueError):
-        path = SHARED / "data" / "real" / "photos" / "gfpgan_whole" / "Blake_Lively.jpg"
-        if not path.is_file():
-            pytest.skip("needs scikit-image's astronaut or ../shared/data (a real face photo)")
-        photo, width = np.asarray(Image.open(path).convert("RGB")), 128
-    height = round(photo.shape[0] * width / photo.shape[1])
-    return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module")
 def gfpgan_dir(tmp_path_factory) -> Path:
     """A folder holding GFPGANv1.4.pth: random weights of spandrel's GFPGANv1Clean in the official layout."""
     from spandrel.architectures.GFPGAN import GFPGAN

@@ -88,21 +88,6 @@ def _mtimes(out: Path) -> dict[str, float]:
     return {p.relative_to(out).as_posix(): p.stat().st_mtime for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def face_rgb() -> np.ndarray:
-    """A real face photo small enough to be quick and large enough for Haar (face of ~30 px)."""
-    try:
-        from skimage import data
-        photo, width = data.astronaut(), 160
-    except (ImportError, OSError, ValueError):
-        path = SHARED / "data" / "real" / "photos" / "gfpgan_whole" / "Blake_Lively.jpg"
-        if not path.is_file():
-            pytest.skip("needs scikit-image's astronaut or ../shared/data (a real face photo)")
-        photo, width = np.asarray(Image.open(path).convert("RGB")), 128
-    height = round(photo.shape[0] * width / photo.shape[1])
-    return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-
-
 # ------------------------------------------------------------------------- 1. bad-input corpus
 
 def _bad_corpus(root: Path, rng: np.random.Generator) -> None:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from video_clips import TB, decoded, frame_pixels, make_clip, packet_hashes, stream_start
+from video_clips import TB, decoded, frame_pixels, make_audio_only, make_clip, packet_hashes, stream_start
 
 from archive_restore.cli import cli
 from archive_restore.media.video import probe
@@ -118,24 +118,12 @@ def test_faces_tracked_give_their_shot_its_code(tmp_path, tiny_models):
     assert other_shot.code_source == "neighbour" and other_shot.code == face_shot.code
 
 
-def _audio_only(path: Path) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000, layout="mono")
-        for i in range(4):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-
-
 def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, tiny_models):
     good = make_clip(tmp_path / "good.mp4", count=6)
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "cut.mp4").write_bytes(good.path.read_bytes()[:1500])
     (tmp_path / "notes.mp4").write_text("this is not a video\n")
-    _audio_only(tmp_path / "voice.mp4")
+    make_audio_only(tmp_path / "voice.mp4")
     names = ["empty", "cut", "voice", "good", "notes"]
     result = _video([str(tmp_path / f"{n}.mp4") for n in names] + ["-o", str(tmp_path / "out"), "--scale", "1"],
                     tiny_models, tmp_path / "jobs")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from video_clips import TB, decoded, make_clip, packet_hashes, stream_start
+from video_clips import TB, decoded, make_audio_only, make_clip, packet_hashes, stream_start
 
 from archive_restore.errors import InputError, UnsupportedFormatError, UsageError
 from archive_restore.media.video import (EncodeSettings, SegmentWriter, check_encoder, join_segments, open_backend,
@@ -109,24 +109,10 @@ def test_probe_refuses_bad_inputs(tmp_path, vfr_clip, kind, message):
     elif kind == "text":
         path.write_text("not a video\n")
     elif kind == "audio_only":
-        _audio_only(path)
+        make_audio_only(path)
     with pytest.raises(InputError, match=message) as caught:
         probe(path)
     assert "\n" not in str(caught.value)
-
-
-def _audio_only(path: Path) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000, layout="mono")
-        for i in range(4):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
 
 
 # ------------------------------------------------------------------------------------ encode + join

@@ -114,3 +114,16 @@ def stream_start(path: Path, kind: str) -> Fraction | None:
     with av.open(str(path)) as container:
         stream = next(s for s in container.streams if s.type == kind)
         return None if stream.start_time is None else stream.start_time * Fraction(stream.time_base)
+
+
+def make_audio_only(path: Path) -> None:
+    """An mp4 with an AAC stream and no video stream (a bad input for the video job)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)

@@ -20,7 +20,7 @@ from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
 from ..faces.compose import compose_face, is_gray, to_gray
 from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
-from ..models import find_model
+from ..models import find_model, models_dirs
 from ..nets import load_checkpoint, restore_at_scale
 from .tiles import run_tiled
 
@@ -60,7 +60,7 @@ class Engine:
         dirs = list(options.models_dirs)
         self.sr = load_checkpoint(find_model("condsr_compact", dirs), self.device, expect="CondSR").model
         self.blind = load_checkpoint(find_model("blind_encoder", dirs), self.device, expect="BlindDegEncoder").model
-        self.detector = make_detector(options.face_detector, [str(d) for d in _detector_dirs(dirs)], str(self.device))
+        self.detector = make_detector(options.face_detector, [str(d) for d in models_dirs(dirs)], str(self.device))
         self.notices: list[str] = []
         self.restorer, self.paired = self._load_restorer(dirs)
 
@@ -148,8 +148,3 @@ def combine(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     w = None if weights is None else torch.from_numpy(np.asarray(weights, np.float32))
     return robust_mean(torch.from_numpy(np.asarray(codes, np.float32)), w).numpy()[0]
 
-
-def _detector_dirs(models_dirs: list[Path]) -> list[Path]:
-    from ..models import models_dirs as search_order
-
-    return search_order(models_dirs)

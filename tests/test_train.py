@@ -93,3 +93,24 @@ def test_train_cli_missing_data_is_a_clear_error(tmp_path):
                                       "--work-dir", str(tmp_path / "w"), "--models-dir", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert "error: training data folder" in result.output and "--data" in result.output
+
+
+def test_state_saved_after_warmup_resumes_with_weights_only_loading(tmp_path):
+    """Regression: past the warm-up, cosine_lr returned a numpy scalar that the optimizer state kept,
+    and torch.load(weights_only=True) then refused the saved state, so no long run could resume."""
+    from archive_restore.train.loop import RunState, cosine_lr, load_state, save_state
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lr = cosine_lr(1e-3, step=250, total=1000)
+    assert type(lr) is float and 0 < lr < 1e-3
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    path = tmp_path / "stage.state"
+    save_state(path, {"model": model}, optimizer, RunState(step=250, seconds=1.5, losses={"l1": 0.1}))
+    fresh = torch.nn.Linear(4, 2)
+    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    state = load_state(path, {"model": fresh}, fresh_opt)
+    assert state.step == 250
+    assert fresh_opt.param_groups[0]["lr"] == pytest.approx(lr)
+    assert torch.equal(fresh.weight, model.weight)

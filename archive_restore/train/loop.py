@@ -2,6 +2,7 @@
 a step budget and a wall-clock budget."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -67,10 +68,12 @@ def load_state(path: Path, modules: dict[str, torch.nn.Module], optimizer: torch
 
 
 def cosine_lr(base: float, step: int, total: int, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to 5 % of ``base``. A plain float: the optimizer state keeps
+    it, and a numpy scalar there would make the saved state unloadable with ``weights_only``."""
     if step < warmup:
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress)))
+    return float(base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))))
 
 
 def run_steps(

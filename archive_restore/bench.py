@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .codes import blind_code, image_to_tensor, paired_code, tensor_to_image
+from .codes import blind_code, image_to_tensor, paired_code, paired_image_code, tensor_to_image
 from .degrade import Degradation
 from .errors import DataError, UsageError
 from .metrics import psnr_y, ssim_y
@@ -102,7 +102,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
             hq = center_crop(img, cfg.crop, cfg.scale)
             hq_t = image_to_tensor(hq)
             lqs = [image_to_tensor(np.clip(d.apply(hq), 0, 1)) for d in degs]
-            z_oracle = torch.cat([paired_code(models.encoder, lq, hq_t) for lq in lqs])
+            z_oracle = torch.cat([paired_image_code(models.encoder, lq, hq_t) for lq in lqs])
             hits += (torch.cdist(z_face, z_oracle).argmin(dim=1) == torch.arange(len(degs))).tolist()
             for k, lq in enumerate(lqs):
                 outputs = {

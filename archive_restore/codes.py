@@ -32,8 +32,23 @@ def paired_code(encoder: DegEncoder, lq_face: torch.Tensor, hq_face: torch.Tenso
     return encoder(lq_face, hq_face)
 
 
+@torch.inference_mode()
+def paired_image_code(encoder: DegEncoder, lq: torch.Tensor, hq: torch.Tensor, max_tiles: int = 16) -> torch.Tensor:
+    """The paired code of a whole (LQ, HQ) image pair larger than the encoder's input: the mean code of
+    ``input_size`` tiles at the image's own resolution. Encoding the whole picture at once would shrink
+    it to the input size first, which weakens its blur and noise and so misreports the degradation."""
+    size = encoder.input_size
+    if lq.shape[-2:] != hq.shape[-2:]:
+        lq = F.interpolate(lq, size=hq.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+    if min(hq.shape[-2:]) <= size:
+        return encoder(lq, hq)
+    pairs = torch.cat([lq, hq], dim=1)
+    tiles = lq_patches(pairs, size, max_tiles)
+    return encoder(tiles[:, :3], tiles[:, 3:]).mean(dim=0, keepdim=True)
+
+
 def lq_patches(lq: torch.Tensor, patch: int, max_patches: int = 16) -> torch.Tensor:
-    """Up to ``max_patches`` non-overlapping ``patch``-sized crops on a regular grid of a 1x3xHxW image
+    """Up to ``max_patches`` ``patch``-sized crops on a regular grid of a 1xCxHxW image
     (the whole image resized up when it is smaller than one patch)."""
     _, _, h, w = lq.shape
     if h < patch or w < patch:

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archive_restore.codes import blind_code, lq_patches, robust_mean
-from archive_restore.nets import BlindDegEncoder
+from archive_restore.codes import blind_code, lq_patches, paired_image_code, robust_mean
+from archive_restore.nets import BlindDegEncoder, DegEncoder
 from archive_restore.pipeline.tiles import run_tiled
 
 torch.set_num_threads(1)
@@ -56,3 +56,19 @@ def test_blind_code_of_an_image():
     model = BlindDegEncoder(code_dim=16, width=4, input_size=64).eval()
     z = blind_code(model, torch.rand(1, 3, 60, 80))
     assert z.shape == (1, 16) and torch.isfinite(z).all()
+
+
+def test_paired_image_code_encodes_tiles_at_the_encoder_size():
+    """A large pair is encoded as tiles at its own resolution (never shrunk to the input size)."""
+    torch.manual_seed(0)
+    model = DegEncoder(code_dim=8, width=4, input_size=32).eval()
+    hq = torch.rand(1, 3, 64, 64)
+    lq = F.avg_pool2d(hq, 4)  # a 16x16 LQ, resized to the HQ size inside
+    lq_up = F.interpolate(lq, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1)
+    with torch.no_grad():
+        tiles = [model(lq_up[..., y : y + 32, x : x + 32], hq[..., y : y + 32, x : x + 32]) for y in (0, 32) for x in (0, 32)]
+        expected = torch.cat(tiles).mean(dim=0, keepdim=True)
+    z = paired_image_code(model, lq, hq)
+    assert torch.allclose(z, expected, atol=1e-6)
+    small = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(paired_image_code(model, small, small), model(small, small), atol=1e-6)

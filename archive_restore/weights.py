@@ -62,6 +62,9 @@ MANIFEST: dict[str, ModelEntry] = {
             "gfpgan-v1.4", "GFPGANv1.4.pth",
             "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth",
             _GFPGAN_LICENCE, "face restorer: HQ counterpart of each face (paired codes, paste-back)",
+            sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+            sha256_source="TencentARC publishes no checksum; the value two independent public model "
+                          "manifests give for this release file (cross-checked 2026-11-27)",
         ),
         ModelEntry(
             "gfpgan-v1.3", "GFPGANv1.3.pth",

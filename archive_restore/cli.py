@@ -188,12 +188,17 @@ def resume(job_id, device, retry_failed, models_dirs, jobs_dir) -> None:
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Longest render chunk; a crash loses at most one chunk.")
 @click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True, help="LQ tile size.")
+@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
+              help="GFPGAN restores faces (steadied along their tracks) and gives paired codes; auto uses it when "
+                   "GFPGANv1.4.pth (or v1.3) is present and says once per job when it is not.")
+@click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @_models_dir_option
 @_jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          chunk_frames, tile, restart, retry_failed, models_dirs, jobs_dir) -> None:
+          chunk_frames, tile, face_restorer, face_fidelity, restart, retry_failed, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from .errors import UsageError
@@ -204,7 +209,8 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     check_encoder(codec)
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
-                              tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs))
+                              tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
+                              face_restorer=face_restorer, face_fidelity=face_fidelity)
     videos = find_videos(inputs)
     if not videos:
         raise UsageError(f"no video files in {', '.join(map(str, inputs))}")
@@ -310,6 +316,32 @@ def bench_quality(images, faces, degradations, scale, seed, crop, max_images, mo
     result = run_quality(cfg)
     click.echo(format_table(result))
     _write_json(json_path, result)
+
+
+@bench.command("steady")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A still face photo (default: scikit-image's astronaut).")
+@click.option("--width", type=click.IntRange(min=32), default=160, show_default=True, help="Photo width in pixels.")
+@click.option("--frames", type=click.IntRange(min=2), default=16, show_default=True)
+@click.option("--noise", type=click.FloatRange(0.0, 0.5), default=0.03, show_default=True,
+              help="Std of the Gaussian noise drawn anew for every frame (0..1 units).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="haar",
+              show_default=True)
+@click.option("--restorer", type=click.Choice(["auto", "identity"]), default="auto", show_default=True,
+              help="auto: GFPGAN when present, else the aligned LQ face stands in; identity: always the LQ face.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda.")
+@_models_dir_option
+def bench_steady(image, width, frames, noise, seed, face_detector, restorer, device, models_dirs) -> None:
+    """Flicker of a still face in the restored video: frame-to-frame difference of the pasted face,
+    frame by frame and steadied along its track (as the video job renders)."""
+    from .bench_steady import default_face, measure, read_face
+    from .pipeline.engine import Engine, EngineOptions
+
+    face = read_face(image, width) if image else default_face(width)
+    engine = Engine(EngineOptions(scale=1, device=device, face_detector=face_detector, models_dirs=tuple(models_dirs),
+                                  face_restorer="none" if restorer == "identity" else "auto"))
+    click.echo("\n".join(measure(engine, face, frames, noise, seed, restorer).lines()))
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -66,3 +66,63 @@ def face_rgb() -> np.ndarray:
         photo, width = np.asarray(Image.open(path).convert("RGB")), 128
     height = round(photo.shape[0] * width / photo.shape[1])
     return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def random_face_net(seed: int = 0):
+    """A stand-in face restorer with random weights and GFPGAN's calling convention ([-1, 1] in,
+    (image, rgbs) out): two seeded random 3x3 convolutions, fast enough to run on every video frame
+    (a random-weight GFPGAN in the official layout takes tens of seconds per face on a CPU)."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            gen = torch.Generator().manual_seed(seed)
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 3, 3, padding=1)
+            for conv in (self.a, self.b):
+                conv.weight.data = torch.randn(conv.weight.shape, generator=gen) / 4
+                conv.bias.data = torch.randn(conv.bias.shape, generator=gen) / 10
+
+        def forward(self, x, return_rgb=False, randomize_noise=False):
+            return torch.tanh(self.b(torch.relu(self.a(x)))), []
+
+    return Net().eval()
+
+
+@pytest.fixture
+def random_restorer(tmp_path, monkeypatch) -> Path:
+    """A models folder with a placeholder GFPGANv1.4.pth that the engine 'loads' as
+    :func:`random_face_net` (the real loading of a random GFPGAN is tested in test_face_restore)."""
+    import torch
+
+    from archive_restore.faces.restore import FaceRestorer
+    from archive_restore.pipeline import engine as engine_module
+
+    folder = tmp_path / "random_restorer"
+    folder.mkdir()
+    (folder / "GFPGANv1.4.pth").write_bytes(b"placeholder")
+    monkeypatch.setattr(engine_module, "load_face_restorer",
+                        lambda path, device: FaceRestorer(random_face_net(), Path(path), torch.device(device)))
+    monkeypatch.delenv("ARCHIVE_RESTORE_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gfpgan_dir(tmp_path_factory) -> Path:
+    """A folder holding GFPGANv1.4.pth: random weights of spandrel's GFPGANv1Clean in the official layout
+    (``{'params_ema': state_dict}``), loaded through the real code. A forward pass takes seconds to
+    tens of seconds per face on a CPU: use it sparingly."""
+    import math
+
+    import torch
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    with torch.device("meta"):  # shapes only; the random values are drawn below
+        shapes = {k: v.shape for k, v in GFPGAN().state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(s, generator=gen) / math.sqrt(max(1, math.prod(s[1:]))) if len(s) > 1 else torch.zeros(s)
+             for k, s in shapes.items()}
+    folder = tmp_path_factory.mktemp("gfpgan")
+    torch.save({"params_ema": state}, folder / "GFPGANv1.4.pth")
+    return folder

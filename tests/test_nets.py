@@ -121,3 +121,16 @@ def test_loader_refuses_foreign_and_mismatched_files(tmp_path):
         load_checkpoint(bad_args)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_saved_checkpoint_has_the_usual_file_mode(tmp_path):
+    """Regression: safetensors creates its file 0600, so exported models were unreadable to others."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(_nets()["CondSR"], tmp_path / "sr.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -11,15 +11,23 @@ face is still and steps aside when it moves:
   the crop and the mask steady.
 - ``face``: the restored face blended with the previous frame's result, warped into the current
   crop, while the two alignments are close; after a larger move the new face is taken as it is.
+
+:class:`SteadyFaces` is what a video render holds for one run of consecutive frames (a chunk of a
+shot): the faces detected on each frame are linked into tracks by the project's IoU + Kalman
+tracker (``faces.track``), each track gets its own smoother, and a face the detector misses for a
+frame or two while its track lives is still pasted where its track predicts it (no face popping in
+and out of the restored video).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
-from .align import AlignedFace
+from .align import AlignedFace, face_landmarks
+from .detect import Face
+from .track import FaceTracker
 
 
 def _homogeneous(matrix: np.ndarray) -> np.ndarray:
@@ -85,3 +93,60 @@ class TrackSmoother:
                 restored = (self.face_alpha * restored + (1.0 - self.face_alpha) * warped).astype(np.float32)
         self._previous = (aligned, restored)
         return restored
+
+
+@dataclass
+class _Followed:
+    smoother: TrackSmoother
+    face: Face          # the last face pasted for this track (smoothed landmarks)
+    centre: np.ndarray  # its track's box centre then
+
+
+@dataclass
+class SteadyFaces:
+    """Faces of consecutive frames followed along tracks, each track with its own smoother.
+
+    Call :meth:`follow` once per frame, in order; ``max_misses`` frames without a detection end a
+    track (and its smoother). Frames are assumed to belong to one shot: make a new one at a cut.
+    """
+
+    max_misses: int = 2
+    _tracker: FaceTracker | None = field(default=None, repr=False)
+    _tracks: dict[int, _Followed] = field(default_factory=dict, repr=False)
+    _frame: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._tracker = FaceTracker(max_misses=self.max_misses, keep=0)
+
+    def follow(self, faces: list[Face]) -> list[tuple[Face, TrackSmoother]]:
+        """This frame's faces, with smoothed landmarks, each with its track's smoother; plus, for a
+        live track the detector missed on this frame, its last face moved as the track predicts."""
+        linked = self._tracker.update(faces, self._frame)
+        self._frame += 1
+        seen, out = set(), []
+        for track, face in linked:
+            known = self._tracks.get(track.id)
+            smoother = known.smoother if known else TrackSmoother()
+            marks = smoother.landmarks(face_landmarks(face))
+            followed = _Followed(smoother, replace(face, landmarks=marks), _centre(track.filter.box))
+            self._tracks[track.id] = followed
+            seen.add(track.id)
+            out.append((followed.face, smoother))
+        for track in self._tracker.active:
+            if track.id not in seen and track.id in self._tracks:
+                out.append(self._coast(self._tracks[track.id], _centre(track.filter.box)))
+        self._tracks = {t.id: self._tracks[t.id] for t in self._tracker.active if t.id in self._tracks}
+        self._tracker.ended.clear()
+        return out
+
+    @staticmethod
+    def _coast(followed: _Followed, centre: np.ndarray) -> tuple[Face, TrackSmoother]:
+        shift = centre - followed.centre
+        face = followed.face
+        box = tuple(float(v) for v in np.asarray(face.box) + np.tile(shift, 2))
+        marks = (face_landmarks(face) + shift).astype(np.float32)
+        return replace(face, box=box, landmarks=marks), followed.smoother
+
+
+def _centre(box: tuple[float, ...]) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float64)

@@ -39,6 +39,12 @@ class Checkpoint:
     path: Path | None = None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(model: nn.Module, path: str | Path, info: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (its weights and its ``config``, the constructor arguments) to ``path``
     atomically: a temporary file in the same folder, then a rename."""
@@ -58,6 +64,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, info: dict[str, Any] | N
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; a model file is shared
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

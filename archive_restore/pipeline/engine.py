@@ -20,11 +20,20 @@ from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
 from ..faces.compose import compose_face, is_gray, to_gray
 from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
+from ..faces.steady import SteadyFaces, TrackSmoother
 from ..models import find_model, models_dirs
 from ..nets import load_checkpoint, restore_at_scale
 from .tiles import run_tiled
 
 ALIGNED_SIZE = 512
+
+
+@dataclass(frozen=True)
+class RestoredFaces:
+    """Faces of one picture (in its pixel coordinates) and the face restorer's crops of them."""
+
+    faces: tuple[Face, ...]
+    crops: np.ndarray  # (N, 512, 512, 3) float32 in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class FaceCodes:
     weights: np.ndarray  # (N,)
     detector: str
     source: str = "blind"  # "paired" (DegEncoder with the restored face) or "blind"
+    restored: RestoredFaces | None = None  # the faces and their restored crops, with a face restorer
 
     @property
     def count(self) -> int:
@@ -83,30 +93,39 @@ class Engine:
     def code_dim(self) -> int:
         return self.sr.code_dim
 
+    def detect_faces(self, rgb: np.ndarray) -> list[Face]:
+        """The faces of an RGB float image large enough to read."""
+        return [f for f in self.detector.detect(rgb) if min(f.width, f.height) >= self.options.min_face]
+
     def usable_faces(self, rgb: np.ndarray) -> list[AlignedFace]:
         """The faces of an RGB float image large enough to read, aligned to the 512 template."""
-        faces: list[Face] = [f for f in self.detector.detect(rgb) if min(f.width, f.height) >= self.options.min_face]
-        return [align_face(rgb, f, ALIGNED_SIZE) for f in faces]
+        return [align_face(rgb, f, ALIGNED_SIZE) for f in self.detect_faces(rgb)]
 
     def face_codes(self, rgb: np.ndarray) -> FaceCodes:
         """Detect, align and encode every usable face of an RGB float image (paired codes when a face
-        restorer is loaded, blind codes otherwise)."""
+        restorer is loaded, blind codes otherwise); with a restorer, the restored faces come along so
+        that they can be pasted without restoring them again."""
         aligned = self.usable_faces(rgb)
         if not aligned:
             return FaceCodes(np.zeros((0, self.code_dim), np.float32), np.zeros(0, np.float32), self.detector.name)
-        codes, source = self.encode_faces([a.crop for a in aligned], is_gray(rgb))
-        faces = [a.face for a in aligned]
+        gray, crops = is_gray(rgb), [a.crop for a in aligned]
+        faces = tuple(a.face for a in aligned)
+        restored = None if self.restorer is None else RestoredFaces(faces, self.restored_faces(crops, gray))
+        codes, source = self.encode_faces(crops, gray, None if restored is None else restored.crops)
         weights = np.array([np.sqrt(f.width * f.height) * f.score for f in faces], np.float32)
-        return FaceCodes(codes, weights, self.detector.name, source)
+        return FaceCodes(codes, weights, self.detector.name, source, restored)
 
-    def encode_faces(self, crops: Sequence[np.ndarray], gray: bool = False) -> tuple[np.ndarray, str]:
+    def encode_faces(self, crops: Sequence[np.ndarray], gray: bool = False,
+                     restored: np.ndarray | None = None) -> tuple[np.ndarray, str]:
         """Codes (N x D) of aligned LQ face crops and their source: ``paired`` (DegEncoder with the
-        restorer's face) when a face restorer is loaded, else ``blind``."""
+        restorer's face; ``restored`` when the caller has them already) when a face restorer is
+        loaded, else ``blind``."""
         lq = torch.cat([image_to_tensor(c) for c in crops]).to(self.device)
         with torch.inference_mode():
             if self.restorer is None:
                 return self.blind(lq).float().cpu().numpy(), "blind"
-            hq = torch.from_numpy(self.restored_faces(crops, gray)).permute(0, 3, 1, 2).contiguous()
+            restored = self.restored_faces(crops, gray) if restored is None else restored
+            hq = torch.from_numpy(np.ascontiguousarray(restored, np.float32)).permute(0, 3, 1, 2).contiguous()
             return paired_code(self.paired, lq, hq.to(self.device)).float().cpu().numpy(), "paired"
 
     def restored_faces(self, crops: Sequence[np.ndarray], gray: bool = False) -> np.ndarray:
@@ -114,18 +133,32 @@ class Engine:
         restored = self.restorer.restore(crops)
         return np.stack([to_gray(f) for f in restored]) if gray else restored
 
-    def paste_faces(self, lq: np.ndarray, picture: np.ndarray) -> tuple[np.ndarray, int]:
+    def paste_faces(self, lq: np.ndarray, picture: np.ndarray, restored: RestoredFaces | None = None,
+                    steady: SteadyFaces | None = None) -> tuple[np.ndarray, int]:
         """``picture`` (the restored ``lq``, at the engine's scale) with every usable face of ``lq``
-        restored and pasted back, and the number of faces pasted; unchanged without a restorer."""
+        restored and pasted back, and the number of faces pasted; unchanged without a restorer.
+
+        ``restored``: the faces of ``lq`` restored already (by the analysis), pasted as they are.
+        ``steady``: the video frames' faces followed along tracks (smoothed landmarks, so a steady
+        crop and mask; each restored face blended with its track's previous one while still).
+        """
         if self.restorer is None:
             return picture, 0
-        aligned = self.usable_faces(lq)
-        if not aligned:
-            return picture, 0
         gray = is_gray(lq)
-        for face, restored in zip(aligned, self.restored_faces([a.crop for a in aligned], gray)):
-            picture = compose_face(picture, restored, face, self.options.scale, self.options.face_fidelity, gray)
+        if restored is None:
+            followed = self._follow(lq, steady)
+            aligned = [align_face(lq, f, ALIGNED_SIZE) for f, _ in followed]
+            crops = self.restored_faces([a.crop for a in aligned], gray) if aligned else []
+            crops = [c if s is None else s.face(a, c) for (_, s), a, c in zip(followed, aligned, crops)]
+        else:
+            aligned, crops = [align_face(lq, f, ALIGNED_SIZE) for f in restored.faces], list(restored.crops)
+        for face, crop in zip(aligned, crops):
+            picture = compose_face(picture, crop, face, self.options.scale, self.options.face_fidelity, gray)
         return picture, len(aligned)
+
+    def _follow(self, lq: np.ndarray, steady: SteadyFaces | None) -> list[tuple[Face, TrackSmoother | None]]:
+        faces = self.detect_faces(lq)
+        return steady.follow(faces) if steady is not None else [(f, None) for f in faces]
 
     def image_blind_code(self, rgb: np.ndarray) -> np.ndarray:
         """A code from the LQ image alone (no face to read one from)."""

@@ -12,8 +12,9 @@ One job per video file. Its items, in claim order:
     faces, code source and confidence. Counted frames, never a header's count.
 ``shotNNNN.PPP`` (one per chunk)
     decode the chunk's frames by pts -> CondSR with the shot's code -> faces restored and pasted
-    back when a face restorer (GFPGAN) is present -> encode a segment file in the
-    job's working folder, written under a temporary name and renamed; the item is then done.
+    back when a face restorer (GFPGAN) is present, steadied along their tracks within the chunk
+    (``faces.steady.SteadyFaces``) -> encode a segment file in the job's working folder, written
+    under a temporary name and renamed; the item is then done.
 ``finish``
     join the segments and copy the input's audio and subtitle packets unchanged into the output,
     written to a temporary name and renamed into place.
@@ -26,9 +27,10 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from tqdm import tqdm
 from ..codes import image_to_tensor
 from ..errors import InputError, JobError, UsageError
 from ..faces import align_face, face_quality
+from ..faces.steady import SteadyFaces
 from ..faces.track import Crop, FaceTracker
 from ..media.video import (EncodeSettings, SegmentWriter, VideoFrame, VideoInfo, join_segments,
                            open_backend, probe)
@@ -71,12 +74,21 @@ class VideoJobOptions:
     device: str = "auto"
     batch: int = 4
     models_dirs: tuple[Path, ...] = ()
+    face_restorer: str = "auto"
+    face_fidelity: float = 0.0
 
     def identity(self) -> dict:
-        """The options that change the result, and so the job's identity (not device, batch)."""
-        return {"scale": self.scale, "codec": self.codec, "crf": self.crf, "preset": self.preset,
-                "backend": self.backend, "face_detector": self.face_detector,
-                "detect_every": self.detect_every, "chunk_frames": self.chunk_frames, "tile": self.tile}
+        """The options that change the result, and so the job's identity (not device, batch). The
+        face-restorer options count only when they differ from their defaults, so that jobs started
+        before they existed keep their identity."""
+        ident = {"scale": self.scale, "codec": self.codec, "crf": self.crf, "preset": self.preset,
+                 "backend": self.backend, "face_detector": self.face_detector,
+                 "detect_every": self.detect_every, "chunk_frames": self.chunk_frames, "tile": self.tile}
+        if self.face_restorer != "auto":
+            ident["face_restorer"] = self.face_restorer
+        if self.face_fidelity:
+            ident["face_fidelity"] = self.face_fidelity
+        return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> VideoJobOptions:
@@ -202,6 +214,7 @@ class VideoJob:
     job: Job
     options: VideoJobOptions
     progress: bool = True
+    notify: Callable[[str], None] = field(default=lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
     _engine: Engine | None = None
     _info: VideoInfo | None = None
     _bar: tqdm | None = None
@@ -215,7 +228,10 @@ class VideoJob:
         if self._engine is None:
             o = self.options
             self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
-                                                models_dirs=o.models_dirs, tile=o.tile))
+                                                models_dirs=o.models_dirs, tile=o.tile, face_restorer=o.face_restorer,
+                                                face_fidelity=o.face_fidelity))
+            for message in self._engine.notices:  # once per job: the engine is made once per job
+                self.notify(message)
         return self._engine
 
     @property
@@ -302,18 +318,22 @@ class VideoJob:
         with atomic_output(out) as tmp:
             with SegmentWriter(tmp, self.info, self.info.width * scale, self.info.height * scale,
                                self.options.encode) as writer:
+                steady, pasted = SteadyFaces(), 0  # a chunk lies within one shot; it starts without history
                 with _Background(writer.write, QUEUE_FRAMES, "encode") as encode:
                     for batch in _batches(frames, self.options.batch):
                         for frame, restored in zip(batch, self.restore(batch, code)):
-                            encode.put(self.engine.paste_faces(frame.rgb, restored)[0], frame.pts)
+                            picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
+                            encode.put(picture, frame.pts)
+                            pasted += faces
                         self.render_bar().update(len(batch))
                 if writer.frames != x["frames"]:
                     raise InputError(f"{self.source}: decoded {writer.frames} frames for {item.key}, "
                                      f"the analysis counted {x['frames']}")
         seconds = time.monotonic() - started
+        faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"render_seconds": round(seconds, 3),
-                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2)})
+                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
 
     def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
         """CondSR on a batch of frames: one forward pass when a frame fits in a tile, else tiled."""

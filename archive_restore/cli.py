@@ -344,6 +344,33 @@ def bench_steady(image, width, frames, noise, seed, face_detector, restorer, dev
     click.echo("\n".join(measure(engine, face, frames, noise, seed, restorer).lines()))
 
 
+@bench.command("speed")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A video whose first --frames frames are used (default: a synthetic clip made here).")
+@click.option("--size", "sizes", type=click.Choice(["compact", "large"]), multiple=True,
+              help="CondSR size (repeatable; default both).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per forward pass.")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames measured [default: 8 on CPU, 100 on CUDA].")
+@click.option("--width", type=click.IntRange(min=16), default=480, show_default=True, help="Synthetic clip width.")
+@click.option("--height", type=click.IntRange(min=16), default=352, show_default=True, help="Synthetic clip height.")
+@click.option("--tile", type=click.IntRange(min=32), default=None,
+              help="LQ tile of the end-to-end render [default: the frame's longer side, no tiling].")
+@_models_dir_option
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_speed(input_path, sizes, device, batch, frames, width, height, tile, models_dirs, json_path, quiet) -> None:
+    """Frames per second: decode, our forward, the eager forward, end to end (the video job's render)
+    and a Real-ESRGAN-style per-frame loop with the same network; peak memory."""
+    from .bench_speed import SpeedConfig, format_table, run_speed
+
+    cfg = SpeedConfig(input=input_path, sizes=sizes or ("compact", "large"), device=device, batch=batch, frames=frames,
+                      width=width, height=height, tile=tile, models=models_dirs, progress=not quiet)
+    result = run_speed(cfg)
+    click.echo(format_table(result))
+    _write_json(json_path, result)
+
+
 # ---------------------------------------------------------------------------------------------- models
 @cli.group()
 def models() -> None:

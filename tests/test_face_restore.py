@@ -9,7 +9,6 @@ tests swap in a tiny stand-in network with GFPGAN's calling convention so that t
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import cv2
@@ -28,28 +27,14 @@ from archive_restore.faces.compose import compose_face, is_gray, match_colour, r
 from archive_restore.faces.detect import Face
 from archive_restore.faces.restore import FaceRestorer, blend, find_gfpgan, load_face_restorer
 from archive_restore.pipeline import engine as engine_module
-from archive_restore.pipeline.engine import Engine, EngineOptions
+from archive_restore.pipeline import face_cache
+from archive_restore.pipeline.engine import Engine, EngineOptions, RestoredFaces
 
 torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 # ------------------------------------------------------------------------------------ fixtures
-
-@pytest.fixture(scope="module")
-def gfpgan_dir(tmp_path_factory) -> Path:
-    """A folder holding GFPGANv1.4.pth: random weights of spandrel's GFPGANv1Clean in the official layout."""
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    with torch.device("meta"):  # shapes only; the random values are drawn below
-        shapes = {k: v.shape for k, v in GFPGAN().state_dict().items()}
-    gen = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(s, generator=gen) / math.sqrt(max(1, math.prod(s[1:]))) if len(s) > 1 else torch.zeros(s)
-             for k, s in shapes.items()}
-    folder = tmp_path_factory.mktemp("gfpgan")
-    torch.save({"params_ema": state}, folder / "GFPGANv1.4.pth")
-    return folder
-
 
 class StandIn(torch.nn.Module):
     """GFPGAN's calling convention ([-1, 1] in, (image, rgbs) out) with one 3x3 convolution."""
@@ -270,7 +255,7 @@ def test_without_gfpgan_the_job_says_so_once_and_falls_back(tmp_path, tiny_model
 
 def test_a_paste_failure_costs_the_photo_its_pasted_faces_not_its_result(tmp_path, tiny_models, stand_in, face_rgb,
                                                                           monkeypatch):
-    def boom(self, lq, picture):
+    def boom(self, lq, picture, *args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Engine, "paste_faces", boom)
@@ -282,3 +267,54 @@ def test_a_paste_failure_costs_the_photo_its_pasted_faces_not_its_result(tmp_pat
     _, items = _items(result, jobs)
     assert items["face.png"]["status"] == "done" and (tmp_path / "out" / "face.png").is_file()
     assert items["face.png"]["extra"]["paste_error"] == "RuntimeError: boom"
+
+
+def test_each_face_is_restored_once_the_render_pastes_what_the_analysis_kept(tmp_path, tiny_models, stand_in,
+                                                                             face_rgb, monkeypatch):
+    from archive_restore.pipeline.photo import PhotoJob, PhotoJobOptions, open_photo_job
+    from archive_restore.store import JobStore
+
+    restored: list[int] = []  # faces per call of the restorer
+    original = FaceRestorer.restore
+    monkeypatch.setattr(FaceRestorer, "restore", lambda self, faces, fidelity=0.0: (
+        restored.append(len(faces)), original(self, faces, fidelity))[1])
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(face_rgb).save(inp / name)
+    options = PhotoJobOptions(scale=1, face_detector="haar", device="cpu", models_dirs=(tiny_models, stand_in))
+    with JobStore.open(tmp_path / "jobs") as store:
+        first = open_photo_job(store, inp, tmp_path / "out", options, progress=False)
+        first.prepare(first.job)  # the analysis, then a crash before any render
+        faces = {i.key: i.faces for i in store.items(first.job.id)}
+        assert faces["a.png"] >= 1 and sum(restored) == sum(faces.values()) and len(restored) == 2
+        kept = {key: face_cache.cache_path(store.job_dir(first.job.id), key) for key in faces}
+        assert all(path.is_file() for path in kept.values())
+        kept["b.png"].unlink()  # lost: b's faces are restored again, correctly, in its render
+
+        restored.clear()
+        summary = PhotoJob(store, first.job, options, progress=False).run()  # the rerun: a new engine
+        assert summary.done == 2
+        items = {i.key: i for i in store.items(first.job.id)}
+        assert restored == [faces["b.png"]]
+        assert items["a.png"].extra["faces_from"] == "analysis" and items["b.png"].extra["faces_from"] == "render"
+        assert items["a.png"].extra["faces_restored"] == faces["a.png"]
+        assert not any(path.exists() for path in kept.values())  # removed once the photo is written
+    outputs = [np.asarray(Image.open(tmp_path / "out" / n), np.float32) for n in ("a.png", "b.png")]
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1  # kept or restored again: the same photo
+
+
+def test_kept_faces_are_used_only_for_what_they_were_made_from(tmp_path):
+    faces = (Face((1.0, 2.0, 30.0, 40.0), 0.9, None, "haar"),
+             Face((5.0, 5.0, 25.0, 25.0), 0.8, np.arange(10, dtype=np.float32).reshape(5, 2), "yunet"))
+    crops = np.random.default_rng(0).random((2, 512, 512, 3)).astype(np.float32)
+    path, made_from = tmp_path / "faces" / "x.npz", {"key": "a.png", "size": 10, "mtime_ns": 1}
+    face_cache.save(path, RestoredFaces(faces, crops), made_from)
+    back = face_cache.load(path, made_from)
+    assert [f.box for f in back.faces] == [f.box for f in faces] and back.faces[0].landmarks is None
+    np.testing.assert_array_equal(back.faces[1].landmarks, faces[1].landmarks)
+    assert [f.detector for f in back.faces] == ["haar", "yunet"]
+    np.testing.assert_allclose(back.crops, crops, atol=1e-3)
+    assert face_cache.load(path, {**made_from, "mtime_ns": 2}) is None  # the photo changed since
+    path.write_bytes(b"not a numpy file")
+    assert face_cache.load(path, made_from) is None

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..codes import blind_code, image_to_tensor, paired_code, robust_mean, tensor_to_image
+from ..codes import blind_code, image_to_tensor, paired_code, robust_mean
 from ..device import resolve_device
 from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
@@ -22,8 +22,8 @@ from ..faces.compose import compose_face, is_gray, to_gray
 from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
 from ..faces.steady import SteadyFaces, TrackSmoother
 from ..models import find_model, models_dirs
-from ..nets import load_checkpoint, restore_at_scale
-from .tiles import run_tiled
+from ..nets import load_checkpoint
+from .forward import FastCondSR, FrameRestorer, tune_for
 
 ALIGNED_SIZE = 512
 
@@ -67,6 +67,8 @@ class Engine:
     def __init__(self, options: EngineOptions):
         self.options = options
         self.device = resolve_device(options.device)
+        tune_for(self.device)
+        self._frames: FrameRestorer | None = None
         dirs = list(options.models_dirs)
         self.sr = load_checkpoint(find_model("condsr_compact", dirs), self.device, expect="CondSR").model
         self.blind = load_checkpoint(find_model("blind_encoder", dirs), self.device, expect="BlindDegEncoder").model
@@ -165,15 +167,17 @@ class Engine:
         return blind_code(self.blind, image_to_tensor(rgb, self.device)).float().cpu().numpy()[0]
 
     def restore(self, rgb: np.ndarray, code: np.ndarray) -> np.ndarray:
-        """CondSR(image, code) in overlapping tiles, at the engine's output scale."""
-        z = torch.from_numpy(np.asarray(code, np.float32))[None].to(self.device)
-        lq = image_to_tensor(rgb, self.device)
+        """CondSR(image, code) at the engine's output scale, in overlapping tiles when it is larger
+        than one tile."""
+        return self.restore_frames([rgb], code)[0]
 
-        def fn(tile: torch.Tensor) -> torch.Tensor:
-            return restore_at_scale(self.sr, tile, z, self.options.scale).clamp(0, 1)
-
-        with torch.inference_mode():
-            return tensor_to_image(run_tiled(fn, lq, self.options.scale, self.options.tile))
+    def restore_frames(self, frames: Sequence[np.ndarray], code: np.ndarray, batch: int = 1) -> list[np.ndarray]:
+        """CondSR(frame, code) for HxWx3 frames through the fast forward (``pipeline.forward``):
+        ``batch`` frames per pass when a frame fits in a tile, tiled otherwise, smaller batches and
+        then smaller tiles after an out-of-memory error (said once)."""
+        if self._frames is None or self._frames.fast.model is not self.sr:
+            self._frames = FrameRestorer(FastCondSR(self.sr, self.device), self.options.scale, batch, self.options.tile)
+        return self._frames.restore(frames, code)
 
 
 def combine(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -10,6 +10,10 @@ render (one item at a time, via the runner):
   -> CondSR in overlapping tiles -> faces restored (GFPGAN, when present) and pasted back
   -> written beside the mirror path atomically, metadata kept.
 
+Each face is restored once: the analysis keeps the restored faces it read the codes from in the
+job's working folder (``face_cache``) and the render pastes them; when they are missing or stale
+(the photo or the restorer file changed since) the render detects and restores the faces again.
+
 With ``face_restorer="auto"`` and no GFPGAN file, the job says so once (``notify``) and carries on
 with blind face codes and no separate face restoration: the results are those of ``"none"``.
 """
@@ -30,7 +34,8 @@ from ..media.image import DEFAULT_MAX_PIXELS, read_image, write_image
 from ..media.walk import Skipped, check_output_dir, default_output_dir, find_photos
 from ..runner import ItemResult, Summary, atomic_output, run_job
 from ..store import PENDING, Item, ItemSpec, Job, JobStore
-from .engine import Engine, EngineOptions, combine
+from . import face_cache
+from .engine import Engine, EngineOptions, RestoredFaces, combine
 
 KIND = "photos"
 FACES, FOLDER, JOB, BLIND = "faces", "folder", "job", "blind"
@@ -116,11 +121,32 @@ class PhotoJob:
             except Exception as exc:  # a face-analysis failure costs this photo its face code, not the job
                 self.store.update_item(item.id, faces=0, extra={"analysis_error": f"{type(exc).__name__}: {exc}"})
                 continue
+            if found.restored is not None:
+                self.keep_faces(item, found.restored)
             if found.count:
                 self.store.update_item(item.id, faces=found.count, code=combine(found.codes, found.weights).tolist(),
                                        code_source=FACES, extra={"detector": found.detector, "face_codes": found.source})
             else:
                 self.store.update_item(item.id, faces=0, extra={"detector": found.detector})
+
+    def keep_faces(self, item: Item, restored: RestoredFaces) -> None:
+        """Keep the photo's restored faces for its render (on failure the render restores them again)."""
+        try:
+            face_cache.save(self.kept_path(item), restored, self.kept_stamp(item))
+        except OSError as exc:
+            self.store.update_item(item.id, extra={"kept_faces_error": f"{type(exc).__name__}: {exc}"})
+
+    def kept_faces(self, item: Item) -> RestoredFaces | None:
+        """The restored faces the analysis kept for this photo, when still valid."""
+        if self.engine.restorer is None or not self.kept_path(item).is_file():
+            return None
+        return face_cache.load(self.kept_path(item), self.kept_stamp(item))
+
+    def kept_path(self, item: Item) -> Path:
+        return face_cache.cache_path(self.store.job_dir(self.job.id), item.key)
+
+    def kept_stamp(self, item: Item) -> dict:
+        return face_cache.stamp(item.key, self.source(item), self.engine.restorer.path)
 
     # ------------------------------------------------------------------------------------- render
     def source(self, item: Item) -> Path:
@@ -158,21 +184,27 @@ class PhotoJob:
         photo = read_image(self.source(item), self.options.max_pixels)
         rgb = _rgb(photo.pixels)
         code, source = self.code_for(item, rgb)
-        restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code))
+        restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code), item)
         out = self.destination(item)
         with atomic_output(out) as tmp:
             write_image(tmp, restored, like=photo)
+        self.kept_path(item).unlink(missing_ok=True)
         megapixels = photo.width * photo.height / 1e6
         extra.update(seconds=round(time.monotonic() - started, 3), megapixels=round(megapixels, 4))
         return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0, extra=extra)
 
-    def restore_faces(self, rgb: np.ndarray, restored: np.ndarray) -> tuple[np.ndarray, dict]:
-        """``restored`` with the restorer's faces pasted in (when there is a restorer), and what to record."""
+    def restore_faces(self, rgb: np.ndarray, restored: np.ndarray, item: Item) -> tuple[np.ndarray, dict]:
+        """``restored`` with the restorer's faces pasted in (when there is a restorer): those the
+        analysis kept, else restored now; and what to record."""
         try:
-            restored, pasted = self.engine.paste_faces(rgb, restored)
+            kept = self.kept_faces(item)
+            restored, pasted = self.engine.paste_faces(rgb, restored, kept)
         except Exception as exc:  # a face-restoration failure costs the photo its pasted faces, not its result
             return restored, {"paste_error": f"{type(exc).__name__}: {exc}"}
-        return restored, ({"faces_restored": pasted, "face_restorer": self.engine.restorer.name} if pasted else {})
+        if not pasted:
+            return restored, {}
+        return restored, {"faces_restored": pasted, "face_restorer": self.engine.restorer.name,
+                          "faces_from": "analysis" if kept is not None else "render"}
 
     def run(self, restart: bool = False, retry_failed: bool = False) -> Summary:
         return run_job(self.store, self.job, self.process, self.progress, restart=restart,

@@ -35,17 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from ..codes import image_to_tensor
 from ..errors import InputError, JobError, UsageError
 from ..faces import align_face, face_quality
 from ..faces.steady import SteadyFaces
 from ..faces.track import Crop, FaceTracker
 from ..media.video import (EncodeSettings, SegmentWriter, VideoFrame, VideoInfo, join_segments,
                            open_backend, probe)
-from ..nets import restore_at_scale
 from ..runner import ItemResult, Summary, atomic_output, run_job
 from ..store import DONE, Item, ItemSpec, Job, JobStore
 from .engine import ALIGNED_SIZE, Engine, EngineOptions, combine
@@ -336,16 +333,9 @@ class VideoJob:
                                  "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
 
     def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
-        """CondSR on a batch of frames: one forward pass when a frame fits in a tile, else tiled."""
-        engine = self.engine
-        height, width = batch[0].rgb.shape[:2]
-        if len(batch) == 1 or max(height, width) > self.options.tile:
-            return [engine.restore(f.rgb, code) for f in batch]
-        lq = torch.cat([image_to_tensor(f.rgb) for f in batch]).to(engine.device)
-        z = torch.from_numpy(code)[None].expand(len(batch), -1).to(engine.device)
-        with torch.inference_mode():
-            out = restore_at_scale(engine.sr, lq, z, self.options.scale).clamp(0, 1)
-        return list(out.permute(0, 2, 3, 1).float().cpu().numpy())
+        """CondSR on a batch of frames: the engine's fast forward, one pass for the batch when a frame
+        fits in a tile, else tiled; smaller batches, then tiles, after an out-of-memory error."""
+        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch)
 
     def render_bar(self) -> tqdm:
         if self._bar is None:

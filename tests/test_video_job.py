@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from video_clips import TB, decoded, frame_pixels, make_audio_only, make_clip, packet_hashes, stream_start
+from video_clips import (SUBTITLES, TB, decoded, frame_pixels, make_audio_only, make_clip, packet_hashes,
+                         stream_start)
 
 from archive_restore.cli import cli
 from archive_restore.media.video import probe
@@ -215,3 +216,79 @@ def test_an_input_changed_after_its_analysis_is_refused(tmp_path, tiny_models, m
     monkeypatch.undo()
     again = _video([str(clip.path), "--scale", "1", "--restart"], tiny_models, tmp_path / "jobs")
     assert again.exit_code == 0, again.output
+
+
+# ------------------------------------------------------------------------------- the face restorer
+
+def _no_user_models(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ARCHIVE_RESTORE_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_without_gfpgan_each_video_job_says_so_once_and_falls_back(tmp_path, tiny_models, monkeypatch):
+    _no_user_models(tmp_path, monkeypatch)
+    for name in ("a.mp4", "b.mp4"):
+        make_clip(tmp_path / name, count=6, audio=False)
+    clips, out, jobs = [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")], tmp_path / "out", tmp_path / "jobs"
+    result = _video([*clips, "-o", str(out), "--scale", "1", "--chunk-frames", "2"], tiny_models, jobs)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("no face restorer") == 2  # one per job, not one per chunk
+    assert "GFPGANv1.4.pth" in result.stderr and "archive-restore models fetch gfpgan-v1.4" in result.stderr
+    with JobStore.open(jobs) as store:
+        chunks = [i for job in store.jobs() for i in store.items(job.id) if i.key.startswith("shot")]
+    assert len(chunks) == 6 and not any("faces_pasted" in c.extra for c in chunks)
+
+    quiet = _video([clips[0], "-o", str(out / "none.mp4"), "--scale", "1", "--face-restorer", "none"], tiny_models, jobs)
+    assert quiet.exit_code == 0 and "no face restorer" not in quiet.stderr
+    required = _video([clips[0], "-o", str(out / "g.mp4"), "--face-restorer", "gfpgan"], tiny_models, jobs)
+    assert required.exit_code == 1 and "--face-restorer gfpgan: GFPGANv1.4.pth" in required.stderr
+    assert "Traceback" not in required.output and not (out / "g.mp4").exists()
+
+
+def test_with_a_face_restorer_faces_are_restored_and_pasted_in_every_frame(tmp_path, tiny_models, random_restorer):
+    pytest.importorskip("skimage")
+    path = tmp_path / "astronaut.mp4"
+    _face_clip(path)
+    result = _video([str(path), "--scale", "1", "--detect-every", "2", "--models-dir", str(random_restorer)],
+                    tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    assert "no face restorer" not in result.stderr
+    _, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")
+    assert face_shot.extra["code_detail"].startswith("paired codes")
+    assert face_shot.extra["face_restorer"] == "GFPGANv1.4" and face_shot.extra["faces_pasted"] >= 5
+    assert other_shot.extra["faces_pasted"] == 0
+
+
+@pytest.mark.slow
+def test_a_random_weight_gfpgan_is_found_and_used_by_the_video_job(tmp_path, tiny_models, gfpgan_dir, monkeypatch):
+    """The real GFPGAN (random weights, official layout) through spandrel: one frame, two forward passes."""
+    pytest.importorskip("skimage")
+    from skimage import data
+
+    _no_user_models(tmp_path, monkeypatch)
+    path = tmp_path / "one.mp4"
+    _write_frames(path, [cv2.resize(data.astronaut(), (160, 160), interpolation=cv2.INTER_AREA)])
+    result = _video([str(path), "--scale", "1", "--models-dir", str(gfpgan_dir)], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    assert "no face restorer" not in result.stderr
+    _, (analysis, chunk, _) = _job(tmp_path / "jobs")
+    assert analysis.extra["tracks"] == 1 and chunk.extra["code_detail"].startswith("paired codes")
+    assert chunk.extra["face_restorer"] == "GFPGANv1.4" and chunk.extra["faces_pasted"] == 1
+    assert len(decoded(tmp_path / "one_restored.mp4")[0]) == 1
+
+
+# ------------------------------------------------------------------------------------- subtitles
+
+@pytest.mark.parametrize(("name", "codec"), [("film.mp4", "mov_text"), ("film.mkv", "subrip")])
+def test_subtitle_packets_are_copied_unchanged(tmp_path, tiny_models, name, codec):
+    clip = make_clip(tmp_path / name, count=8, subtitle=True)
+    result = _video([str(clip.path), "--scale", "1", "--chunk-frames", "4"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    out = clip.path.with_name(f"film_restored{clip.path.suffix}")
+    source = probe(clip.path).subtitles
+    assert [s.codec for s in source] and [s.codec for s in probe(out).subtitles] == [s.codec for s in source]
+    texts = packet_hashes(clip.path, "subtitle")
+    assert len(texts) >= len(SUBTITLES) and packet_hashes(out, "subtitle") == texts
+    assert stream_start(out, "subtitle") == stream_start(clip.path, "subtitle")
+    assert packet_hashes(out) == packet_hashes(clip.path)  # and the audio, as ever
+    assert _seconds(decoded(out)[0], decoded(out)[1]) == _seconds(clip.pts, TB)

@@ -41,9 +41,12 @@ class Clip:
 def make_clip(path: Path, count: int = 12, width: int = 64, height: int = 48, *, pts: list[int] | None = None,
               shots: tuple[int, ...] = (), audio: bool = True, rotation: int = 0, colour: dict | None = None,
               subtitle: bool = False) -> Clip:
-    """Write an mp4 (h264, time base 1/1000) and return its pts and source frames.
+    """Write an mp4 (h264, time base 1/1000; or the container ``path``'s suffix names) and return its
+    pts and source frames.
 
-    ``shots`` lists the frame indices where a new shot starts (a hard cut to another colour).
+    ``shots`` lists the frame indices where a new shot starts (a hard cut to another colour);
+    ``subtitle`` adds a text subtitle stream (mov_text in mp4/mov, subrip otherwise; see
+    :data:`SUBTITLES`).
     """
     pts = pts if pts is not None else vfr_pts(count)
     frames = [frame_pixels(i, width, height, shot=sum(i >= s for s in shots)) for i in range(len(pts))]
@@ -59,6 +62,7 @@ def make_clip(path: Path, count: int = 12, width: int = 64, height: int = 48, *,
         if rotation:
             stream.set_display_rotation(rotation)
         sound = _audio_stream(out) if audio else None
+        text = _subtitle_stream(out, path) if subtitle else None
         tags = {k: v for k, v in (("dst_colorspace", (colour or {}).get("colorspace")),
                                   ("dst_color_range", (colour or {}).get("color_range"))) if v is not None}
         for p, rgb in zip(pts, frames):
@@ -70,7 +74,40 @@ def make_clip(path: Path, count: int = 12, width: int = 64, height: int = 48, *,
             out.mux(packet)
         if sound is not None:
             _write_audio(out, sound, seconds=(pts[-1] + 100) / 1000)
+        if text is not None:
+            _write_subtitles(out, text, path)
     return Clip(path, pts, frames)
+
+
+#: (start ms, duration ms, text) of the subtitles ``make_clip(subtitle=True)`` writes.
+SUBTITLES = ((0, 80, "hello"), (120, 60, "wörld"), (200, 100, "archive-restore"))
+_ASS_HEADER = (  # what ffmpeg's mov_text encoder needs before it opens (the styles of the text)
+    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+    "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
+    "MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,"
+    "10,10,10,0\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
+
+
+def _mov_text(path: Path) -> bool:
+    return path.suffix.lower() in (".mp4", ".mov", ".m4v")
+
+
+def _subtitle_stream(out, path: Path):
+    stream = out.add_stream("mov_text" if _mov_text(path) else "subrip")
+    stream.codec_context.subtitle_header = _ASS_HEADER.encode()
+    return stream
+
+
+def _write_subtitles(out, stream, path: Path) -> None:
+    """Subtitle packets muxed as they are (mov_text: a 16-bit length, then the UTF-8 text)."""
+    for start, duration, text in SUBTITLES:
+        data = text.encode()
+        packet = av.Packet(len(data).to_bytes(2, "big") + data if _mov_text(path) else data)
+        packet.stream, packet.time_base = stream, TB
+        packet.pts = packet.dts = start
+        packet.duration = duration
+        out.mux(packet)
 
 
 def _audio_stream(out):

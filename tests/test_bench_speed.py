@@ -1,0 +1,155 @@
+"""The fast forward equals CondSR's eager forward within its tolerance, out-of-memory falls back to
+smaller batches then tiles (said once each), and ``bench speed`` writes every figure on a tiny clip."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from archive_restore.bench_speed import KEYS
+from archive_restore.cli import cli
+from archive_restore.errors import DeviceError
+from archive_restore.nets import BlindDegEncoder, CondSR, restore_at_scale, save_checkpoint
+from archive_restore.pipeline.forward import (CPU_TOLERANCE, CUDA_TOLERANCE, FastCondSR, FrameRestorer,
+                                              bicubic_phases, restore_nhwc)
+
+torch.set_num_threads(1)
+
+
+def _net(conditioned: bool = True, seed: int = 0) -> CondSR:
+    """A tiny CondSR with every weight random (FiLM too, so that folding it into the convolutions matters)."""
+    torch.manual_seed(seed)
+    model = CondSR(code_dim=16, width=8, blocks=2, conditioned=conditioned)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    return model.eval()
+
+
+def _nchw(out: torch.Tensor) -> torch.Tensor:
+    return out.permute(0, 3, 1, 2)
+
+
+def _close(ours: torch.Tensor, eager: torch.Tensor, tolerance: float = CPU_TOLERANCE) -> bool:
+    """Within ``tolerance`` of the eager result, relative to its range when that exceeds [0, 1]
+    (random weights give raw outputs beyond the image range)."""
+    return float((ours - eager).abs().max()) <= tolerance * max(1.0, float(eager.abs().max()))
+
+
+def test_bicubic_phases_are_pytorchs_bicubic():
+    lq = torch.rand(2, 3, 7, 9)
+    base = F.conv2d(F.pad(lq, (2, 2, 2, 2), mode="replicate"), bicubic_phases(4), groups=3)
+    ours = F.pixel_shuffle(base, 4)
+    assert (ours - F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_fast_forward_matches_eager(conditioned):
+    model = _net(conditioned)
+    fast = FastCondSR(model)
+    lq = torch.rand(3, 3, 13, 17)
+    z = torch.randn(16)
+    with torch.no_grad():
+        eager = model(lq, z[None].expand(3, -1))
+        assert _close(_nchw(fast(lq, z)), eager)
+        codes = torch.randn(3, 16)  # different codes within one batch
+        assert _close(_nchw(fast(lq, codes)), model(lq, codes))
+        for scale in (1, 2, 4):
+            ref = restore_at_scale(model, lq, z[None].expand(3, -1), scale).clamp(0, 1)
+            assert _close(_nchw(restore_nhwc(fast, lq, z, scale)), ref)
+    assert next(model.parameters()).is_contiguous()  # the model itself is left as it was
+
+
+def test_frame_restorer_batches_and_tiles_agree_with_eager():
+    model = _net()
+    code = np.random.default_rng(0).standard_normal(16).astype(np.float32)
+    frames = [np.random.default_rng(i).random((20, 24, 3), dtype=np.float32) for i in range(3)]
+    out = FrameRestorer(FastCondSR(model), 4, batch=2, tile=256).restore(frames, code)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.from_numpy(code)[None].expand(3, -1))
+    assert np.abs(np.stack(out) - eager.clamp(0, 1).permute(0, 2, 3, 1).numpy()).max() < CPU_TOLERANCE
+    uint8 = FrameRestorer(FastCondSR(model), 4, batch=3).restore([(f * 255).round().astype(np.uint8) for f in frames], code)
+    assert uint8[0].shape == (80, 96, 3) and uint8[0].dtype == np.float32
+    tiled = FrameRestorer(FastCondSR(model), 4, tile=12, overlap=4).restore(frames[:1], code)
+    assert tiled[0].shape == (80, 96, 3) and np.abs(tiled[0] - out[0]).mean() < 0.05
+
+
+class _Flaky:
+    """A fast forward that runs out of memory on batches over one frame or inputs over ``limit`` pixels."""
+
+    def __init__(self, fast: FastCondSR, limit: int):
+        self.fast, self.limit, self.calls, self.ooms = fast, limit, 0, 0
+        self.scale, self.device, self.model = fast.scale, fast.device, fast.model
+
+    def __call__(self, lq, z=None):
+        self.calls += 1
+        if lq.shape[0] > 1 or max(lq.shape[-2:]) > self.limit:
+            self.ooms += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+        return self.fast(lq, z)
+
+
+def test_out_of_memory_retries_smaller_batch_then_smaller_tiles_and_says_so_once():
+    model = _net()
+    code = np.zeros(16, np.float32)
+    frames = [np.random.default_rng(i).random((40, 36, 3), dtype=np.float32) for i in range(5)]
+    said = []
+    flaky = _Flaky(FastCondSR(model), limit=24)
+    restorer = FrameRestorer(flaky, 4, batch=4, tile=256, overlap=4, min_tile=8, notify=said.append)
+    out = restorer.restore(frames, code)
+    assert (restorer.batch, restorer.tile) == (1, 20)  # 4 -> 2 -> 1 frames, then tile 40 -> 20
+    assert len(said) == 2 and "smaller batches (now 2" in said[0] and "smaller tiles (now 20 pixels)" in said[1]
+    assert restorer.notices == said and flaky.ooms == 3
+    # the rest of the frames ran at the reduced sizes, with no further out-of-memory errors
+    direct = FrameRestorer(FastCondSR(model), 4, batch=1, tile=20, overlap=4).restore(frames, code)
+    assert len(out) == 5 and all(np.array_equal(a, b) for a, b in zip(out, direct))
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_device_error():
+    flaky = _Flaky(FastCondSR(_net()), limit=4)
+    restorer = FrameRestorer(flaky, 4, batch=2, tile=32, min_tile=16, notify=lambda m: None)
+    with pytest.raises(DeviceError, match="out of memory on cpu even one frame at a time"):
+        restorer.restore([np.zeros((30, 30, 3), np.float32)] * 2, np.zeros(16, np.float32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device here: bf16 autocast, pinned memory and non-blocking copies need one")
+def test_cuda_bf16_pinned_path_matches_eager_fp32():
+    model = _net()
+    device = torch.device("cuda")
+    fast = FastCondSR(model, device)
+    assert fast.bf16
+    code = np.random.default_rng(1).standard_normal(16).astype(np.float32)
+    frames = [np.random.default_rng(i).random((32, 40, 3), dtype=np.float32) for i in range(4)]
+    restorer = FrameRestorer(fast, 4, batch=4)
+    out = restorer.restore(frames, code)
+    assert restorer._pinned is not None and restorer._pinned.is_pinned()
+    with torch.no_grad():
+        eager = model(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.from_numpy(code)[None].expand(4, -1))
+    assert np.abs(np.stack(out) - eager.clamp(0, 1).permute(0, 2, 3, 1).numpy()).max() < CUDA_TOLERANCE
+
+
+def test_bench_speed_on_a_tiny_clip_writes_every_figure(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_RESTORE_THREADS", "1")
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(BlindDegEncoder(code_dim=16, width=8, input_size=64), models / "blind_encoder.safetensors")
+    save_checkpoint(CondSR(code_dim=16, width=8, blocks=1), models / "condsr_compact.safetensors")
+    out = tmp_path / "speed.json"
+    result = CliRunner().invoke(cli, ["bench", "speed", "--size", "compact", "--device", "cpu", "--frames", "3",
+                                      "--width", "40", "--height", "32", "--batch", "2", "--quiet",
+                                      "--models-dir", str(models), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    figures = data["compact"]
+    assert set(figures) == set(KEYS)
+    for key in ("decode_fps", "forward_fps", "eager_forward_fps", "end_to_end_fps", "per_frame_loop_fps", "peak_rss_mb"):
+        assert figures[key] > 0, key
+    assert (figures["frames"], figures["width"], figures["height"], figures["scale"], figures["batch"]) == (3, 40, 32, 4, 2)
+    assert figures["device"] == "cpu" and figures["peak_gpu_mb"] is None
+    assert figures["end_to_end_over_forward"] == pytest.approx(figures["end_to_end_fps"] / figures["forward_fps"], rel=0.01)
+    assert "condsr_compact.safetensors" in data["meta"]["weights"]["compact"]
+    assert "end_to_end_fps" in result.output and "per_frame_loop_fps" in result.output

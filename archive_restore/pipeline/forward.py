@@ -6,8 +6,9 @@ it; bf16 on CUDA: within 3e-2), rearranged for speed:
 * a code is the same for a whole batch (one code per shot), so each block's FiLM is folded into the
   weights and bias of the convolution before it: ``(W*x + b)(1 + g) + beta = (W(1 + g))*x + b(1 + g)
   + beta``; a block is then conv -> LeakyReLU -> conv, all in place where possible;
-* convolutions run channels-last (oneDNN's fast layout; on 2 CPU cores measured ~1.3-1.8x faster
-  than NCHW for one 480x352 frame, and NCHW without oneDNN ~3x slower still);
+* convolutions run channels-last (oneDNN's layout; for one 480x352 frame on 2 loaded CPU cores the
+  eager net was 1.4-2.1x faster channels-last in a first measurement, about even in later noisy
+  ones; NCHW with oneDNN off was ~3x slower than either);
 * the bicubic skip is a fixed polyphase convolution (5x5 taps per output phase, replicate padding:
   what ``F.interpolate(mode="bicubic")`` computes) added to the upsampler's output *before* the
   pixel shuffle, and the shuffle itself is one reshape straight into NHWC, the layout the encoder

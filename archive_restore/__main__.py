@@ -1,0 +1,4 @@
+"""``python -m archive_restore`` runs the command line, as ``archive-restore`` does."""
+from .cli import main
+
+main()

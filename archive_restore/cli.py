@@ -371,6 +371,27 @@ def bench_speed(input_path, sizes, device, batch, frames, width, height, tile, m
     _write_json(json_path, result)
 
 
+@bench.command("memory")
+@click.option("--seconds", "durations", type=click.FloatRange(min=0.04), multiple=True,
+              help="Clip durations in seconds (repeatable; default 10 and 60).")
+@click.option("--width", type=click.IntRange(min=16), default=128, show_default=True, help="Synthetic clip width.")
+@click.option("--height", type=click.IntRange(min=16), default=96, show_default=True, help="Synthetic clip height.")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@_models_dir_option
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_memory(durations, width, height, scale, models_dirs, json_path, quiet) -> None:
+    """Peak memory of the video job on clips of the same size and different lengths (each job in its
+    own process): it should not grow with the length."""
+    from .bench_memory import MemoryConfig, format_table, run_memory
+
+    cfg = MemoryConfig(durations=durations or (10.0, 60.0), width=width, height=height, scale=int(scale),
+                       models=models_dirs, progress=not quiet)
+    result = run_memory(cfg)
+    click.echo(format_table(result))
+    _write_json(json_path, result)
+
+
 # ---------------------------------------------------------------------------------------------- models
 @cli.group()
 def models() -> None:

@@ -38,7 +38,7 @@ from .media.video import EncodeSettings, SegmentWriter, open_backend, probe
 from .models import find_model
 from .nets import CondSR, build_condsr, load_checkpoint
 from .nets.condsr import SIZES
-from .pipeline.forward import FastCondSR, cpu_threads, restore_nhwc
+from .pipeline.forward import FastCondSR, restore_nhwc
 
 KEYS = ("decode_fps", "forward_fps", "eager_forward_fps", "end_to_end_fps", "per_frame_loop_fps", "peak_rss_mb",
         "peak_gpu_mb", "device", "frames", "width", "height", "scale", "batch",

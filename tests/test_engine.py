@@ -1,5 +1,4 @@
 """Pieces of the restoration engine: tiling without seams, robust code averaging, blind codes."""
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -10,8 +10,8 @@ import pytest
 from video_clips import TB, decoded, make_audio_only, make_clip, packet_hashes, stream_start
 
 from archive_restore.errors import InputError, UnsupportedFormatError, UsageError
-from archive_restore.media.video import (EncodeSettings, SegmentWriter, check_encoder, join_segments, open_backend,
-                                         pad_even, probe)
+from archive_restore.media.video import (EncodeSettings, Segment, SegmentWriter, check_encoder, join_segments,
+                                         open_backend, pad_even, probe)
 
 BT709 = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
 FAST = EncodeSettings(preset="ultrafast")
@@ -125,11 +125,12 @@ def _round_trip(src: Path, out: Path, cuts: list[int], scale: int = 1) -> Path:
     segments = []
     for n, (a, b) in enumerate(zip(edges, edges[1:])):
         segment = out.with_name(f"seg{n}.mp4")
-        with SegmentWriter(segment, info, info.width * scale, info.height * scale, FAST) as writer:
+        origin = pts[0] if a is None else a
+        with SegmentWriter(segment, info, info.width * scale, info.height * scale, FAST, origin=origin) as writer:
             for frame in pyav.frames(src, info, a, b):
                 rgb = np.repeat(np.repeat(frame.rgb, scale, 0), scale, 1)
                 writer.write(rgb, frame.pts)
-        segments.append(segment)
+        segments.append(Segment(segment, origin))
     assert join_segments(segments, src, info, out) == len(pts)
     return out
 
@@ -147,6 +148,18 @@ def test_join_keeps_timing_audio_colour_rotation(tmp_path):
     assert info.colour == probe(clip.path).colour
     for frame, source in zip(frames, clip.frames):
         assert np.abs(frame[::2, ::2].astype(int) - source).mean() < 6
+
+
+def test_segments_after_the_first_keep_exact_pts_in_a_time_base_mp4_rounds(tmp_path):
+    """mp4 writes a stream's late start as an edit list in milliseconds: with time base 1/19184 (a
+    real clip's), a segment starting at 96000 came back at 95997. Segments start at 0 instead."""
+    time_base = Fraction(1, 19184)
+    pts = [800 * i for i in range(10)]
+    clip = make_clip(tmp_path / "in.mp4", pts=pts, time_base=time_base)
+    out = _round_trip(clip.path, tmp_path / "out.mp4", cuts=[3, 7])
+    got, got_base, _ = decoded(out)
+    assert _seconds(got, got_base) == _seconds(pts, time_base)
+    assert packet_hashes(out) == packet_hashes(clip.path)
 
 
 def test_odd_sizes_are_padded_by_one_pixel(tmp_path):
@@ -191,3 +204,17 @@ def test_real_clips_decode_alike_in_both_backends(shared_data, backend):
     if backend.name == "decord" and edited.exists():
         with pytest.raises(UnsupportedFormatError, match="edit list hides 15 frames"):
             next(iter(backend.frames(edited, probe(edited))))
+
+
+def test_real_clip_with_an_odd_time_base_joins_exactly(shared_data, tmp_path):
+    """onepiece_demo.mp4 (time base 1/19184, 800 ticks a frame): split where a real job split it
+    (frame 120), the second segment used to come back 3 ticks early."""
+    src = shared_data / "real" / "video" / "onepiece_demo.mp4"
+    if not src.exists():
+        pytest.skip(f"{src} is absent")
+    out = _round_trip(src, tmp_path / "out.mp4", cuts=[120])
+    src_pts, src_tb, _ = decoded(src)
+    out_pts, out_tb, _ = decoded(out)
+    assert src_tb == Fraction(1, 19184) and len(src_pts) == len(out_pts) == 181
+    assert _seconds(out_pts, out_tb) == _seconds(src_pts, src_tb)
+    assert packet_hashes(out) == packet_hashes(src)

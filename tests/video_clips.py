@@ -40,9 +40,9 @@ class Clip:
 
 def make_clip(path: Path, count: int = 12, width: int = 64, height: int = 48, *, pts: list[int] | None = None,
               shots: tuple[int, ...] = (), audio: bool = True, rotation: int = 0, colour: dict | None = None,
-              subtitle: bool = False) -> Clip:
-    """Write an mp4 (h264, time base 1/1000; or the container ``path``'s suffix names) and return its
-    pts and source frames.
+              subtitle: bool = False, time_base: Fraction = TB) -> Clip:
+    """Write an mp4 (h264, time base ``time_base``, 1/1000 unless given; or the container ``path``'s
+    suffix names) and return its pts (in ``time_base``) and source frames.
 
     ``shots`` lists the frame indices where a new shot starts (a hard cut to another colour);
     ``subtitle`` adds a text subtitle stream (mov_text in mp4/mov, subrip otherwise; see
@@ -56,7 +56,7 @@ def make_clip(path: Path, count: int = 12, width: int = 64, height: int = 48, *,
         if width % 2 or height % 2:
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv444p"
-        stream.codec_context.time_base = TB
+        stream.codec_context.time_base = time_base
         for name, value in (colour or {}).items():
             setattr(stream.codec_context, name, value)
         if rotation:
@@ -67,13 +67,13 @@ def make_clip(path: Path, count: int = 12, width: int = 64, height: int = 48, *,
                                   ("dst_color_range", (colour or {}).get("color_range"))) if v is not None}
         for p, rgb in zip(pts, frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=stream.pix_fmt, **tags)
-            frame.pts, frame.time_base = p, TB
+            frame.pts, frame.time_base = p, time_base
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
         if sound is not None:
-            _write_audio(out, sound, seconds=(pts[-1] + 100) / 1000)
+            _write_audio(out, sound, seconds=float(pts[-1] * time_base) + 0.1)
         if text is not None:
             _write_subtitles(out, text, path)
     return Clip(path, pts, frames)

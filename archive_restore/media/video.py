@@ -11,9 +11,11 @@ What is exact, and how:
   container marks as discarded (edit lists) are not frames of the video.
 * Frame counts are counted while decoding, never read from a header (``VideoInfo.header_frames`` is
   what the header claims, kept only to be reported).
-* Encoded segments carry the input pts (rescaled by the muxer into the output time base, exactly
-  for the time bases mp4 chooses) and the input's colour metadata; the encoder makes no B-frames, so
-  decode and presentation order agree and segments join with increasing dts.
+* Encoded segments carry the input pts less the segment's first (its ``origin``), so each starts at
+  0, plus the input's colour metadata; the encoder makes no B-frames, so decode and presentation
+  order agree and segments join with increasing dts. (mp4 stores a later start as an edit list in
+  milliseconds: a segment starting at 96000/19184 s came back 3 ticks early. Starting at 0 needs no
+  edit list; the join adds each origin back exactly.)
 * :func:`join_segments` copies the segments' video packets and the input's audio and subtitle
   packets unchanged (a remux: no re-encode) into one file, interleaved by time.
 
@@ -357,16 +359,25 @@ def pad_even(rgb: np.ndarray) -> np.ndarray:
     return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+@dataclass(frozen=True)
+class Segment:
+    """An encoded segment file and its ``origin``: the input pts its pts 0 stands for."""
+
+    path: Path
+    origin: int = 0
+
+
 class SegmentWriter:
     """Encode frames with given pts into one video file (use as a context manager).
 
-    The stream's codec time base is the input's, so each frame's pts is kept exactly; colour
-    metadata and rotation are set on the stream.
+    The stream's codec time base is the input's; a frame is stored at its pts less ``origin`` (the
+    segment's first pts), and :func:`join_segments` adds ``origin`` back, so each pts is kept exactly.
+    Colour metadata and rotation are set on the stream.
     """
 
     def __init__(self, path: Path, info: VideoInfo, width: int, height: int,
-                 settings: EncodeSettings = EncodeSettings()) -> None:
-        self.info = info
+                 settings: EncodeSettings = EncodeSettings(), origin: int = 0) -> None:
+        self.info, self.origin = info, origin
         self.width, self.height = even_size(width, height)
         try:
             self._out = av.open(str(path), "w")
@@ -397,7 +408,7 @@ class SegmentWriter:
             rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_even(rgb)), format="rgb24")
         frame = self._reformat(frame)
-        frame.pts, frame.time_base = pts, self.info.time_base
+        frame.pts, frame.time_base = pts - self.origin, self.info.time_base
         self._mux(self._stream.encode(frame))
         self.frames += 1
 
@@ -436,28 +447,40 @@ class _Queued:
     packet: av.Packet = field(compare=False)
 
 
-def join_segments(segments: Sequence[Path], source: Path, info: VideoInfo, output: Path,
+def join_segments(segments: Sequence[Segment], source: Path, info: VideoInfo, output: Path,
                   container_format: str | None = None) -> int:
-    """Write ``output``: the segments' video packets in order, plus every audio and subtitle
-    packet of ``source`` copied unchanged, interleaved by decode time. Returns the video packets.
+    """Write ``output``: the segments' video packets in order, each moved back by its origin, plus
+    every audio and subtitle packet of ``source`` copied unchanged, interleaved by decode time.
+    Returns the number of video packets.
 
     The caller writes to a temporary name and renames (``runner.atomic_output``).
     """
     if not segments:
         raise InputError(f"{source}: no rendered segments to join")
-    with _open(Path(segments[0])) as first, _open(source) as src, \
-            av.open(str(output), "w", format=container_format) as out:
-        out.metadata.update(dict(src.metadata))
-        video = out.add_stream_from_template(first.streams.video[0])
-        if info.rotation:
-            video.set_display_rotation(info.rotation)
-        copied = {s.index: out.add_stream_from_template(src.streams[s.index])
-                  for s in (*info.audio, *info.subtitles)}
-        return _mux_all(out, video, segments, src, copied)
+    with _open(Path(segments[0].path)) as first, _open(source) as src:
+        options = _muxer_options(output, container_format, Fraction(first.streams.video[0].time_base))
+        with av.open(str(output), "w", format=container_format, options=options) as out:
+            return _join(out, first, src, segments, info)
 
 
-def _mux_all(out, video, segments, src, copied) -> int:
-    video_packets = _retarget(_segment_packets(segments), video)
+_MOV_FAMILY = frozenset({"mp4", "mov", "m4v", "3gp", "3g2", "ipod"})
+
+
+def _muxer_options(output: Path, container_format: str | None, time_base: Fraction) -> dict[str, str]:
+    """mp4 and mov keep a stream's late start (an edit list) in the movie time scale, 1/1000 s
+    unless set, which rounds a start that is not a whole millisecond (and rounds it down again on
+    every remux). The movie time scale is set to the video's, so the start is kept exactly."""
+    name = (container_format or Path(output).suffix.lstrip(".")).lower()
+    return {"movie_timescale": str(time_base.denominator)} if name in _MOV_FAMILY else {}
+
+
+def _join(out, first, src, segments: Sequence[Segment], info: VideoInfo) -> int:
+    out.metadata.update(dict(src.metadata))
+    video = out.add_stream_from_template(first.streams.video[0])
+    if info.rotation:
+        video.set_display_rotation(info.rotation)
+    copied = {s.index: out.add_stream_from_template(src.streams[s.index]) for s in (*info.audio, *info.subtitles)}
+    video_packets = _retarget(_segment_packets(segments, info.time_base), video)
     other = _retarget(_source_packets(src, copied), None, copied)
     count = 0
     for queued in heapq.merge(_timed(video_packets, 0), _timed(other, 1)):
@@ -466,12 +489,17 @@ def _mux_all(out, video, segments, src, copied) -> int:
     return count
 
 
-def _segment_packets(segments: Sequence[Path]) -> Iterator[av.Packet]:
-    """The video packets of each segment in turn, one segment file open at a time."""
-    for path in segments:
-        with _open(Path(path)) as container:
-            for packet in container.demux(container.streams.video[0]):
+def _segment_packets(segments: Sequence[Segment], time_base: Fraction) -> Iterator[av.Packet]:
+    """The video packets of each segment in turn, shifted by its origin (given in ``time_base``),
+    one segment file open at a time."""
+    for segment in segments:
+        with _open(Path(segment.path)) as container:
+            stream = container.streams.video[0]
+            shift = round(segment.origin * time_base / Fraction(stream.time_base))
+            for packet in container.demux(stream):
                 if packet.size:
+                    packet.pts = None if packet.pts is None else packet.pts + shift
+                    packet.dts = None if packet.dts is None else packet.dts + shift
                     yield packet
 
 

@@ -41,7 +41,7 @@ from ..errors import InputError, JobError, UsageError
 from ..faces import align_face, face_quality
 from ..faces.steady import SteadyFaces
 from ..faces.track import Crop, FaceTracker
-from ..media.video import (EncodeSettings, SegmentWriter, VideoFrame, VideoInfo, join_segments,
+from ..media.video import (EncodeSettings, Segment, SegmentWriter, VideoFrame, VideoInfo, join_segments,
                            open_backend, probe)
 from ..runner import ItemResult, Summary, atomic_output, run_job
 from ..store import DONE, Item, ItemSpec, Job, JobStore
@@ -314,7 +314,7 @@ class VideoJob:
         scale = self.options.scale
         with atomic_output(out) as tmp:
             with SegmentWriter(tmp, self.info, self.info.width * scale, self.info.height * scale,
-                               self.options.encode) as writer:
+                               self.options.encode, origin=x["start_pts"]) as writer:
                 steady, pasted = SteadyFaces(), 0  # a chunk lies within one shot; it starts without history
                 with _Background(writer.write, QUEUE_FRAMES, "encode") as encode:
                     for batch in _batches(frames, self.options.batch):
@@ -329,7 +329,7 @@ class VideoJob:
         seconds = time.monotonic() - started
         faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
-                          extra={"render_seconds": round(seconds, 3),
+                          extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
                                  "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
 
     def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
@@ -356,7 +356,9 @@ class VideoJob:
                            "rerun with --retry-failed")
         expected = sum(i.extra["frames"] for i in chunks)
         with atomic_output(self.job.output) as tmp:
-            written = join_segments([Path(i.output) for i in chunks], self.source, self.info, tmp,
+            # segments rendered before origins were recorded hold absolute pts: origin 0 for them
+            segments = [Segment(Path(i.output), i.extra.get("segment_origin", 0)) for i in chunks]
+            written = join_segments(segments, self.source, self.info, tmp,
                                     container_format=_format_for(Path(self.job.output)))
             if written != expected:
                 raise JobError(f"joined {written} frames, expected {expected}")

@@ -88,9 +88,14 @@ MANIFEST: dict[str, ModelEntry] = {
             },
         ),
         ModelEntry(
+            "bisenet", "parsing_bisenet.pth",
+            "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
+            _FACEXLIB_LICENCE, "face parsing: paste-back masks (preferred on the CPU)",
+        ),
+        ModelEntry(
             "parsenet", "parsing_parsenet.pth",
             "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
-            _FACEXLIB_LICENCE, "face parsing for paste-back masks (not read yet: paste-back uses a feathered ellipse)",
+            _FACEXLIB_LICENCE, "face parsing: paste-back masks (preferred on a GPU)",
         ),
         ModelEntry(
             "yunet-2023mar", "face_detection_yunet_2023mar.onnx",

@@ -25,6 +25,7 @@ from archive_restore.faces import align_face, feather_mask
 from archive_restore.faces.align import AlignedFace
 from archive_restore.faces.compose import compose_face, is_gray, match_colour, ring_weights, to_gray
 from archive_restore.faces.detect import Face
+from archive_restore.faces.parse import missing_notice as parse_missing_notice
 from archive_restore.faces.restore import FaceRestorer, blend, find_gfpgan, load_face_restorer
 from archive_restore.pipeline import engine as engine_module
 from archive_restore.pipeline import face_cache
@@ -76,7 +77,7 @@ def test_random_gfpgan_in_the_official_layout_loads_and_restores_a_face(gfpgan_d
     assert find_gfpgan([gfpgan_dir]) == gfpgan_dir / "GFPGANv1.4.pth"
     engine = Engine(EngineOptions(scale=1, device="cpu", face_detector="haar", models_dirs=(tiny_models, gfpgan_dir)))
     assert isinstance(engine.restorer.model, GFPGAN) and engine.restorer.name == "GFPGANv1.4"
-    assert engine.notices == []
+    assert engine.notices == [parse_missing_notice()]  # a restorer but no parsing model: said once
 
     aligned = engine.usable_faces(face_rgb.astype(np.float32) / 255)[:1]
     assert aligned, "Haar found no face in the test photo"

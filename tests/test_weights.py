@@ -94,7 +94,7 @@ def _entry(url: str, sha256: str | None = PAYLOAD_SHA, **kw) -> weights.ModelEnt
 
 def test_manifest_lists_every_external_model_with_its_official_source():
     assert {"gfpgan-v1.4", "gfpgan-v1.3", "retinaface-resnet50", "retinaface-mobilenet0.25", "parsenet",
-            "yunet-2023mar"} <= set(weights.MANIFEST)
+            "bisenet", "yunet-2023mar"} <= set(weights.MANIFEST)
     assert weights.entry("gfpgan-v1.4").url == \
         "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/GFPGANv1.4.pth"
     for item in weights.MANIFEST.values():

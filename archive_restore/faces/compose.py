@@ -3,7 +3,8 @@
 Each restored face is brought to the colour of the picture around it (mean and standard deviation
 of each Lab channel, measured on the ring where the face is blended in, transferred from the face to
 the picture's values), made gray when the photo is gray, blended with the picture's own face by
-``fidelity``, and pasted through a feathered ellipse so no edge shows.
+``fidelity``, and pasted through a soft mask so no edge shows: the face parsing model's face region
+when one is loaded (``faces.parse``), a feathered ellipse otherwise.
 """
 from __future__ import annotations
 
@@ -70,14 +71,16 @@ def compose_face(
     scale: float = 1.0,
     fidelity: float = 0.0,
     gray: bool = False,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """``picture`` (a new array) with ``restored_face`` colour-matched and pasted in.
 
     ``picture`` is the restored picture, ``scale`` times the size of the image ``aligned`` was cut
-    from; ``fidelity`` 1 keeps the picture's own face, 0 pastes the restored one.
+    from; ``fidelity`` 1 keeps the picture's own face, 0 pastes the restored one; ``mask`` the
+    crop-space paste-back mask (a feathered ellipse when None).
     """
     size = restored_face.shape[0]
-    mask = feather_mask(size, "ellipse")
+    mask = feather_mask(size, "ellipse") if mask is None else mask
     own = picture_face(picture, aligned, size, scale)
     face = to_gray(restored_face) if gray else restored_face
     face = match_colour(face, own, ring_weights(mask))

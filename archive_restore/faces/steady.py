@@ -11,6 +11,7 @@ face is still and steps aside when it moves:
   the crop and the mask steady.
 - ``face``: the restored face blended with the previous frame's result, warped into the current
   crop, while the two alignments are close; after a larger move the new face is taken as it is.
+- ``mask``: the same for a parsed paste-back mask (``faces.parse``), so its edge does not flicker.
 
 :class:`SteadyFaces` is what a video render holds for one run of consecutive frames (a chunk of a
 shot): the faces detected on each frame are linked into tracks by the project's IoU + Kalman
@@ -61,11 +62,11 @@ class TrackSmoother:
     still: float = 0.15
     max_shift: float = 0.05
     _marks: np.ndarray | None = field(default=None, repr=False)
-    _previous: tuple[AlignedFace, np.ndarray] | None = field(default=None, repr=False)
+    _previous: dict[str, tuple[AlignedFace, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def reset(self) -> None:
         """Forget the track's history (a cut, or a track that was lost)."""
-        self._marks, self._previous = None, None
+        self._marks, self._previous = None, {}
 
     def landmarks(self, marks: np.ndarray) -> np.ndarray:
         """Smoothed (5, 2) landmarks for this frame's detected ones."""
@@ -81,18 +82,25 @@ class TrackSmoother:
 
     def face(self, aligned: AlignedFace, restored: np.ndarray) -> np.ndarray:
         """This frame's restored face (crop of ``aligned``), blended with the previous one when close."""
-        restored = np.asarray(restored, np.float32)
-        size = restored.shape[0]
-        if self._previous is not None:
-            before, previous = self._previous
+        return self._steady("face", aligned, restored)
+
+    def mask(self, aligned: AlignedFace, mask: np.ndarray) -> np.ndarray:
+        """This frame's paste-back mask (crop of ``aligned``), blended with the previous one when close."""
+        return self._steady("mask", aligned, mask)
+
+    def _steady(self, kind: str, aligned: AlignedFace, current: np.ndarray) -> np.ndarray:
+        current = np.asarray(current, np.float32)
+        size = current.shape[0]
+        if kind in self._previous:
+            before, previous = self._previous[kind]
             scale = np.diag([size / aligned.size, size / aligned.size, 1.0])
             relative = (scale @ _homogeneous(crop_to_crop(before, aligned)) @ np.linalg.inv(scale))[:2]
-            if previous.shape == restored.shape and corner_shift(relative, size) <= self.max_shift * size:
+            if previous.shape == current.shape and corner_shift(relative, size) <= self.max_shift * size:
                 warped = cv2.warpAffine(previous, relative, (size, size), flags=cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_REPLICATE)
-                restored = (self.face_alpha * restored + (1.0 - self.face_alpha) * warped).astype(np.float32)
-        self._previous = (aligned, restored)
-        return restored
+                current = (self.face_alpha * current + (1.0 - self.face_alpha) * warped).astype(np.float32)
+        self._previous[kind] = (aligned, current)
+        return current
 
 
 @dataclass

@@ -19,6 +19,8 @@ from ..device import resolve_device
 from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
 from ..faces.compose import compose_face, is_gray, to_gray
+from ..faces.parse import FaceParser, find_parser, load_face_parser
+from ..faces.parse import missing_notice as parse_missing_notice
 from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
 from ..faces.steady import SteadyFaces, TrackSmoother
 from ..models import find_model, models_dirs
@@ -75,6 +77,7 @@ class Engine:
         self.detector = make_detector(options.face_detector, [str(d) for d in models_dirs(dirs)], str(self.device))
         self.notices: list[str] = []
         self.restorer, self.paired = self._load_restorer(dirs)
+        self.parser = self._load_parser(dirs) if self.restorer is not None else None
 
     def _load_restorer(self, dirs: list[Path]) -> tuple[FaceRestorer | None, torch.nn.Module | None]:
         """GFPGAN and the paired DegEncoder, or (None, None) with a notice when ``auto`` finds no GFPGAN."""
@@ -90,6 +93,14 @@ class Engine:
             return None, None
         paired = load_checkpoint(find_model("deg_encoder", dirs), self.device, expect="DegEncoder").model
         return load_face_restorer(path, self.device), paired
+
+    def _load_parser(self, dirs: list[Path]) -> FaceParser | None:
+        """The face parsing model for paste-back masks, or None with a notice (a feathered ellipse)."""
+        found = find_parser(dirs, str(self.device))
+        if found is None:
+            self.notices.append(parse_missing_notice())
+            return None
+        return load_face_parser(*found, self.device)
 
     @property
     def code_dim(self) -> int:
@@ -142,21 +153,33 @@ class Engine:
 
         ``restored``: the faces of ``lq`` restored already (by the analysis), pasted as they are.
         ``steady``: the video frames' faces followed along tracks (smoothed landmarks, so a steady
-        crop and mask; each restored face blended with its track's previous one while still).
+        crop and mask; each restored face and its parsed mask blended with its track's previous ones
+        while still).
         """
         if self.restorer is None:
             return picture, 0
         gray = is_gray(lq)
         if restored is None:
             followed = self._follow(lq, steady)
+            smoothers = [s for _, s in followed]
             aligned = [align_face(lq, f, ALIGNED_SIZE) for f, _ in followed]
             crops = self.restored_faces([a.crop for a in aligned], gray) if aligned else []
-            crops = [c if s is None else s.face(a, c) for (_, s), a, c in zip(followed, aligned, crops)]
         else:
             aligned, crops = [align_face(lq, f, ALIGNED_SIZE) for f in restored.faces], list(restored.crops)
-        for face, crop in zip(aligned, crops):
-            picture = compose_face(picture, crop, face, self.options.scale, self.options.face_fidelity, gray)
+            smoothers = [None] * len(aligned)
+        crops = [c if s is None else s.face(a, c) for s, a, c in zip(smoothers, aligned, crops)]
+        masks = self.face_masks(crops)
+        masks = [m if m is None or s is None else s.mask(a, m) for s, a, m in zip(smoothers, aligned, masks)]
+        for face, crop, mask in zip(aligned, crops, masks):
+            picture = compose_face(picture, crop, face, self.options.scale, self.options.face_fidelity, gray, mask)
         return picture, len(aligned)
+
+    def face_masks(self, crops: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """Parsed paste-back masks of restored face crops; None (the ellipse) per face without a parser
+        or where the parse is not trusted."""
+        if self.parser is None or not len(crops):
+            return [None] * len(crops)
+        return self.parser.masks(crops)
 
     def _follow(self, lq: np.ndarray, steady: SteadyFaces | None) -> list[tuple[Face, TrackSmoother | None]]:
         faces = self.detect_faces(lq)

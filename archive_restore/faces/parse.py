@@ -9,8 +9,8 @@ restored picture, softened so that no edge shows and faded to 0 at the crop bord
 Two facexlib networks read the same classes (architectures from the ``facexlib`` package, MIT; the
 weights are facexlib's release files, loaded with ``torch.load(weights_only=True)``):
 
-- BiSeNet (``parsing_bisenet.pth``, ResNet-18 based): about 1 s a face on one CPU core, preferred
-  on the CPU;
+- BiSeNet (``parsing_bisenet.pth``, ResNet-18 based): about 2 s a face on one core of a shared
+  CPU, preferred on the CPU;
 - ParseNet (``parsing_parsenet.pth``, what GFPGAN's own helper uses): some 20 times slower on the
   CPU, preferred on a GPU.
 """

@@ -62,7 +62,11 @@ NETWORKS = {
 def labels_to_mask(labels: np.ndarray, size: int) -> np.ndarray:
     """A soft ``size`` x ``size`` paste-back mask from a label map: 1 on face labels, softened with
     the ellipse mask's feathering and faded to 0 at the crop border."""
-    face = np.isin(labels, FACE_LABELS).astype(np.float32)
+    return _soft_mask(np.isin(labels, FACE_LABELS), size)
+
+
+def _soft_mask(face: np.ndarray, size: int) -> np.ndarray:
+    face = face.astype(np.float32)
     if face.shape != (size, size):
         face = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
     sigma = 0.025 * size
@@ -99,8 +103,8 @@ class FaceParser:
         was labelled face to trust (the caller falls back to the ellipse)."""
         masks = []
         for face, labels in zip(faces, self.labels(faces)):
-            share = float(np.isin(labels, FACE_LABELS).mean())
-            masks.append(labels_to_mask(labels, face.shape[0]) if share >= MIN_FACE_SHARE else None)
+            is_face = np.isin(labels, FACE_LABELS)
+            masks.append(_soft_mask(is_face, face.shape[0]) if is_face.mean() >= MIN_FACE_SHARE else None)
         return masks
 
 

@@ -449,7 +449,7 @@ class _Queued:
 
 def join_segments(segments: Sequence[Segment], source: Path, info: VideoInfo, output: Path,
                   container_format: str | None = None) -> int:
-    """Write ``output``: the segments' video packets in order, each moved back by its origin, plus
+    """Write ``output``: the segments' video packets in order, each with its origin added back, plus
     every audio and subtitle packet of ``source`` copied unchanged, interleaved by decode time.
     Returns the number of video packets.
 

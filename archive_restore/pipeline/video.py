@@ -7,9 +7,10 @@ One job per video file. Its items, in claim order:
     shot and tracked (``faces.track``) -> per track its best crops, aligned to 512 -> codes -> per
     shot the robust mean of its crops' codes (paired codes with GFPGAN when present, else blind).
     Shots without faces take the code of the nearest shot with faces ("neighbour"), else the whole
-    video's ("job"), else a blind code read from a few of their own frames ("blind"). Each shot is split into chunks of at most ``chunk_frames`` frames;
-    every chunk becomes a render item whose ``extra`` holds its frame range, pts range, shot,
-    faces, code source and confidence. Counted frames, never a header's count.
+    video's ("job"), else a blind code read from a few of their own frames ("blind"). Each shot is
+    split into chunks of at most ``chunk_frames`` frames; every chunk becomes a render item whose
+    ``extra`` holds its frame range, pts range, shot, faces, code source and confidence. Counted
+    frames, never a header's count.
 ``shotNNNN.PPP`` (one per chunk)
     decode the chunk's frames by pts -> CondSR with the shot's code -> faces restored and pasted
     back when a face restorer (GFPGAN) is present, steadied along their tracks within the chunk

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .codes import blind_code, image_to_tensor, paired_code, paired_image_code, tensor_to_image
+from .codes import blind_code, image_to_tensor, paired_face_code, paired_image_code, tensor_to_image
 from .degrade import Degradation
 from .errors import DataError, UsageError
 from .metrics import psnr_y, ssim_y
@@ -22,7 +22,7 @@ from .nets import load_checkpoint
 from .train.data import image_files, load_rgb, to_float
 
 METHODS = ("bicubic", "uncond", "face_code", "blind_code", "oracle_code")
-FACE_SIZE = 128
+FACE_SIZE = 256  # held-out faces at their own size; at x4 their LQ faces are 64 px wide
 
 
 @dataclass
@@ -77,12 +77,13 @@ def _spandrel_model(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def face_codes(models: Models, faces: list[np.ndarray], degs: list[Degradation]) -> torch.Tensor:
-    """For degradation k, the paired code of held-out face k (cyclically) carrying that degradation."""
+    """For degradation k, the paired code of held-out face k (cyclically) carrying that degradation,
+    read as the photo and video jobs read a face (``paired_face_code``, at the face's own scale)."""
     codes = []
     for k, deg in enumerate(degs):
         hq = faces[k % len(faces)]
-        lq = image_to_tensor(np.clip(deg.apply(hq), 0, 1))
-        codes.append(paired_code(models.encoder, lq, image_to_tensor(hq)))
+        lq = np.clip(deg.apply(hq), 0, 1)
+        codes.append(paired_face_code(models.encoder, image_to_tensor(lq), image_to_tensor(hq), source_pixels=lq.shape[1]))
     return torch.cat(codes)
 
 

@@ -25,11 +25,24 @@ def tensor_to_image(t: torch.Tensor) -> np.ndarray:
 
 
 @torch.inference_mode()
-def paired_code(encoder: DegEncoder, lq_face: torch.Tensor, hq_face: torch.Tensor) -> torch.Tensor:
-    """Codes of (LQ, HQ) face batches; the LQ faces are resized to the HQ size first, as in training."""
-    if lq_face.shape[-2:] != hq_face.shape[-2:]:
-        lq_face = F.interpolate(lq_face, size=hq_face.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-    return encoder(lq_face, hq_face)
+def paired_face_code(encoder: DegEncoder, lq_face: torch.Tensor, hq_face: torch.Tensor, source_pixels: float,
+                     native_scale: int = 4) -> torch.Tensor:
+    """The paired code (1 x D) of one aligned face, read at the scale the encoder learned: the HQ
+    face ``native_scale`` times as wide as the LQ face is in its picture (``source_pixels``). A small
+    face is read whole at the encoder's input size, as in training; a larger one at that x4 size,
+    as tiles averaged (``paired_image_code``), instead of being shrunk to the input size, which would
+    weaken its blur and noise and misreport the degradation."""
+    size = int(np.clip(round(native_scale * source_pixels), encoder.input_size, hq_face.shape[-1]))
+    return paired_image_code(encoder, resize_square(lq_face, size), resize_square(hq_face, size))
+
+
+def resize_square(t: torch.Tensor, size: int) -> torch.Tensor:
+    """NxCxHxW -> NxCx``size``x``size``: area averaging to shrink, bicubic to enlarge."""
+    if t.shape[-2:] == (size, size):
+        return t
+    if t.shape[-1] > size:
+        return F.interpolate(t, size=(size, size), mode="area")
+    return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 @torch.inference_mode()

@@ -57,6 +57,12 @@ def test_rotated_face_is_straightened():
     assert np.abs(mapped - template(256)).max() < 0.05
 
 
+def test_source_pixels_is_the_width_the_crop_spans_in_the_picture():
+    image = smooth_image()
+    assert align_face(image, face_at((200, 150), scale=0.25), size=512).source_pixels == pytest.approx(128, rel=1e-3)
+    assert align_face(image, face_at((200, 150), scale=0.5, angle_deg=30), size=256).source_pixels == pytest.approx(256, rel=1e-3)
+
+
 def test_degenerate_landmarks_are_an_input_error():
     with pytest.raises(InputError):
         estimate_affine(np.zeros((5, 2), np.float32))

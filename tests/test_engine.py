@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from archive_restore.codes import blind_code, lq_patches, paired_image_code, robust_mean
+from archive_restore.codes import blind_code, lq_patches, paired_face_code, paired_image_code, robust_mean
 from archive_restore.nets import BlindDegEncoder, DegEncoder
 from archive_restore.pipeline.tiles import run_tiled
 
@@ -71,3 +71,18 @@ def test_paired_image_code_encodes_tiles_at_the_encoder_size():
     assert torch.allclose(z, expected, atol=1e-6)
     small = torch.rand(1, 3, 32, 32)
     assert torch.allclose(paired_image_code(model, small, small), model(small, small), atol=1e-6)
+
+
+def test_paired_face_code_reads_a_face_at_four_times_its_source_width():
+    """An aligned 128 px face pair whose face spanned 16 px of its picture is read at 64 px (x4), as two
+    by two tiles of the 32 px input; one that spanned 8 px or less whole at the input size, as in training."""
+    torch.manual_seed(0)
+    model = DegEncoder(code_dim=8, width=4, input_size=32).eval()
+    lq, hq = torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128)
+    lq64, hq64 = F.interpolate(lq, size=(64, 64), mode="area"), F.interpolate(hq, size=(64, 64), mode="area")
+    with torch.no_grad():
+        assert torch.allclose(paired_face_code(model, lq, hq, source_pixels=16), paired_image_code(model, lq64, hq64), atol=1e-6)
+        whole = model(F.interpolate(lq, size=(32, 32), mode="area"), F.interpolate(hq, size=(32, 32), mode="area"))
+        assert torch.allclose(paired_face_code(model, lq, hq, source_pixels=6), whole, atol=1e-6)
+        # never read above the crop's own resolution
+        assert torch.allclose(paired_face_code(model, lq, hq, source_pixels=100), paired_image_code(model, lq, hq), atol=1e-6)

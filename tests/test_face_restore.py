@@ -19,7 +19,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from archive_restore.cli import cli
-from archive_restore.codes import paired_code
 from archive_restore.errors import CheckpointError, UsageError
 from archive_restore.faces import align_face, feather_mask
 from archive_restore.faces.align import AlignedFace
@@ -85,9 +84,8 @@ def test_random_gfpgan_in_the_official_layout_loads_and_restores_a_face(gfpgan_d
     assert restored.shape == (1, 512, 512, 3) and restored.dtype == np.float32
     assert np.isfinite(restored).all() and restored.min() >= 0 and restored.max() <= 1
     assert restored.std() > 0.01  # not a constant image
-    lq = torch.from_numpy(aligned[0].crop).permute(2, 0, 1)[None]
-    code = paired_code(engine.paired, lq, torch.from_numpy(restored).permute(0, 3, 1, 2))
-    assert code.shape == (1, engine.code_dim) and torch.isfinite(code).all()
+    code, source = engine.encode_faces(aligned, restored=restored)
+    assert source == "paired" and code.shape == (1, engine.code_dim) and np.isfinite(code).all()
 
 
 def test_gfpgan_v14_is_preferred_to_v13(tmp_path):

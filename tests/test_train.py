@@ -7,9 +7,10 @@ import torch
 from click.testing import CliRunner
 
 from archive_restore.cli import cli
-from archive_restore.nets import CondSR, DegEncoder, DegSynth, load_checkpoint
+from archive_restore.nets import BlindDegEncoder, CondSR, DegEncoder, DegSynth, load_checkpoint
 from archive_restore.train.data import FaceBank, ImageBank, find_real_pairs, load_real_pairs
 from archive_restore.train.degradation_stage import DegradationStep, make_param_head
+from archive_restore.train.distill_stage import DistillStep
 from archive_restore.train.sr_stage import RestorerStep
 
 torch.set_num_threads(1)
@@ -69,6 +70,26 @@ def test_degradation_steps_reduce_loss_on_a_fixed_batch(tiny_data):
     for _ in range(30):
         last = step(0)
     assert last["param"] < first["param"] and last["synth"] < first["synth"]
+
+
+def test_blind_distillation_learns_through_the_frozen_restorer(tiny_data):
+    """The blind encoder's restoration error falls on a fixed batch; the restorer itself stays as it was."""
+    torch.manual_seed(0)
+    faces = FaceBank(tiny_data / "hq_faces", 64)
+    naturals = ImageBank.from_folder(tiny_data / "hq_natural", 64)
+    teacher = DegEncoder(code_dim=16, width=8, input_size=64).eval().requires_grad_(False)
+    restorer = CondSR(code_dim=16, width=8, blocks=1).eval().requires_grad_(False)
+    for p in restorer.parameters():  # a fresh CondSR ignores its code (zero-initialised modulation)
+        p.add_(0.1 * torch.randn_like(p))
+    before = [p.clone() for p in restorer.parameters()]
+    blind = BlindDegEncoder(code_dim=16, width=8, input_size=64)
+    step = DistillStep(blind, torch.optim.Adam(blind.parameters(), lr=3e-3), teacher, restorer, faces, naturals, seed=0, batch=4)
+    first = step(0)
+    for _ in range(30):
+        last = step(0)
+    total = lambda losses: losses["mse"] + step.restore_weight * losses["l1"]  # noqa: E731
+    assert last["l1"] < 0.9 * first["l1"] and total(last) < total(first)
+    assert all(torch.equal(a, b) for a, b in zip(before, restorer.parameters()))
 
 
 def test_train_cli_all_stages_resume_and_export(tiny_data, tmp_path):

@@ -64,6 +64,11 @@ class AlignedFace:
     def size(self) -> int:
         return int(self.crop.shape[0])
 
+    @property
+    def source_pixels(self) -> float:
+        """How many pixels of the source image the crop's width spans (its resolution there)."""
+        return float(self.size / np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
 
 def template(size: int = 512) -> np.ndarray:
     """The FFHQ template scaled to a ``size`` x ``size`` crop."""

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..codes import blind_code, image_to_tensor, paired_code, robust_mean
+from ..codes import blind_code, image_to_tensor, paired_face_code, robust_mean
 from ..device import resolve_device
 from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
@@ -124,22 +124,25 @@ class Engine:
         gray, crops = is_gray(rgb), [a.crop for a in aligned]
         faces = tuple(a.face for a in aligned)
         restored = None if self.restorer is None else RestoredFaces(faces, self.restored_faces(crops, gray))
-        codes, source = self.encode_faces(crops, gray, None if restored is None else restored.crops)
+        codes, source = self.encode_faces(aligned, gray, None if restored is None else restored.crops)
         weights = np.array([np.sqrt(f.width * f.height) * f.score for f in faces], np.float32)
         return FaceCodes(codes, weights, self.detector.name, source, restored)
 
-    def encode_faces(self, crops: Sequence[np.ndarray], gray: bool = False,
+    def encode_faces(self, aligned: Sequence[AlignedFace], gray: bool = False,
                      restored: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-        """Codes (N x D) of aligned LQ face crops and their source: ``paired`` (DegEncoder with the
-        restorer's face; ``restored`` when the caller has them already) when a face restorer is
-        loaded, else ``blind``."""
+        """Codes (N x D) of aligned LQ faces and their source: ``paired`` (DegEncoder with the
+        restorer's face, read at the face's own scale; ``restored`` when the caller has them
+        already) when a face restorer is loaded, else ``blind``."""
+        crops = [a.crop for a in aligned]
         lq = torch.cat([image_to_tensor(c) for c in crops]).to(self.device)
         with torch.inference_mode():
             if self.restorer is None:
                 return self.blind(lq).float().cpu().numpy(), "blind"
             restored = self.restored_faces(crops, gray) if restored is None else restored
             hq = torch.from_numpy(np.ascontiguousarray(restored, np.float32)).permute(0, 3, 1, 2).contiguous()
-            return paired_code(self.paired, lq, hq.to(self.device)).float().cpu().numpy(), "paired"
+            codes = [paired_face_code(self.paired, lq[i : i + 1], hq[i : i + 1].to(self.device), a.source_pixels)
+                     for i, a in enumerate(aligned)]
+            return torch.cat(codes).float().cpu().numpy(), "paired"
 
     def restored_faces(self, crops: Sequence[np.ndarray], gray: bool = False) -> np.ndarray:
         """The face restorer's output for aligned face crops (N x 512 x 512 x 3), gray for a gray photo."""

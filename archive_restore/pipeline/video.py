@@ -166,7 +166,7 @@ class Analysis:
         for track, face in self._tracker.update(faces, index):
             quality = face_quality(face, rgb)
             if track.would_keep(quality):
-                track.offer(Crop(quality, index, face, align_face(rgb, face, ALIGNED_SIZE).crop))
+                track.offer(Crop(quality, index, face, align_face(rgb, face, ALIGNED_SIZE)))
 
     def _close_shot(self) -> None:
         shot = self.shots[-1]

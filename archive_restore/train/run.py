@@ -133,15 +133,16 @@ def train_restorer(cfg: TrainConfig, conditioned: bool = True) -> RunState:
 
 
 def train_blind(cfg: TrainConfig) -> RunState:
-    """Stage 3: BlindDegEncoder distilled to DegEncoder's codes."""
+    """Stage 3: BlindDegEncoder distilled to DegEncoder's codes, through the frozen CondSR too."""
     seed_everything(cfg.seed)
     faces, naturals, pairs = _banks(cfg, FACE_SIZE)
     teacher = _frozen(cfg.models_dir / MODEL_FILES["deg_encoder"], cfg.device, "DegEncoder")
+    restorer = _frozen(cfg.models_dir / MODEL_FILES[f"condsr_{cfg.size}"], cfg.device, "CondSR")
     blind = BlindDegEncoder(code_dim=cfg.code_dim).to(cfg.device).train()
     optimizer = torch.optim.Adam(blind.parameters(), lr=cfg.lr)
     state_path = cfg.work_dir / "blind.state"
     state = load_state(state_path, {"blind": blind}, optimizer)
-    step = DistillStep(blind, optimizer, teacher, faces, naturals, cfg.seed, cfg.batch)
+    step = DistillStep(blind, optimizer, teacher, restorer, faces, naturals, cfg.seed, cfg.batch)
 
     def checkpoint(s: RunState) -> None:
         save_state(state_path, {"blind": blind}, optimizer, s)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .nets import BlindDegEncoder, DegEncoder
+from .nets.degnet import fit_to
 
 
 def image_to_tensor(img: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -33,16 +34,7 @@ def paired_face_code(encoder: DegEncoder, lq_face: torch.Tensor, hq_face: torch.
     as tiles averaged (``paired_image_code``), instead of being shrunk to the input size, which would
     weaken its blur and noise and misreport the degradation."""
     size = int(np.clip(round(native_scale * source_pixels), encoder.input_size, hq_face.shape[-1]))
-    return paired_image_code(encoder, resize_square(lq_face, size), resize_square(hq_face, size))
-
-
-def resize_square(t: torch.Tensor, size: int) -> torch.Tensor:
-    """NxCxHxW -> NxCx``size``x``size``: area averaging to shrink, bicubic to enlarge."""
-    if t.shape[-2:] == (size, size):
-        return t
-    if t.shape[-1] > size:
-        return F.interpolate(t, size=(size, size), mode="area")
-    return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return paired_image_code(encoder, fit_to(lq_face, size).clamp(0, 1), fit_to(hq_face, size))
 
 
 @torch.inference_mode()

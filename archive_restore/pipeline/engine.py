@@ -139,8 +139,8 @@ class Engine:
             if self.restorer is None:
                 return self.blind(lq).float().cpu().numpy(), "blind"
             restored = self.restored_faces(crops, gray) if restored is None else restored
-            hq = torch.from_numpy(np.ascontiguousarray(restored, np.float32)).permute(0, 3, 1, 2).contiguous()
-            codes = [paired_face_code(self.paired, lq[i : i + 1], hq[i : i + 1].to(self.device), a.source_pixels)
+            hq = torch.from_numpy(np.ascontiguousarray(restored, np.float32)).permute(0, 3, 1, 2).to(self.device)
+            codes = [paired_face_code(self.paired, lq[i : i + 1], hq[i : i + 1], a.source_pixels)
                      for i, a in enumerate(aligned)]
             return torch.cat(codes).float().cpu().numpy(), "paired"
 

@@ -1,11 +1,18 @@
 """``archive-restore bench quality``: does a code read off a *face* restore a *natural image* under
-the same degradation? A seeded protocol that runs on any folders of HQ images and HQ faces."""
+the same degradation? A seeded protocol that runs on any folders of HQ images and HQ faces.
+
+With ``--upscaler FILE`` it also measures the restoration stack (``pipeline.stack``): the upscaler
+alone on the LQ (row ``NAME``, the file's stem) and the code-steered cleanup before it, blended
+towards CondSR at ``--fidelity``, with the face, blind and oracle codes (``NAME+face_code`` ...);
+several ``--fidelity`` values give a row per value (``NAME+face_code@0.3``), the trade-off curve.
+Every row has PSNR-Y and SSIM (fidelity) and NIQE (naturalness, no reference; on 256 px crops it
+rests on few patches, so judge naturalness on full-size photos with ``bench niqe``)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -15,13 +22,15 @@ from tqdm import tqdm
 
 from .codes import blind_code, image_to_tensor, paired_face_code, paired_image_code, tensor_to_image
 from .degrade import Degradation
-from .errors import DataError, UsageError
+from .errors import DataError, InputError, UsageError
 from .metrics import psnr_y, ssim_y
 from .models import find_model
 from .nets import load_checkpoint
+from .niqe import niqe
+from .pipeline.stack import DEFAULT_FIDELITY, stack_restore
+from .upscalers import Upscaler, load_upscaler, resolve_upscaler
 from .train.data import image_files, load_rgb, to_float
 
-METHODS = ("bicubic", "uncond", "face_code", "blind_code", "oracle_code")
 FACE_SIZE = 256  # held-out faces at their own size; at x4 their LQ faces are 64 px wide
 
 
@@ -35,7 +44,9 @@ class QualityConfig:
     crop: int = 256
     max_images: int | None = None
     models: Sequence[Path] = ()
-    compare: Sequence[Path] = ()
+    upscalers: Sequence[Path] = ()
+    fidelities: Sequence[float] = (DEFAULT_FIDELITY,)
+    sheet: Path | None = None
 
 
 def center_crop(img: np.ndarray, size: int, multiple: int) -> np.ndarray:
@@ -57,23 +68,42 @@ def _up(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class Models:
-    """The shipped networks the protocol measures, loaded once."""
+    """The shipped networks the protocol measures, loaded once (the cleanup only with upscalers)."""
 
-    def __init__(self, dirs: Sequence[Path]):
+    def __init__(self, dirs: Sequence[Path], cleanup: bool = False):
         self.encoder = load_checkpoint(find_model("deg_encoder", dirs), expect="DegEncoder").model
         self.blind = load_checkpoint(find_model("blind_encoder", dirs), expect="BlindDegEncoder").model
         self.sr = load_checkpoint(find_model("condsr_compact", dirs), expect="CondSR").model
         self.uncond = load_checkpoint(find_model("condsr_uncond_compact", dirs), expect="CondSR").model
+        self.cleanup = load_checkpoint(find_model("cleanup_compact", dirs), expect="Cleanup").model if cleanup else None
 
 
-def _spandrel_model(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    from spandrel import ModelLoader
+def _upscaler(path: Path) -> Upscaler:
+    upscaler = load_upscaler(resolve_upscaler(str(path)))
+    if upscaler.scale != 4:
+        raise UsageError(f"--upscaler {path}: a x{upscaler.scale} model; the protocol measures x4 models")
+    return upscaler
 
-    desc = ModelLoader().load_from_file(str(path))
-    if desc.scale != 4:
-        raise UsageError(f"--compare {path}: a x{desc.scale} model; the protocol compares x4 models")
-    desc.model.eval()
-    return lambda lq: desc(lq)
+
+def method_outputs(models: Models, upscalers: dict[str, Upscaler], lq: torch.Tensor, size: tuple[int, int],
+                   codes: dict[str, torch.Tensor], fidelities: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Every method's x4 restoration of one LQ image; ``codes``: its face, blind and oracle codes. The
+    stack's rows are named ``NAME+CODE``, or ``NAME+CODE@F`` when several fidelities are measured
+    (the upscaled cleanup and CondSR's picture are computed once and blended per fidelity)."""
+    outputs = {
+        "bicubic": _up(lq, size),
+        "uncond": models.uncond(lq),
+        **{name: models.sr(lq, z) for name, z in codes.items()},
+    }
+    for name, upscaler in upscalers.items():
+        outputs[name] = upscaler(lq)
+        for code_name, z in codes.items():
+            sharp = stack_restore(lq, z, models.cleanup, upscaler, fidelity=0.0)
+            faithful = outputs[code_name].clamp(0, 1)
+            for f in fidelities:
+                key = f"{name}+{code_name}" if len(fidelities) == 1 else f"{name}+{code_name}@{f:g}"
+                outputs[key] = sharp * (1 - f) + faithful * f
+    return outputs
 
 
 def face_codes(models: Models, faces: list[np.ndarray], degs: list[Degradation]) -> torch.Tensor:
@@ -92,33 +122,35 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
     images = _load_folder(cfg.images, "HQ")[: cfg.max_images]
     faces = load_faces(cfg.faces, FACE_SIZE)
     degs = [Degradation.sample(np.random.default_rng([cfg.seed, k]), scale=cfg.scale) for k in range(cfg.degradations)]
-    models = Models(cfg.models)
-    compare = {Path(p).name: _spandrel_model(Path(p)) for p in cfg.compare}
+    upscalers = {Path(p).stem: _upscaler(Path(p)) for p in cfg.upscalers}
+    models = Models(cfg.models, cleanup=bool(upscalers))
     z_face = face_codes(models, faces, degs)
-    scores: dict[str, list[tuple[float, float]]] = {m: [] for m in (*METHODS, *compare)}
+    scores: dict[str, list[tuple[float, float, float]]] = {}
+    sheet = Sheet(cfg.sheet) if cfg.sheet else None
     hits = []
     bar = tqdm(images, desc="bench quality", unit="image", disable=not progress)
     with torch.inference_mode():
-        for _, img in bar:
+        for index, (_, img) in enumerate(bar):
             hq = center_crop(img, cfg.crop, cfg.scale)
             hq_t = image_to_tensor(hq)
             lqs = [image_to_tensor(np.clip(d.apply(hq), 0, 1)) for d in degs]
             z_oracle = torch.cat([paired_image_code(models.encoder, lq, hq_t) for lq in lqs])
             hits += (torch.cdist(z_face, z_oracle).argmin(dim=1) == torch.arange(len(degs))).tolist()
             for k, lq in enumerate(lqs):
-                outputs = {
-                    "bicubic": _up(lq, hq.shape[:2]),
-                    "uncond": models.uncond(lq),
-                    "face_code": models.sr(lq, z_face[k : k + 1]),
-                    "blind_code": models.sr(lq, blind_code(models.blind, lq, cfg.scale)),
-                    "oracle_code": models.sr(lq, z_oracle[k : k + 1]),
-                    **{name: fn(lq) for name, fn in compare.items()},
-                }
-                for name, out in outputs.items():
-                    restored = tensor_to_image(out)
-                    scores[name].append((psnr_y(restored, hq, cfg.scale), ssim_y(restored, hq, cfg.scale)))
+                codes = {"face_code": z_face[k : k + 1], "blind_code": blind_code(models.blind, lq, cfg.scale),
+                         "oracle_code": z_oracle[k : k + 1]}
+                outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities)
+                restored = {name: tensor_to_image(out) for name, out in outputs.items()}
+                for name, image in restored.items():
+                    scores.setdefault(name, []).append(
+                        (psnr_y(image, hq, cfg.scale), ssim_y(image, hq, cfg.scale), _niqe(image)))
+                if sheet is not None and k == index % len(lqs):
+                    sheet.add(hq, restored)
+    if sheet is not None:
+        sheet.write()
     result = {
-        name: {"psnr_y": float(np.mean([s[0] for s in vals])), "ssim": float(np.mean([s[1] for s in vals]))}
+        name: {"psnr_y": float(np.mean([s[0] for s in vals])), "ssim": float(np.mean([s[1] for s in vals])),
+               "niqe": _mean_of_measured([s[2] for s in vals])}
         for name, vals in scores.items()
     }
     result.update(
@@ -132,8 +164,54 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
         images_dir=str(cfg.images),
         faces_dir=str(cfg.faces),
         cpu_seconds_per_256=cpu_time_per_256(models.sr),
+        upscalers={name: {"file": u.ref.path, "sha256": u.ref.sha256, "source": u.ref.source}
+                   for name, u in upscalers.items()},
+        fidelity=list(cfg.fidelities),
     )
     return result
+
+
+def _niqe(image: np.ndarray) -> float | None:
+    """NIQE, or None where the crop is too small or too flat to measure."""
+    try:
+        return niqe(image)
+    except InputError:
+        return None
+
+
+def _mean_of_measured(values: Sequence[float | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    return float(np.mean(measured)) if measured else None
+
+
+class Sheet:
+    """A few crops per method side by side, one PNG: a row per example (HQ, then every method)."""
+
+    def __init__(self, path: Path, examples: int = 4, crop: int = 128):
+        self.path, self.examples, self.crop = Path(path), examples, crop
+        self.rows: list[tuple[list[str], list[np.ndarray]]] = []
+
+    def add(self, hq: np.ndarray, restored: dict[str, np.ndarray]) -> None:
+        if len(self.rows) < self.examples:
+            names = ["HQ", *restored]
+            self.rows.append((names, [center_crop(im, self.crop, 1) for im in (hq, *restored.values())]))
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        names, crops = self.rows[0]
+        label = np.ones((24, crops[0].shape[1], 3), np.float32)
+        header = np.concatenate([_label(label.copy(), n) for n in names], axis=1)
+        body = [np.concatenate(crops, axis=1) for _, crops in self.rows]
+        sheet = np.concatenate([header, *body], axis=0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(self.path), cv2.cvtColor(np.round(np.clip(sheet, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+
+def _label(canvas: np.ndarray, text: str) -> np.ndarray:
+    scale = min(0.4, 0.4 * canvas.shape[1] / max(1, 8 * len(text)))
+    cv2.putText(canvas, text, (2, 16), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
 
 
 def load_faces(folder: Path, size: int) -> list[np.ndarray]:
@@ -159,12 +237,17 @@ def cpu_time_per_256(model: torch.nn.Module, repeats: int = 3) -> float:
 
 def format_table(result: dict) -> str:
     rows = [name for name in result if isinstance(result[name], dict) and "psnr_y" in result[name]]
-    lines = [f"{'method':<28} {'PSNR-Y (dB)':>11} {'SSIM':>7}"]
+    lines = [f"{'method':<36} {'PSNR-Y (dB)':>11} {'SSIM':>7} {'NIQE':>7}"]
     for name in rows:
-        lines.append(f"{name:<28} {result[name]['psnr_y']:>11.3f} {result[name]['ssim']:>7.4f}")
+        r = result[name]
+        niqe_text = "-" if r.get("niqe") is None else f"{r['niqe']:.3f}"
+        lines.append(f"{name:<36} {r['psnr_y']:>11.3f} {r['ssim']:>7.4f} {niqe_text:>7}")
     lines.append(f"code retrieval top-1 (face -> natural, among {result['degradations']}): {result['retrieval_top1']:.1%}")
     lines.append(
         f"{result['images']} images x {result['degradations']} degradations, x{result['scale']}, seed {result['seed']}; "
         f"CondSR CPU time per 256x256 input: {result['cpu_seconds_per_256']:.3f} s"
     )
+    if result.get("upscalers"):
+        lines.append(f"upscaler rows: the upscaler alone, and NAME+CODE = cleanup steered by CODE, the upscaler, "
+                     f"blended towards CondSR at fidelity {', '.join(f'{f:g}' for f in result['fidelity'])}")
     return "\n".join(lines)

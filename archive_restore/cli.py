@@ -47,6 +47,33 @@ def _models_dir_option(f):
                              "the repository's models/, ~/.cache/archive-restore).")(f)
 
 
+def _upscaler_options(f):
+    f = click.option("--fidelity", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="Blend of the upscaler's picture towards the faithful CondSR result: 0 the upscaler's "
+                          "alone, 1 CondSR's [default: 0.3, the best trade-off measured; see models/MODELS.md].")(f)
+    return click.option("--upscaler", default=None, metavar="auto|condsr|NAME|PATH",
+                        help="The upscaler after the code-steered cleanup: auto (the best one present, said once), "
+                             "condsr (CondSR alone, no cleanup), a name from `archive-restore models list`, or a "
+                             "file spandrel loads (Real-ESRGAN, SRVGG, SwinIR...) or an ncnn .param "
+                             "[default: auto].")(f)
+
+
+def _upscaler_settings(choice: str, fidelity: float | None, models_dirs) -> dict:
+    """The job options for ``--upscaler`` / ``--fidelity``: the upscaler resolved to a file (and its
+    sha256, part of the job's identity); which one is used is said once."""
+    from .pipeline.engine import CONDSR
+    from .pipeline.stack import DEFAULT_FIDELITY
+    from .upscalers import resolve_upscaler
+
+    ref = resolve_upscaler(choice, models_dirs)
+    if ref.path is None:
+        click.echo("note: upscaler: CondSR alone (no cleanup stage)", err=True)
+        return {"upscaler": CONDSR}
+    click.echo(f"note: upscaler: {ref.name} ({ref.source})", err=True)
+    return {"upscaler": ref.path, "upscaler_sha256": ref.sha256,
+            "fidelity": DEFAULT_FIDELITY if fidelity is None else fidelity}
+
+
 def _finish(store, job, summary) -> None:
     """The end-of-job summary; exit 1 when anything failed."""
     click.echo(
@@ -74,19 +101,21 @@ def _finish(store, job, summary) -> None:
                    "present and says so when it is not (`archive-restore models fetch gfpgan-v1.4`).")
 @click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the photo was restored.")
+@_upscaler_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @_models_dir_option
 @_jobs_dir_option
-def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, restart, retry_failed,
-        models_dirs, jobs_dir) -> None:
+def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
+        restart, retry_failed, models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from .pipeline.photo import PhotoJobOptions, open_photo_job
     from .store import JobStore
 
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
-                              face_fidelity=face_fidelity)
+                              face_fidelity=face_fidelity,
+                              **_upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     with JobStore.open(jobs_dir) as store:
         photo_job = open_photo_job(store, input_dir, output, options)
         summary = photo_job.run(restart=restart, retry_failed=retry_failed)
@@ -149,23 +178,44 @@ def status(job_id, as_json, jobs_dir) -> None:
 @click.argument("job_id")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@_upscaler_options
 @_models_dir_option
 @_jobs_dir_option
-def resume(job_id, device, retry_failed, models_dirs, jobs_dir) -> None:
-    """Carry on with a job by its id (or a unique prefix), with the options it was started with."""
+def resume(job_id, device, retry_failed, upscaler, fidelity, models_dirs, jobs_dir) -> None:
+    """Carry on with a job by its id (or a unique prefix), with the options it was started with.
+    --upscaler or --fidelity other than the job's make a new job for the same input and output."""
     from .errors import JobError
-    from .pipeline.photo import KIND, PhotoJob, PhotoJobOptions
+    from .pipeline.photo import KIND, PhotoJob, PhotoJobOptions, open_photo_job
     from .store import JobStore
 
     with JobStore.open(jobs_dir) as store:
         job = store.job(job_id)
         if job.kind == "video":
-            return _resume_video(store, job, device, retry_failed, models_dirs)
+            return _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs)
         if job.kind != KIND:
             raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
         options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+        if upscaler is not None or fidelity is not None:
+            options = _changed_upscaler(options, upscaler, fidelity, models_dirs)
+            if options.identity() != job.options:
+                photo_job = open_photo_job(store, Path(job.input), Path(job.output), options)
+                click.echo(f"note: another upscaler or fidelity than job {job.id}'s: job {photo_job.job.id}", err=True)
+                job = photo_job.job
         summary = PhotoJob(store, job, options).run(retry_failed=retry_failed)
         _finish(store, job, summary)
+
+
+def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, models_dirs):
+    """``options`` with the upscaler and fidelity asked for on ``resume`` (the job's own where not given)."""
+    from dataclasses import replace
+
+    from .pipeline.engine import CONDSR
+
+    if upscaler is None:
+        if options.upscaler == CONDSR:
+            return options
+        return replace(options, fidelity=options.fidelity if fidelity is None else fidelity)
+    return replace(options, **{"upscaler_sha256": None, **_upscaler_settings(upscaler, fidelity, models_dirs)})
 
 
 # --------------------------------------------------------------------------------------------- video
@@ -193,12 +243,14 @@ def resume(job_id, device, retry_failed, models_dirs, jobs_dir) -> None:
                    "GFPGANv1.4.pth (or v1.3) is present and says once per job when it is not.")
 @click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
+@_upscaler_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @_models_dir_option
 @_jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          chunk_frames, tile, face_restorer, face_fidelity, restart, retry_failed, models_dirs, jobs_dir) -> None:
+          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, restart, retry_failed, models_dirs,
+          jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from .errors import UsageError
@@ -210,7 +262,8 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
                               tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
-                              face_restorer=face_restorer, face_fidelity=face_fidelity)
+                              face_restorer=face_restorer, face_fidelity=face_fidelity,
+                              **_upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     videos = find_videos(inputs)
     if not videos:
         raise UsageError(f"no video files in {', '.join(map(str, inputs))}")
@@ -239,10 +292,16 @@ def _video_report(store, job, summary) -> int:
     return 0
 
 
-def _resume_video(store, job, device, retry_failed, models_dirs) -> None:
-    from .pipeline.video import VideoJob, VideoJobOptions
+def _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs) -> None:
+    from .pipeline.video import VideoJob, VideoJobOptions, open_video_job
 
     options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+    if upscaler is not None or fidelity is not None:
+        options = _changed_upscaler(options, upscaler, fidelity, models_dirs)
+        if options.identity() != job.options:
+            video_job = open_video_job(store, Path(job.input), Path(job.output), options)
+            click.echo(f"note: another upscaler or fidelity than job {job.id}'s: job {video_job.job.id}", err=True)
+            job = video_job.job
     summary = VideoJob(store, job, options).run(retry_failed=retry_failed)
     if _video_report(store, job, summary):
         raise click.exceptions.Exit(1)
@@ -250,7 +309,7 @@ def _resume_video(store, job, device, retry_failed, models_dirs) -> None:
 
 # ---------------------------------------------------------------------------------------------- train
 @cli.command()
-@click.argument("stage", type=click.Choice(["degradation", "restorer", "uncond", "blind", "all"]))
+@click.argument("stage", type=click.Choice(["degradation", "restorer", "uncond", "blind", "cleanup", "all"]))
 @click.option("--data", type=click.Path(path_type=Path), default=SHARED_DATA / "train", show_default=True,
               help="Training data: a folder with hq_natural/, hq_faces/ and real_face_pairs*/.")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=Path("models"), show_default=True,
@@ -267,9 +326,10 @@ def _resume_video(store, job, device, retry_failed, models_dirs) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, seed, device) -> None:
     """Train the networks, following ReDegNet: degradation (DegEncoder + DegSynth), restorer (CondSR),
-    uncond (its unconditioned twin, same batches), blind (BlindDegEncoder distilled), or all in order."""
+    uncond (its unconditioned twin, same batches), blind (BlindDegEncoder distilled), cleanup (the x1
+    code-conditioned cleanup before the upscaler), or all in order."""
     from .device import resolve_device
-    from .train import Budget, TrainConfig, train_blind, train_degradation, train_restorer
+    from .train import Budget, TrainConfig, train_blind, train_cleanup, train_degradation, train_restorer
 
     cfg = TrainConfig(data=data, models_dir=models_dir, work_dir=work_dir, budget=Budget(steps, minutes), seed=seed,
                       device=str(resolve_device(device)), batch=batch, lr=lr, size=size)
@@ -278,7 +338,9 @@ def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, se
         "restorer": [train_restorer],
         "uncond": [lambda c: train_restorer(c, conditioned=False)],
         "blind": [train_blind],
-        "all": [train_degradation, train_restorer, lambda c: train_restorer(c, conditioned=False), train_blind],
+        "cleanup": [train_cleanup],
+        "all": [train_degradation, train_restorer, lambda c: train_restorer(c, conditioned=False), train_blind,
+                train_cleanup],
     }[stage]
     for fn in runs:
         state = fn(cfg)
@@ -303,16 +365,25 @@ def bench() -> None:
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.option("--models-dir", "models_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Folders searched first for the networks (repeatable).")
-@click.option("--compare", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Any x4 SR model file spandrel loads (Real-ESRGAN, SwinIR, BSRGAN...): adds a row (repeatable).")
+@click.option("--upscaler", "upscalers", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An x4 upscaler file (spandrel or ncnn .param): adds the rows NAME (alone) and NAME+face_code, "
+                   "NAME+blind_code, NAME+oracle_code (the stack), NAME = the file's stem (repeatable).")
+@click.option("--fidelity", "fidelities", type=click.FloatRange(0.0, 1.0), multiple=True,
+              help="The stack's blend towards CondSR [default: the jobs' default]; repeat it for a row per value.")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of a few crops per method side by side.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
-def bench_quality(images, faces, degradations, scale, seed, crop, max_images, models_dirs, compare, json_path) -> None:
-    """Face code -> natural image: PSNR-Y/SSIM of bicubic, the unconditioned twin, CondSR with the face
-    code, the blind code and the oracle code, and face -> natural code retrieval."""
+def bench_quality(images, faces, degradations, scale, seed, crop, max_images, models_dirs, upscalers, fidelities,
+                  sheet, json_path) -> None:
+    """Face code -> natural image: PSNR-Y/SSIM/NIQE of bicubic, the unconditioned twin, CondSR with the
+    face code, the blind code and the oracle code, each --upscaler alone and in the stack, and face ->
+    natural code retrieval."""
     from .bench import QualityConfig, format_table, run_quality
+    from .pipeline.stack import DEFAULT_FIDELITY
 
     cfg = QualityConfig(images=images, faces=faces, degradations=degradations, scale=int(scale), seed=seed, crop=crop,
-                        max_images=max_images, models=models_dirs, compare=compare)
+                        max_images=max_images, models=models_dirs, upscalers=upscalers,
+                        fidelities=fidelities or (DEFAULT_FIDELITY,), sheet=sheet)
     result = run_quality(cfg)
     click.echo(format_table(result))
     _write_json(json_path, result)
@@ -392,6 +463,41 @@ def bench_memory(durations, width, height, scale, models_dirs, json_path, quiet)
     _write_json(json_path, result)
 
 
+@bench.command("niqe")
+@click.argument("folders", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="NIQE pristine model JSON [default: models/niqe_pristine.json].")
+@click.option("--bicubic-x4", is_flag=True,
+              help="Also score each image after area-down x4 and bicubic-up x4 (an HQ photo should score lower).")
+@click.option("--upscale", multiple=True, metavar="bicubic|NAME|PATH",
+              help="Also score each image enlarged x4 by bicubic or by an upscaler alone (repeatable): the "
+                   "baselines for a restored folder of the same photos.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@click.option("--fit", "fit_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Instead of scoring: fit the pristine model on the pristine images under DIR (recursive).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where --fit writes the model.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_niqe(folders, model_path, bicubic_x4, upscale, json_path, fit_dir, out, quiet) -> None:
+    """Mean NIQE (Mittal et al. 2013; no reference, lower is more natural) of the images under each
+    FOLDER (recursive), one line per folder; images under 96x96 are skipped and counted."""
+    from .bench_niqe import fit_model, format_lines, run_niqe
+    from .errors import UsageError
+
+    if fit_dir is not None:
+        if out is None or folders:
+            raise UsageError("--fit DIR takes --out FILE and no folders to score")
+        model = fit_model(fit_dir, out, f"archive-restore bench niqe --fit {fit_dir} --out {out}", progress=not quiet)
+        p = model.provenance
+        click.echo(f"NIQE pristine model: {p['patches']} patches from {p['images']} images of {fit_dir} -> {out}")
+        return
+    if not folders:
+        raise UsageError("give one or more folders to score (or --fit DIR --out FILE to refit the model)")
+    result = run_niqe(folders, model_path, bicubic=bicubic_x4, upscale=upscale, progress=not quiet)
+    click.echo(format_lines(result))
+    _write_json(json_path, result)
+
+
 # ---------------------------------------------------------------------------------------------- models
 @cli.group()
 def models() -> None:
@@ -410,6 +516,15 @@ def models_list(models_dirs) -> None:
         where = f"present: {found[0]}" if found else f"missing (archive-restore models fetch {item.name})"
         click.echo(f"{item.name:<26} {item.filename:<38} {where}")
         click.echo(f"{'':<26} {item.used_by}; {item.licence}; {item.url}")
+    from .upscalers import available_upscalers, resolve_upscaler
+
+    click.echo("upscalers (--upscaler):")
+    for ref in available_upscalers(models_dirs):
+        click.echo(f"{ref.name:<26} {ref.path}")
+        click.echo(f"{'':<26} x{ref.scale}; {ref.source}")
+    click.echo(f"{'condsr':<26} built in: our CondSR alone (no upscaler file)")
+    auto = resolve_upscaler("auto", models_dirs)
+    click.echo(f"{'auto picks':<26} {auto.name}" + (f" ({auto.path})" if auto.path else ""))
     click.echo("our own networks (trained with `archive-restore train`):")
     for key in MODEL_FILES:
         try:

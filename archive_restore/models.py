@@ -19,6 +19,8 @@ MODEL_FILES = {
     "condsr_uncond_compact": "condsr_uncond_compact.safetensors",
     "condsr_large": "condsr_large.safetensors",
     "condsr_uncond_large": "condsr_uncond_large.safetensors",
+    "cleanup_compact": "cleanup_compact.safetensors",
+    "cleanup_large": "cleanup_large.safetensors",
 }
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 ENV_VAR = "ARCHIVE_RESTORE_MODELS"

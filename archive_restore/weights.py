@@ -54,6 +54,11 @@ class ModelEntry:
 
 _GFPGAN_LICENCE = "Apache-2.0 (TencentARC/GFPGAN; weights trained on FFHQ, whose own terms apply)"
 _FACEXLIB_LICENCE = "MIT (xinntao/facexlib)"
+_FACEXLIB_SHA_SOURCE = "Git LFS pointers of the official files"
+_REALESRGAN_LICENCE = "BSD-3-Clause (xinntao/Real-ESRGAN)"
+_REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
+_REALESRGAN_SHA_SOURCE = "Git LFS pointers of the official files and the OpenModelDB database"
+_UPSCALER = "upscaler (--upscaler)"
 
 MANIFEST: dict[str, ModelEntry] = {
     e.name: e
@@ -75,6 +80,8 @@ MANIFEST: dict[str, ModelEntry] = {
             "retinaface-resnet50", "detection_Resnet50_Final.pth",
             "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
             _FACEXLIB_LICENCE, "face detector (--face-detector retinaface; preferred on a GPU)",
+            sha256="6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d", size=109497761,
+            sha256_source=_FACEXLIB_SHA_SOURCE,
         ),
         ModelEntry(
             "retinaface-mobilenet0.25", "detection_mobilenet0.25_Final.pth",
@@ -96,6 +103,8 @@ MANIFEST: dict[str, ModelEntry] = {
             "parsenet", "parsing_parsenet.pth",
             "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
             _FACEXLIB_LICENCE, "face parsing: paste-back masks (preferred on a GPU)",
+            sha256="3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2", size=85331193,
+            sha256_source=_FACEXLIB_SHA_SOURCE,
         ),
         ModelEntry(
             "yunet-2023mar", "face_detection_yunet_2023mar.onnx",
@@ -109,6 +118,38 @@ MANIFEST: dict[str, ModelEntry] = {
             "Apache-2.0 (ShiqiYu/libfacedetection.train)", "face detector (--face-detector yunet)",
             sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", size=232589,
             sha256_source="../shared/weights/README.md (libfacedetection.train @ 0047ac2 : onnx/yunet_s_640_640.onnx)",
+        ),
+        ModelEntry(
+            "realesrgan-x4plus", "RealESRGAN_x4plus.pth", _REALESRGAN_URL + "v0.1.0/RealESRGAN_x4plus.pth",
+            _REALESRGAN_LICENCE, _UPSCALER + ": photos, the default (RRDBNet, 23 blocks)",
+            sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", size=67040989,
+            sha256_source=_REALESRGAN_SHA_SOURCE,
+        ),
+        ModelEntry(
+            "realesr-general-x4v3", "realesr-general-x4v3.pth", _REALESRGAN_URL + "v0.2.5.0/realesr-general-x4v3.pth",
+            _REALESRGAN_LICENCE, _UPSCALER + ": photos, small and fast (SRVGGNetCompact)",
+            sha256="8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292", size=4885111,
+            sha256_source=_REALESRGAN_SHA_SOURCE,
+        ),
+        ModelEntry(
+            "realesr-general-wdn-x4v3", "realesr-general-wdn-x4v3.pth",
+            _REALESRGAN_URL + "v0.2.5.0/realesr-general-wdn-x4v3.pth",
+            _REALESRGAN_LICENCE, _UPSCALER + ": photos, stronger denoising (SRVGGNetCompact)",
+            sha256="1641f8c4464b9f097c9fdda5589273713f67cf59f3d909e0bd688f0cee269dca", size=4885111,
+            sha256_source=_REALESRGAN_SHA_SOURCE,
+        ),
+        ModelEntry(
+            "realesr-animevideov3", "realesr-animevideov3.pth", _REALESRGAN_URL + "v0.2.5.0/realesr-animevideov3.pth",
+            _REALESRGAN_LICENCE, _UPSCALER + ": anime video (SRVGGNetCompact)",
+            sha256="b8a8376811077954d82ca3fcf476f1ac3da3e8a68a4f4d71363008000a18b75d", size=2504012,
+            sha256_source=_REALESRGAN_SHA_SOURCE,
+        ),
+        ModelEntry(
+            "realesrgan-x4plus-anime-6b", "RealESRGAN_x4plus_anime_6B.pth",
+            _REALESRGAN_URL + "v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth",
+            _REALESRGAN_LICENCE, _UPSCALER + ": anime and drawings (RRDBNet, 6 blocks)",
+            sha256="f872d837d3c90ed2e05227bed711af5671a6fd1c9f7d7e91c911a61f155e99da", size=17938799,
+            sha256_source=_REALESRGAN_SHA_SOURCE,
         ),
     )
 }

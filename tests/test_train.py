@@ -7,8 +7,9 @@ import torch
 from click.testing import CliRunner
 
 from archive_restore.cli import cli
-from archive_restore.nets import BlindDegEncoder, CondSR, DegEncoder, DegSynth, load_checkpoint
+from archive_restore.nets import BlindDegEncoder, Cleanup, CondSR, DegEncoder, DegSynth, load_checkpoint
 from archive_restore.train.data import FaceBank, ImageBank, find_real_pairs, load_real_pairs
+from archive_restore.train.cleanup_stage import CODE_MIX, CleanupStep, clean_target, imperfect_codes
 from archive_restore.train.degradation_stage import DegradationStep, make_param_head
 from archive_restore.train.distill_stage import DistillStep
 from archive_restore.train.sr_stage import RestorerStep
@@ -26,7 +27,7 @@ def tiny_data(tmp_path):
     """A miniature training folder with the layout of ../shared/data/train."""
     rng = np.random.default_rng(0)
     root = tmp_path / "train"
-    for sub, n, size in (("hq_natural/a", 3, 160), ("hq_faces/x", 3, 128), ("hq_faces/faces256", 1, 128)):
+    for sub, n, size in (("hq_natural/a", 3, 200), ("hq_faces/x", 3, 128), ("hq_faces/faces256", 1, 128)):
         (root / sub).mkdir(parents=True)
         for i in range(n):
             cv2.imwrite(str(root / sub / f"{i}.png"), _smooth_image(rng, size, size))
@@ -92,6 +93,45 @@ def test_blind_distillation_learns_through_the_frozen_restorer(tiny_data):
     assert all(torch.equal(a, b) for a, b in zip(before, restorer.parameters()))
 
 
+def test_cleanup_steps_reduce_loss_on_a_fixed_batch(tiny_data):
+    """The cleanup learns the clean picture at the LQ's own size from the restorer stage's pairs."""
+    torch.manual_seed(0)
+    faces = FaceBank(tiny_data / "hq_faces", 64)
+    naturals = ImageBank.from_folder(tiny_data / "hq_natural", 64)
+    encoder = DegEncoder(code_dim=16, width=8, input_size=64).eval().requires_grad_(False)
+    blind = BlindDegEncoder(code_dim=16, width=8, input_size=64).eval().requires_grad_(False)
+    model = Cleanup(code_dim=16, width=16, blocks=1)
+    pairs = RestorerStep(None, None, encoder, None, faces, naturals, [], seed=0, batch=4, crop=64)
+    step = CleanupStep(model, torch.optim.Adam(model.parameters(), lr=3e-3), pairs, blind)
+    lq, _, clean = step.batch(0)
+    assert lq.shape == clean.shape == (4, 3, 16, 16)
+    losses = [step(0) for _ in range(40)]  # step index 0 every time: the same batch
+    assert losses[0]["l1"] == pytest.approx(losses[0]["l1_input"], rel=1e-4)  # an untrained cleanup is the identity
+    assert losses[-1]["l1"] < 0.9 * losses[0]["l1"]
+
+
+def test_clean_target_is_the_hq_area_reduced():
+    hq = torch.rand(1, 3, 8, 8)
+    assert torch.allclose(clean_target(hq, 4)[0, :, 0, 0], hq[0, :, :4, :4].mean(dim=(1, 2)))
+
+
+def test_imperfect_codes_mix_every_kind_and_keep_the_rest_exact():
+    torch.manual_seed(0)
+    z, z_blind = torch.randn(400, 8), torch.randn(400, 8)
+    codes, kinds = imperfect_codes(np.random.default_rng(0), z, z_blind)
+    shares = {k: kinds.count(k) / len(kinds) for k in CODE_MIX}
+    assert all(abs(shares[k] - p) < 0.07 for k, p in CODE_MIX.items())
+    for i, kind in enumerate(kinds):
+        if kind == "face":
+            assert torch.equal(codes[i], z[i])
+        elif kind == "blind":
+            assert torch.equal(codes[i], z_blind[i])
+        elif kind == "neighbour":
+            assert torch.equal(codes[i], z[i - 1])
+        else:
+            assert 0 < (codes[i] - z[i]).norm() < 3 * z.std(dim=0).norm()
+
+
 def test_train_cli_all_stages_resume_and_export(tiny_data, tmp_path):
     models, work = tmp_path / "models", tmp_path / "work"
     args = ["--data", str(tiny_data), "--models-dir", str(models), "--work-dir", str(work), "--device", "cpu", "--batch", "2"]
@@ -99,8 +139,8 @@ def test_train_cli_all_stages_resume_and_export(tiny_data, tmp_path):
     result = runner.invoke(cli, ["train", "all", "--steps", "1", *args])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in models.iterdir())
-    assert names == ["blind_encoder.safetensors", "condsr_compact.safetensors", "condsr_uncond_compact.safetensors",
-                     "deg_encoder.safetensors", "deg_synth.safetensors"]
+    assert names == ["blind_encoder.safetensors", "cleanup_compact.safetensors", "condsr_compact.safetensors",
+                     "condsr_uncond_compact.safetensors", "deg_encoder.safetensors", "deg_synth.safetensors"]
     result = runner.invoke(cli, ["train", "restorer", "--steps", "3", *args])
     assert result.exit_code == 0, result.output
     assert "restorer: step 3" in result.output  # resumed at step 1, ran 2 more

@@ -102,11 +102,20 @@ def test_manifest_lists_every_external_model_with_its_official_source():
         assert item.url.endswith("/" + item.filename) or item.name == "yunet-s"  # renamed in its repository
         assert item.licence and item.used_by and item.sha256_source
         # Pinned checksums are well-formed and say where they come from (a file in ../shared/weights,
-        # or public manifests that agree where the project publishes none); none is invented.
+        # the Git LFS pointers of the official files, or public manifests that agree where the project
+        # publishes none); none is invented.
         for digest in filter(None, [item.sha256, *item.accepted]):
             assert re.fullmatch(r"[0-9a-f]{64}", digest)
             provenance = item.sha256_source + " ".join(item.accepted.values())
-            assert "shared/weights" in provenance or "cross-checked" in provenance
+            assert any(s in provenance for s in ("shared/weights", "cross-checked", "Git LFS pointers"))
+    # The strong upscalers (DESIGN.md §2b) are pinned, from their official releases.
+    for name, release in (("realesrgan-x4plus", "v0.1.0"), ("realesr-general-x4v3", "v0.2.5.0"),
+                          ("realesr-general-wdn-x4v3", "v0.2.5.0"), ("realesr-animevideov3", "v0.2.5.0"),
+                          ("realesrgan-x4plus-anime-6b", "v0.2.2.4")):
+        item = weights.entry(name)
+        assert item.url == f"https://github.com/xinntao/Real-ESRGAN/releases/download/{release}/{item.filename}"
+        assert item.sha256 and item.size and "--upscaler" in item.used_by and "BSD-3-Clause" in item.licence
+    assert weights.entry("retinaface-resnet50").sha256 and weights.entry("parsenet").sha256
     with pytest.raises(UsageError, match="unknown model 'nope'"):
         weights.entry("nope")
 

@@ -18,13 +18,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import CheckpointError
+from .cleanup import Cleanup
 from .condsr import CondSR
 from .degnet import BlindDegEncoder, DegEncoder
 from .degsynth import DegSynth
 
 FORMAT = "archive-restore/1"
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (DegEncoder, BlindDegEncoder, DegSynth, CondSR)
+    cls.__name__: cls for cls in (DegEncoder, BlindDegEncoder, DegSynth, CondSR, Cleanup)
 }
 
 

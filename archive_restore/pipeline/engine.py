@@ -1,4 +1,6 @@
-"""The restoration engine shared by photos and video: faces -> codes -> CondSR, on one device.
+"""The restoration engine shared by photos and video: faces -> codes -> the restoration stack, on one
+device. The stack (``pipeline.stack``) is the code-steered Cleanup, then the job's upscaler file,
+blended towards CondSR by ``fidelity``; with ``upscaler="condsr"`` it is CondSR alone.
 
 Networks, the face detector and the face restorer are loaded once per engine. With a face restorer
 (GFPGAN, found in the models folders), a face's code is ReDegNet's paired code
@@ -25,7 +27,11 @@ from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restor
 from ..faces.steady import SteadyFaces, TrackSmoother
 from ..models import find_model, models_dirs
 from ..nets import load_checkpoint
+from ..upscalers import Upscaler, UpscalerRef, load_upscaler
 from .forward import FastCondSR, FrameRestorer, tune_for
+from .stack import DEFAULT_FIDELITY, StackRestorer
+
+CONDSR = "condsr"
 
 ALIGNED_SIZE = 512
 
@@ -63,6 +69,9 @@ class EngineOptions:
     min_face: int = 16  # faces smaller than this many LQ pixels carry too little to read a code from
     face_restorer: str = "auto"  # auto (GFPGAN when its file is present), gfpgan (required), none
     face_fidelity: float = 0.0   # pasted faces: 0 the restored face, 1 the picture's own
+    upscaler: str = CONDSR       # the upscaler file after the cleanup, or "condsr" (CondSR alone, no cleanup)
+    upscaler_sha256: str | None = None  # the file's sha256 when the job started (checked when loading)
+    fidelity: float = DEFAULT_FIDELITY  # blend of the upscaler's picture towards CondSR's
 
 
 class Engine:
@@ -71,8 +80,10 @@ class Engine:
         self.device = resolve_device(options.device)
         tune_for(self.device)
         self._frames: FrameRestorer | None = None
+        self._stack: StackRestorer | None = None
         dirs = list(options.models_dirs)
         self.sr = load_checkpoint(find_model("condsr_compact", dirs), self.device, expect="CondSR").model
+        self.cleanup, self.upscaler = self._load_upscaler(dirs)
         self.blind = load_checkpoint(find_model("blind_encoder", dirs), self.device, expect="BlindDegEncoder").model
         self.detector = make_detector(options.face_detector, [str(d) for d in models_dirs(dirs)], str(self.device))
         self.notices: list[str] = []
@@ -93,6 +104,16 @@ class Engine:
             return None, None
         paired = load_checkpoint(find_model("deg_encoder", dirs), self.device, expect="DegEncoder").model
         return load_face_restorer(path, self.device), paired
+
+    def _load_upscaler(self, dirs: list[Path]) -> tuple[torch.nn.Module | None, Upscaler | None]:
+        """The cleanup and the upscaler after it, or (None, None) for CondSR alone."""
+        if self.options.upscaler == CONDSR:
+            return None, None
+        path = Path(self.options.upscaler)
+        ref = UpscalerRef(name=path.stem, path=str(path), sha256=self.options.upscaler_sha256, source="the job's upscaler")
+        upscaler = load_upscaler(ref, self.device)
+        cleanup = load_checkpoint(find_model("cleanup_compact", dirs), self.device, expect="Cleanup").model
+        return cleanup, upscaler
 
     def _load_parser(self, dirs: list[Path]) -> FaceParser | None:
         """The face parsing model for paste-back masks, or None with a notice (a feathered ellipse)."""
@@ -198,12 +219,20 @@ class Engine:
         return self.restore_frames([rgb], code)[0]
 
     def restore_frames(self, frames: Sequence[np.ndarray], code: np.ndarray, batch: int = 1) -> list[np.ndarray]:
-        """CondSR(frame, code) for HxWx3 frames through the fast forward (``pipeline.forward``):
+        """HxWx3 frames restored with ``code`` at the engine's scale: through the stack (cleanup ->
+        upscaler, blended towards CondSR by ``fidelity``; ``pipeline.stack``) when there is an
+        upscaler, else CondSR alone. CondSR runs through the fast forward (``pipeline.forward``):
         ``batch`` frames per pass when a frame fits in a tile, tiled otherwise, smaller batches and
         then smaller tiles after an out-of-memory error (said once)."""
         if self._frames is None or self._frames.fast.model is not self.sr:
             self._frames = FrameRestorer(FastCondSR(self.sr, self.device), self.options.scale, batch, self.options.tile)
-        return self._frames.restore(frames, code)
+            self._stack = None
+        if self.upscaler is None:
+            return self._frames.restore(frames, code)
+        if self._stack is None:
+            self._stack = StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, self._frames,
+                                        self.options.fidelity, self.options.scale, self.device, batch, self.options.tile)
+        return self._stack.restore(frames, code)
 
 
 def combine(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

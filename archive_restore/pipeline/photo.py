@@ -35,7 +35,8 @@ from ..media.walk import Skipped, check_output_dir, default_output_dir, find_pho
 from ..runner import ItemResult, Summary, atomic_output, run_job
 from ..store import PENDING, Item, ItemSpec, Job, JobStore
 from . import face_cache
-from .engine import Engine, EngineOptions, RestoredFaces, combine
+from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
+from .stack import DEFAULT_FIDELITY
 
 KIND = "photos"
 FACES, FOLDER, JOB, BLIND = "faces", "folder", "job", "blind"
@@ -51,6 +52,9 @@ class PhotoJobOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     face_restorer: str = "auto"
     face_fidelity: float = 0.0
+    upscaler: str = CONDSR              # the upscaler file (resolved from --upscaler), or "condsr"
+    upscaler_sha256: str | None = None
+    fidelity: float = DEFAULT_FIDELITY
 
     def identity(self) -> dict:
         """The options that change the result, and so a job's identity (the device does not). The
@@ -61,6 +65,8 @@ class PhotoJobOptions:
             ident["face_restorer"] = self.face_restorer
         if self.face_fidelity:
             ident["face_fidelity"] = self.face_fidelity
+        if self.upscaler != CONDSR:  # the upscaler file, by its content, and the blend
+            ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
         return ident
 
     @classmethod
@@ -87,7 +93,8 @@ class PhotoJob:
             o = self.options
             self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
                                                 models_dirs=o.models_dirs, tile=o.tile, face_restorer=o.face_restorer,
-                                                face_fidelity=o.face_fidelity))
+                                                face_fidelity=o.face_fidelity, upscaler=o.upscaler,
+                                                upscaler_sha256=o.upscaler_sha256, fidelity=o.fidelity))
             for message in self._engine.notices:
                 self.notify(message)
         return self._engine

@@ -46,7 +46,8 @@ from ..media.video import (EncodeSettings, Segment, SegmentWriter, VideoFrame, V
                            open_backend, probe)
 from ..runner import ItemResult, Summary, atomic_output, run_job
 from ..store import DONE, Item, ItemSpec, Job, JobStore
-from .engine import ALIGNED_SIZE, Engine, EngineOptions, combine
+from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
+from .stack import DEFAULT_FIDELITY
 from .shots import ShotDetector
 
 KIND = "video"
@@ -74,6 +75,9 @@ class VideoJobOptions:
     models_dirs: tuple[Path, ...] = ()
     face_restorer: str = "auto"
     face_fidelity: float = 0.0
+    upscaler: str = CONDSR              # the upscaler file (resolved from --upscaler), or "condsr"
+    upscaler_sha256: str | None = None
+    fidelity: float = DEFAULT_FIDELITY
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -86,6 +90,8 @@ class VideoJobOptions:
             ident["face_restorer"] = self.face_restorer
         if self.face_fidelity:
             ident["face_fidelity"] = self.face_fidelity
+        if self.upscaler != CONDSR:  # the upscaler file, by its content, and the blend
+            ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
         return ident
 
     @classmethod
@@ -227,7 +233,8 @@ class VideoJob:
             o = self.options
             self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
                                                 models_dirs=o.models_dirs, tile=o.tile, face_restorer=o.face_restorer,
-                                                face_fidelity=o.face_fidelity))
+                                                face_fidelity=o.face_fidelity, upscaler=o.upscaler,
+                                                upscaler_sha256=o.upscaler_sha256, fidelity=o.fidelity))
             for message in self._engine.notices:  # once per job: the engine is made once per job
                 self.notify(message)
         return self._engine
@@ -334,8 +341,9 @@ class VideoJob:
                                  "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
 
     def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
-        """CondSR on a batch of frames: the engine's fast forward, one pass for the batch when a frame
-        fits in a tile, else tiled; smaller batches, then tiles, after an out-of-memory error."""
+        """A batch of frames through the engine's restoration (the stack, or CondSR alone): one pass for
+        the batch when a frame fits in a tile, else tiled; smaller batches, then tiles, after an
+        out-of-memory error."""
         return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch)
 
     def render_bar(self) -> tqdm:

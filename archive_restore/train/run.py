@@ -10,15 +10,17 @@ import torch
 
 from ..errors import DataError
 from ..models import MODEL_FILES
-from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_condsr, load_checkpoint, save_checkpoint
+from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_condsr, build_cleanup, load_checkpoint, save_checkpoint
 from .data import HELD_OUT_FACES, FaceBank, ImageBank, load_real_pairs
 from .degradation_stage import DegradationStep, code_spread, make_param_head
+from .cleanup_stage import CleanupStep
 from .distill_stage import DistillStep
 from .loop import Budget, RunState, load_state, run_steps, save_state, seed_everything
 from .sr_stage import RestorerStep
 
 FACE_SIZE = 128  # encoders see aligned faces at this size
 SR_CROP = 128    # HQ natural crop for the restorer (LQ patch = SR_CROP / 4)
+CLEANUP_CROP = 192  # HQ natural crop for the cleanup (LQ patch 48 px: room for its receptive field)
 
 
 @dataclass
@@ -121,7 +123,7 @@ def train_restorer(cfg: TrainConfig, conditioned: bool = True) -> RunState:
     key = "condsr" if conditioned else "condsr_uncond"
     state_path = cfg.work_dir / f"{key}_{cfg.size}.state"
     state = load_state(state_path, {"model": model}, optimizer)
-    step = RestorerStep(model, optimizer, encoder, synth, faces, naturals, pairs, cfg.seed, cfg.batch, SR_CROP)
+    step = RestorerStep(model, optimizer, encoder, synth, faces, naturals, pairs, cfg.seed, cfg.batch, SR_CROP, scale=model.scale)
 
     def checkpoint(s: RunState) -> None:
         save_state(state_path, {"model": model}, optimizer, s)
@@ -149,4 +151,28 @@ def train_blind(cfg: TrainConfig) -> RunState:
 
     state = run_steps("blind", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
     save_checkpoint(blind, cfg.models_dir / MODEL_FILES["blind_encoder"], _info(cfg, "blind", state, faces, naturals, pairs))
+    return state
+
+
+def train_cleanup(cfg: TrainConfig) -> RunState:
+    """Stage 4: the cleanup (x1, code-conditioned) on the restorer's pairs, with imperfect codes mixed in."""
+    seed_everything(cfg.seed)
+    faces, naturals, pairs = _banks(cfg, CLEANUP_CROP)
+    encoder = _frozen(cfg.models_dir / MODEL_FILES["deg_encoder"], cfg.device, "DegEncoder")
+    synth = _frozen(cfg.models_dir / MODEL_FILES["deg_synth"], cfg.device, "DegSynth")
+    blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], cfg.device, "BlindDegEncoder")
+    model = build_cleanup(cfg.size, cfg.code_dim).to(cfg.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    key = f"cleanup_{cfg.size}"
+    state_path = cfg.work_dir / f"{key}.state"
+    state = load_state(state_path, {"model": model}, optimizer)
+    source = RestorerStep(None, None, encoder, synth, faces, naturals, pairs, cfg.seed, cfg.batch, CLEANUP_CROP)
+    step = CleanupStep(model, optimizer, source, blind)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, {"model": model}, optimizer, s)
+
+    state = run_steps("cleanup", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    info = _info(cfg, "cleanup", state, faces, naturals, pairs, size=cfg.size, scale=1, crop=CLEANUP_CROP)
+    save_checkpoint(model, cfg.models_dir / MODEL_FILES[key], info)
     return state

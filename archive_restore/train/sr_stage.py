@@ -19,8 +19,9 @@ from .loop import step_rng
 class RestorerStep:
     def __init__(self, model: nn.Module, optimizer, encoder: nn.Module, synth: nn.Module | None, faces: FaceBank,
                  naturals: ImageBank, real_pairs: list[RealPair], seed: int, batch: int = 16, crop: int = 128,
-                 synth_share: float = 0.25):
+                 synth_share: float = 0.25, scale: int = 4):
         self.model, self.optimizer, self.encoder, self.synth = model, optimizer, encoder, synth
+        self.scale = scale
         self.faces, self.naturals, self.real_pairs = faces, naturals, real_pairs
         self.seed, self.batch, self.crop, self.synth_share = seed, batch, crop, synth_share
 
@@ -33,7 +34,7 @@ class RestorerStep:
         if use_synth:
             lq_face, hq_face = real_pair_batch(rng, self.real_pairs, self.batch)
             z = self.encoder(lq_face, hq_face)
-            lq = F.interpolate(self.synth(b.nat_hq, z).clamp(0, 1), scale_factor=1 / self.model.scale, mode="area")
+            lq = F.interpolate(self.synth(b.nat_hq, z).clamp(0, 1), scale_factor=1 / self.scale, mode="area")
         else:
             z = self.encoder(b.face_lq_up, b.face_hq)
             lq = b.nat_lq

@@ -1,0 +1,89 @@
+"""The restoration stack: cleanup steered by the code -> upscaler -> blend towards CondSR, on whole
+images (the benchmark) and on frames in batches or tiles (the jobs)."""
+import numpy as np
+import pytest
+import torch
+from spandrel.architectures.Compact import Compact
+
+from archive_restore.nets import CondSR, Cleanup
+from archive_restore.pipeline.forward import FastCondSR, FrameRestorer
+from archive_restore.pipeline.stack import StackRestorer, resize_to, stack_restore
+
+torch.set_num_threads(1)
+CODE = 16
+
+
+def _randomise(model, seed=0, std=0.05):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(std * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture
+def nets():
+    cleanup = _randomise(Cleanup(code_dim=CODE, width=8, blocks=1), 0)
+    condsr = _randomise(CondSR(code_dim=CODE, width=8, blocks=1), 1)
+    torch.manual_seed(2)
+    upscaler = Compact(num_feat=8, num_conv=2, upscale=4).eval()
+    return cleanup, condsr, upscaler
+
+
+def test_fidelity_blends_the_upscaled_cleanup_with_condsr(nets):
+    cleanup, condsr, upscaler = nets
+    torch.manual_seed(3)
+    lq, z = torch.rand(2, 3, 12, 16), torch.randn(1, CODE)
+    with torch.no_grad():
+        sharp = upscaler(cleanup(lq, z.expand(2, -1)).clamp(0, 1)).clamp(0, 1)
+        faithful = condsr(lq, z.expand(2, -1)).clamp(0, 1)
+    assert torch.allclose(stack_restore(lq, z, cleanup, upscaler, condsr, fidelity=0.0), sharp, atol=1e-6)
+    assert torch.allclose(stack_restore(lq, z, cleanup, upscaler, condsr, fidelity=1.0), faithful, atol=1e-6)
+    mid = stack_restore(lq, z, cleanup, upscaler, condsr, fidelity=0.25)
+    assert torch.allclose(mid, 0.75 * sharp + 0.25 * faithful, atol=1e-6)
+    assert stack_restore(lq, z, cleanup, upscaler, condsr, 0.0, scale=2).shape == (2, 3, 24, 32)
+
+
+def test_the_code_reaches_the_pixels_through_the_cleanup(nets):
+    cleanup, condsr, upscaler = nets
+    torch.manual_seed(4)
+    lq = torch.rand(1, 3, 12, 12)
+    a = stack_restore(lq, torch.randn(1, CODE), cleanup, upscaler, fidelity=0.0)
+    b = stack_restore(lq, torch.randn(1, CODE), cleanup, upscaler, fidelity=0.0)
+    assert (a - b).abs().mean() > 1e-3
+
+
+def _restorer(nets, tile, batch=2, fidelity=0.3, scale=4):
+    cleanup, condsr, upscaler = nets
+    faithful = FrameRestorer(FastCondSR(condsr, "cpu"), scale, batch, tile)
+    return StackRestorer(cleanup, upscaler, 4, faithful, fidelity, scale, torch.device("cpu"), batch, tile)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_frames_restored_whole_in_batches_match_the_stack(nets, scale):
+    cleanup, condsr, upscaler = nets
+    rng = np.random.default_rng(5)
+    frames = [rng.random((20, 28, 3), dtype=np.float32) for _ in range(3)]
+    code = rng.standard_normal(CODE).astype(np.float32)
+    out = _restorer(nets, tile=64, scale=scale).restore(frames, code)
+    assert [o.shape for o in out] == [(20 * scale, 28 * scale, 3)] * 3
+    for frame, restored in zip(frames, out):
+        lq = torch.from_numpy(frame).permute(2, 0, 1)[None]
+        expected = stack_restore(lq, torch.from_numpy(code)[None], cleanup, upscaler, condsr, 0.3, scale)
+        assert np.abs(restored - expected[0].permute(1, 2, 0).numpy()).max() < 1e-4
+
+
+def test_frames_larger_than_a_tile_run_in_tiles_without_seams(nets):
+    rng = np.random.default_rng(6)
+    frame = np.clip(np.cumsum(rng.random((72, 90, 3), dtype=np.float32), axis=1) / 90, 0, 1).astype(np.float32)
+    code = rng.standard_normal(CODE).astype(np.float32)
+    whole = _restorer(nets, tile=128).restore([frame], code)[0]
+    tiled = _restorer(nets, tile=48).restore([frame], code)[0]
+    assert tiled.shape == whole.shape == (288, 360, 3)
+    assert np.abs(tiled - whole).mean() < 0.01
+
+
+def test_resize_to_shrinks_by_area_and_keeps_a_matching_size():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert resize_to(x, (4, 4)) is x
+    assert torch.equal(resize_to(x, (2, 2)), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))

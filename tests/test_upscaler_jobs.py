@@ -1,0 +1,174 @@
+"""The stack in the jobs: ``run``/``video``/``resume`` with ``--upscaler`` and ``--fidelity``. The
+upscaler file is part of the job's identity (by its sha256), the code steers the pixels through the
+cleanup, and a file that changed under a job is refused."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from spandrel.architectures.Compact import Compact
+from video_clips import decoded, make_clip
+
+from archive_restore.cli import cli
+from archive_restore.media.image import read_image
+from archive_restore.models import MODEL_FILES
+from archive_restore.nets import Cleanup, load_checkpoint, save_checkpoint
+from archive_restore.pipeline.stack import stack_restore
+from archive_restore.store import JobStore
+from archive_restore.upscalers import load_upscaler, resolve_upscaler
+
+torch.set_num_threads(1)
+
+
+def _invoke(args, jobs: Path, models: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [*map(str, args), "--jobs-dir", str(jobs), "--models-dir", str(models)])
+    return result.exit_code, result.output
+
+
+def _compact(path: Path, seed: int) -> Path:
+    """A random-weight SRVGGNetCompact x4 in the official .pth layout."""
+    torch.manual_seed(seed)
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def stack_models(tiny_models, tmp_path) -> Path:
+    """``tiny_models`` with a cleanup whose code matters (random weights, tone and tail included)."""
+    folder = tmp_path / "models"
+    shutil.copytree(tiny_models, folder)
+    torch.manual_seed(7)
+    cleanup = Cleanup(code_dim=16, width=8, blocks=1)
+    with torch.no_grad():
+        for p in cleanup.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        cleanup.tone.weight.normal_(0, 0.3)  # a global cast set by the code: it must show in the pixels
+    save_checkpoint(cleanup, folder / MODEL_FILES["cleanup_compact"])
+    return folder
+
+
+@pytest.fixture
+def scans(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    small = rng.random((6, 8, 3))
+    cv2.imwrite(str(folder / "a.png"), (cv2.resize(small, (40, 30), interpolation=cv2.INTER_CUBIC) * 255).astype(np.uint8))
+    return folder
+
+
+def _jobs(jobs: Path) -> list:
+    with JobStore.open(jobs) as store:
+        return store.jobs()
+
+
+def test_photo_job_renders_the_stack_with_the_stored_code(tmp_path, stack_models, scans):
+    upscaler = _compact(tmp_path / "tiny-x4.pth", 1)
+    jobs, out = tmp_path / "jobs", tmp_path / "out"
+    code, output = _invoke(["run", scans, "-o", out, "--face-detector", "haar", "--upscaler", upscaler,
+                            "--fidelity", "0.4"], jobs, stack_models)
+    assert code == 0, output
+    assert "upscaler: tiny-x4" in output  # which upscaler is used is said
+    (job,) = _jobs(jobs)
+    assert job.options["upscaler_sha256"] == hashlib.sha256(upscaler.read_bytes()).hexdigest()
+    assert job.options["fidelity"] == 0.4
+    with JobStore.open(jobs) as store:
+        (item,) = store.items(job.id)
+    restored = read_image(out / "a.png").pixels
+    lq = torch.from_numpy(read_image(scans / "a.png").pixels).permute(2, 0, 1)[None]
+    nets = [load_checkpoint(stack_models / MODEL_FILES[k]).model for k in ("cleanup_compact", "condsr_compact")]
+    upscale = load_upscaler(resolve_upscaler(str(upscaler)))
+
+    def expected(z):
+        return stack_restore(lq, z, nets[0], upscale, nets[1], 0.4)[0].permute(1, 2, 0).numpy()
+
+    stored = torch.tensor(item.code, dtype=torch.float32)[None]
+    assert restored.shape == (120, 160, 3)
+    assert np.abs(restored - expected(stored)).max() < 1.5 / 255  # 8-bit output of exactly the stack with its code
+    assert np.abs(restored - expected(torch.zeros_like(stored))).mean() > 2 / 255  # the code changed the picture
+
+
+def test_another_upscaler_or_a_changed_file_is_another_job(tmp_path, stack_models, scans):
+    first, second = _compact(tmp_path / "first.pth", 1), _compact(tmp_path / "second.pth", 2)
+    jobs, out = tmp_path / "jobs", tmp_path / "out"
+    base = ["run", scans, "-o", out, "--face-detector", "haar"]
+    assert _invoke([*base, "--upscaler", first], jobs, stack_models)[0] == 0
+    assert _invoke([*base, "--upscaler", first], jobs, stack_models)[0] == 0  # the same job again
+    assert len(_jobs(jobs)) == 1
+    assert _invoke([*base, "--upscaler", second], jobs, stack_models)[0] == 0
+    assert len(_jobs(jobs)) == 2
+    _compact(first, 3)  # the same path, other weights: another job
+    assert _invoke([*base, "--upscaler", first], jobs, stack_models)[0] == 0
+    assert len({j.options["upscaler_sha256"] for j in _jobs(jobs)}) == 3
+
+
+def test_resume_with_another_upscaler_makes_a_new_job(tmp_path, stack_models, scans):
+    first, second = _compact(tmp_path / "first.pth", 1), _compact(tmp_path / "second.pth", 2)
+    jobs, out = tmp_path / "jobs", tmp_path / "out"
+    code, output = _invoke(["run", scans, "-o", out, "--face-detector", "haar", "--upscaler", first], jobs, stack_models)
+    assert code == 0, output
+    (job,) = _jobs(jobs)
+    code, output = _invoke(["resume", job.id, "--upscaler", second], jobs, stack_models)
+    assert code == 0, output
+    new = [j for j in _jobs(jobs) if j.id != job.id]
+    assert len(new) == 1 and new[0].options["upscaler"] == str(second) and f"job {new[0].id}" in output
+    code, output = _invoke(["resume", job.id], jobs, stack_models)  # the job's own upscaler: the same job
+    assert code == 0 and len(_jobs(jobs)) == 2
+
+
+def test_a_job_whose_upscaler_file_changed_is_refused_on_resume(tmp_path, stack_models, scans):
+    upscaler = _compact(tmp_path / "tiny-x4.pth", 1)
+    jobs, out = tmp_path / "jobs", tmp_path / "out"
+    assert _invoke(["run", scans, "-o", out, "--face-detector", "haar", "--upscaler", upscaler], jobs, stack_models)[0] == 0
+    (job,) = _jobs(jobs)
+    shutil.copy(scans / "a.png", scans / "b.png")  # a new photo: the job has work to do again
+    _compact(upscaler, 5)
+    code, output = _invoke(["resume", job.id], jobs, stack_models)
+    assert code == 1
+    assert "tiny-x4.pth" in output and "changed" in output
+
+
+def test_condsr_alone_needs_no_cleanup_and_keeps_the_old_identity(tmp_path, tiny_models, scans):
+    jobs, out = tmp_path / "jobs", tmp_path / "out"
+    code, output = _invoke(["run", scans, "-o", out, "--face-detector", "haar", "--upscaler", "condsr"], jobs, tiny_models)
+    assert code == 0, output
+    (job,) = _jobs(jobs)
+    assert "upscaler" not in job.options and "fidelity" not in job.options
+
+
+def test_unknown_upscaler_is_a_clear_error(tmp_path, tiny_models, scans):
+    code, output = _invoke(["run", scans, "--upscaler", "no-such-model"], tmp_path / "jobs", tiny_models)
+    assert code != 0
+    assert "no-such-model" in output
+    assert not _jobs(tmp_path / "jobs")
+
+
+def test_video_job_renders_through_the_stack(tmp_path, stack_models):
+    upscaler = _compact(tmp_path / "tiny-x4.pth", 1)
+    clip = make_clip(tmp_path / "film.mp4", count=6, width=32, height=24)
+    jobs = tmp_path / "jobs"
+    code, output = _invoke(["video", clip.path, "--scale", "2", "--preset", "ultrafast", "--face-detector", "haar",
+                            "--upscaler", upscaler, "--fidelity", "0"], jobs, stack_models)
+    assert code == 0, output
+    (job,) = _jobs(jobs)
+    assert job.options["upscaler_sha256"] == hashlib.sha256(upscaler.read_bytes()).hexdigest()
+    _, _, frames = decoded(tmp_path / "film_restored.mp4")
+    _, _, sources = decoded(clip.path)
+    assert len(frames) == 6 and frames[0].shape[:2] == (48, 64)
+    # fidelity 0: the frames are the upscaler's picture of the cleaned frames, not CondSR's
+    with JobStore.open(jobs) as store:
+        render = [i for i in store.items(job.id) if i.key.startswith("shot")]
+    z = torch.tensor(render[0].code, dtype=torch.float32)[None]
+    cleanup = load_checkpoint(stack_models / MODEL_FILES["cleanup_compact"]).model
+    lq = torch.from_numpy(sources[0].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    expected = stack_restore(lq, z, cleanup, load_upscaler(resolve_upscaler(str(upscaler))), None, 0.0, 2)
+    expected = (expected[0].permute(1, 2, 0).numpy() * 255)
+    assert np.abs(frames[0].astype(np.float32) - expected).mean() < 6  # x264 at crf 18 on a tiny frame

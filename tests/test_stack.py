@@ -87,3 +87,20 @@ def test_resize_to_shrinks_by_area_and_keeps_a_matching_size():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     assert resize_to(x, (4, 4)) is x
     assert torch.equal(resize_to(x, (2, 2)), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none here")
+def test_the_stack_on_cuda_matches_the_cpu(nets):
+    """Frames whole and in tiles through the stack on CUDA give what the CPU gives (fp32 upscaler and
+    cleanup; CondSR's part runs bf16 on CUDA, so the blend is compared within its tolerance)."""
+    import copy
+
+    rng = np.random.default_rng(7)
+    frames = [rng.random((40, 56, 3), dtype=np.float32) for _ in range(2)]
+    code = rng.standard_normal(CODE).astype(np.float32)
+    cpu = _restorer(nets, tile=32).restore(frames, code)
+    cleanup, condsr, upscaler = (copy.deepcopy(n).cuda() for n in nets)
+    faithful = FrameRestorer(FastCondSR(condsr, "cuda"), 4, 2, 32)
+    gpu = StackRestorer(cleanup, upscaler, 4, faithful, 0.3, 4, torch.device("cuda"), 2, 32).restore(frames, code)
+    for a, b in zip(cpu, gpu):
+        assert np.abs(a - b).max() < 3e-2 * 0.3 + 1e-4

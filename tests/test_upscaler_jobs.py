@@ -172,3 +172,11 @@ def test_video_job_renders_through_the_stack(tmp_path, stack_models):
     expected = stack_restore(lq, z, cleanup, load_upscaler(resolve_upscaler(str(upscaler))), None, 0.0, 2)
     expected = (expected[0].permute(1, 2, 0).numpy() * 255)
     assert np.abs(frames[0].astype(np.float32) - expected).mean() < 6  # x264 at crf 18 on a tiny frame
+
+
+def test_help_states_the_default_fidelity_the_jobs_use():
+    from archive_restore.pipeline.stack import DEFAULT_FIDELITY
+
+    for command in ("run", "video", "resume"):
+        text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
+        assert f"default: {DEFAULT_FIDELITY:g}," in text, command

@@ -50,7 +50,7 @@ def _models_dir_option(f):
 def _upscaler_options(f):
     f = click.option("--fidelity", type=click.FloatRange(0.0, 1.0), default=None,
                      help="Blend of the upscaler's picture towards the faithful CondSR result: 0 the upscaler's "
-                          "alone, 1 CondSR's [default: 0.3, the best trade-off measured; see models/MODELS.md].")(f)
+                          "alone, 1 CondSR's [default: 0.1, the best trade-off measured; see models/MODELS.md].")(f)
     return click.option("--upscaler", default=None, metavar="auto|condsr|NAME|PATH",
                         help="The upscaler after the code-steered cleanup: auto (the best one present, said once), "
                              "condsr (CondSR alone, no cleanup), a name from `archive-restore models list`, or a "

@@ -97,6 +97,7 @@ def test_bench_quality_upscaler_rows_alone_and_in_the_stack_with_niqe_and_a_shee
         assert name in result.output
         assert all(np.isfinite(data[name][key]) for key in ("psnr_y", "ssim", "niqe"))
     assert data["fidelity"] == [0.5] and data["upscalers"]["realesr-compact-x4"]["sha256"]
+    assert np.isfinite(data["hq_niqe"]) and "NIQE of the HQ crops" in result.output
     # the stack is not the upscaler alone: the cleanup and the blend towards CondSR change the picture
     assert data["realesr-compact-x4+face_code"]["psnr_y"] != data["realesr-compact-x4"]["psnr_y"]
     picture = cv2.imread(str(sheet))

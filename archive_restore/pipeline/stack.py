@@ -20,7 +20,7 @@ from .forward import FrameRestorer
 from .tiles import run_tiled
 
 #: The default blend towards CondSR (``--fidelity``): see models/MODELS.md for how it was chosen.
-DEFAULT_FIDELITY = 0.3
+DEFAULT_FIDELITY = 0.1
 OVERLAP = 16          # tile overlap in LQ pixels for the upscaler
 CLEANUP_OVERLAP = 32  # the cleanup sees further (its trunk runs at half resolution)
 

@@ -195,14 +195,22 @@ def resume(job_id, device, retry_failed, upscaler, fidelity, models_dirs, jobs_d
         if job.kind != KIND:
             raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
         options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
-        if upscaler is not None or fidelity is not None:
-            options = _changed_upscaler(options, upscaler, fidelity, models_dirs)
-            if options.identity() != job.options:
-                photo_job = open_photo_job(store, Path(job.input), Path(job.output), options)
-                click.echo(f"note: another upscaler or fidelity than job {job.id}'s: job {photo_job.job.id}", err=True)
-                job = photo_job.job
+        job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_photo_job)
         summary = PhotoJob(store, job, options).run(retry_failed=retry_failed)
         _finish(store, job, summary)
+
+
+def _with_upscaler(store, job, options, upscaler: str | None, fidelity: float | None, models_dirs, open_job):
+    """The job and options ``resume`` runs: the job itself, or, when ``--upscaler``/``--fidelity`` ask for
+    other ones than its own, the job for the same input and output with those (said once)."""
+    if upscaler is None and fidelity is None:
+        return job, options
+    options = _changed_upscaler(options, upscaler, fidelity, models_dirs)
+    if options.identity() == job.options:
+        return job, options
+    other = open_job(store, Path(job.input), Path(job.output), options).job
+    click.echo(f"note: another upscaler or fidelity than job {job.id}'s: job {other.id}", err=True)
+    return other, options
 
 
 def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, models_dirs):
@@ -296,12 +304,7 @@ def _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_d
     from .pipeline.video import VideoJob, VideoJobOptions, open_video_job
 
     options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
-    if upscaler is not None or fidelity is not None:
-        options = _changed_upscaler(options, upscaler, fidelity, models_dirs)
-        if options.identity() != job.options:
-            video_job = open_video_job(store, Path(job.input), Path(job.output), options)
-            click.echo(f"note: another upscaler or fidelity than job {job.id}'s: job {video_job.job.id}", err=True)
-            job = video_job.job
+    job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_video_job)
     summary = VideoJob(store, job, options).run(retry_failed=retry_failed)
     if _video_report(store, job, summary):
         raise click.exceptions.Exit(1)

@@ -69,22 +69,28 @@ def test_metrics_known_values():
     assert 20 < psnr_y(noisy, ref) < 40 and ssim_y(noisy, ref) < 1
 
 
-def test_bench_quality_upscaler_rows_alone_and_in_the_stack_with_niqe_and_a_sheet(tmp_path):
-    """--upscaler adds the upscaler alone and the stack with each code: here a Real-ESRGAN compact
-    (SRVGGNetCompact) with random weights, saved the way its official .pth files are."""
+def _stack_setup(tmp_path, side: int, upscaler_name: str, seed: int):
+    """One ``side`` px image, the tiny networks with a cleanup, and a random-weight Real-ESRGAN compact
+    (SRVGGNetCompact) saved the way its official .pth files are."""
     from spandrel.architectures.Compact import Compact
 
     from archive_restore.nets import Cleanup
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     images, models = tmp_path / "images", tmp_path / "models"
     images.mkdir(), models.mkdir()
-    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (96, 96)) * 255).astype(np.uint8))
+    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (side, side)) * 255).astype(np.uint8))
     _write_models(models)
     save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
     torch.manual_seed(0)
-    esrgan = tmp_path / "realesr-compact-x4.pth"
-    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, esrgan)
+    upscaler = tmp_path / upscaler_name
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
+    return images, models, upscaler
+
+
+def test_bench_quality_upscaler_rows_alone_and_in_the_stack_with_niqe_and_a_sheet(tmp_path):
+    """--upscaler adds the upscaler alone and the stack with each code (a random-weight SRVGG here)."""
+    images, models, esrgan = _stack_setup(tmp_path, 96, "realesr-compact-x4.pth", seed=1)
     out, sheet = tmp_path / "q.json", tmp_path / "sheet.png"
     result = CliRunner().invoke(cli, ["bench", "quality", "--images", str(images), "--faces", str(images),
                                       "--degradations", "2", "--models-dir", str(models), "--upscaler", str(esrgan),
@@ -106,19 +112,7 @@ def test_bench_quality_upscaler_rows_alone_and_in_the_stack_with_niqe_and_a_shee
 
 def test_bench_quality_several_fidelities_give_a_row_each_on_the_blend_line(tmp_path):
     """Rows NAME+CODE@F: the upscaled cleanup blended with CondSR's picture, F = 0 and 1 at the ends."""
-    from spandrel.architectures.Compact import Compact
-
-    from archive_restore.nets import Cleanup
-
-    rng = np.random.default_rng(2)
-    images, models = tmp_path / "images", tmp_path / "models"
-    images.mkdir(), models.mkdir()
-    cv2.imwrite(str(images / "a.png"), (cv2.resize(rng.random((8, 8, 3)), (64, 64)) * 255).astype(np.uint8))
-    _write_models(models)
-    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
-    torch.manual_seed(0)
-    esrgan = tmp_path / "up.pth"
-    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, esrgan)
+    images, models, esrgan = _stack_setup(tmp_path, 64, "up.pth", seed=2)
     out = tmp_path / "q.json"
     args = ["bench", "quality", "--images", str(images), "--faces", str(images), "--degradations", "1",
             "--models-dir", str(models), "--upscaler", str(esrgan), "--json", str(out)]

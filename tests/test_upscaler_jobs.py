@@ -180,3 +180,17 @@ def test_help_states_the_default_fidelity_the_jobs_use():
     for command in ("run", "video", "resume"):
         text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
         assert f"default: {DEFAULT_FIDELITY:g}," in text, command
+
+
+def test_video_resume_with_another_upscaler_makes_a_new_job(tmp_path, stack_models):
+    first, second = _compact(tmp_path / "first.pth", 1), _compact(tmp_path / "second.pth", 2)
+    clip = make_clip(tmp_path / "film.mp4", count=3, width=16, height=16)
+    jobs = tmp_path / "jobs"
+    code, output = _invoke(["video", clip.path, "--scale", "1", "--preset", "ultrafast", "--face-detector", "haar",
+                            "--upscaler", first], jobs, stack_models)
+    assert code == 0, output
+    (job,) = _jobs(jobs)
+    code, output = _invoke(["resume", job.id, "--upscaler", second], jobs, stack_models)
+    assert code == 0, output
+    (new,) = [j for j in _jobs(jobs) if j.id != job.id]
+    assert new.kind == "video" and new.options["upscaler"] == str(second) and f"job {new.id}" in output

@@ -4,8 +4,6 @@ cleanup, and a file that changed under a job is refused."""
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import shutil
 from pathlib import Path
 

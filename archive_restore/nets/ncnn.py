@@ -268,8 +268,7 @@ def _activate(y: torch.Tensor, kind: int, params: tuple, label: str) -> torch.Te
 def _run(layer: NcnnLayer, args: list[torch.Tensor], w: dict[str, torch.Tensor]) -> torch.Tensor:
     p, label = layer.get, f"{layer.type} {layer.name}"
     if layer.type == "Convolution":
-        kw = int(p(1, 0))
-        kh, dw, sw = int(p(11, kw)), int(p(2, 1)), int(p(3, 1))
+        dw, sw = int(p(2, 1)), int(p(3, 1))  # the kernel's size is the weight's own shape
         dh, sh, left = int(p(12, dw)), int(p(13, sw)), int(p(4, 0))
         if left < 0:
             raise CheckpointError(f"layer {label}: automatic 'same' padding ({left}) is not handled")

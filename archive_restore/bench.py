@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from .codes import blind_code, image_to_tensor, paired_face_code, paired_image_code, tensor_to_image
 from .degrade import Degradation
-from .errors import DataError, InputError, UsageError
+from .errors import DataError, UsageError
 from .metrics import psnr_y, ssim_y
 from .models import find_model
 from .nets import load_checkpoint
-from .niqe import niqe
+from .niqe import niqe_or_none
 from .pipeline.stack import DEFAULT_FIDELITY, stack_restore
 from .upscalers import Upscaler, load_upscaler, resolve_upscaler
 from .train.data import image_files, load_rgb, to_float
@@ -133,7 +133,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
         for index, (_, img) in enumerate(bar):
             hq = center_crop(img, cfg.crop, cfg.scale)
             hq_t = image_to_tensor(hq)
-            hq_niqe.append(_niqe(hq))
+            hq_niqe.append(niqe_or_none(hq))
             lqs = [image_to_tensor(np.clip(d.apply(hq), 0, 1)) for d in degs]
             z_oracle = torch.cat([paired_image_code(models.encoder, lq, hq_t) for lq in lqs])
             hits += (torch.cdist(z_face, z_oracle).argmin(dim=1) == torch.arange(len(degs))).tolist()
@@ -144,7 +144,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
                 restored = {name: tensor_to_image(out) for name, out in outputs.items()}
                 for name, image in restored.items():
                     scores.setdefault(name, []).append(
-                        (psnr_y(image, hq, cfg.scale), ssim_y(image, hq, cfg.scale), _niqe(image)))
+                        (psnr_y(image, hq, cfg.scale), ssim_y(image, hq, cfg.scale), niqe_or_none(image)))
                 if sheet is not None and k == index % len(lqs):
                     sheet.add(hq, restored)
     if sheet is not None:
@@ -171,14 +171,6 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
         fidelity=list(cfg.fidelities),
     )
     return result
-
-
-def _niqe(image: np.ndarray) -> float | None:
-    """NIQE, or None where the crop is too small or too flat to measure."""
-    try:
-        return niqe(image)
-    except InputError:
-        return None
 
 
 def _mean_of_measured(values: Sequence[float | None]) -> float | None:

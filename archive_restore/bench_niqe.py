@@ -39,9 +39,7 @@ def upscale_view(method: str) -> tuple[str, View]:
     if method == "bicubic":
         return "x4 bicubic", lambda img: cv2.resize(img, (img.shape[1] * 4, img.shape[0] * 4),
                                                     interpolation=cv2.INTER_CUBIC)
-    import torch
-
-    from .pipeline.tiles import run_tiled
+    from .pipeline.stack import upscale_alone
     from .upscalers import load_upscaler, resolve_upscaler
 
     ref = resolve_upscaler(method)
@@ -50,11 +48,8 @@ def upscale_view(method: str) -> tuple[str, View]:
     upscaler = load_upscaler(ref)
 
     def view(img: np.ndarray) -> np.ndarray:
-        lq = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            out = run_tiled(lambda t: upscaler(t).float(), lq, upscaler.scale, 256, 16)
-        out = torch.nn.functional.interpolate(out, size=(img.shape[0] * 4, img.shape[1] * 4), mode="bicubic")
-        return np.round(out[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        enlarged = upscale_alone(upscaler, upscaler.scale, img.astype(np.float32) / 255)
+        return np.round(enlarged * 255).astype(np.uint8)
 
     return f"x4 {ref.name}", view
 

@@ -61,9 +61,8 @@ def _upscaler_options(f):
 def _upscaler_settings(choice: str, fidelity: float | None, models_dirs) -> dict:
     """The job options for ``--upscaler`` / ``--fidelity``: the upscaler resolved to a file (and its
     sha256, part of the job's identity); which one is used is said once."""
-    from .pipeline.engine import CONDSR
     from .pipeline.stack import DEFAULT_FIDELITY
-    from .upscalers import resolve_upscaler
+    from .upscalers import CONDSR, resolve_upscaler
 
     ref = resolve_upscaler(choice, models_dirs)
     if ref.path is None:
@@ -217,7 +216,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
     """``options`` with the upscaler and fidelity asked for on ``resume`` (the job's own where not given)."""
     from dataclasses import replace
 
-    from .pipeline.engine import CONDSR
+    from .upscalers import CONDSR
 
     if upscaler is None:
         if options.upscaler == CONDSR:

@@ -191,30 +191,20 @@ def demo_job(root: Path):
 
 def upscaler_alone(job) -> Callable[[np.ndarray], np.ndarray] | None:
     """The job's upscaler run on its own on a scan (x4, in tiles), or None when the job used CondSR alone."""
-    import torch
-
-    from .pipeline.tiles import run_tiled
+    from .pipeline.stack import upscale_alone
     from .upscalers import UpscalerRef, load_upscaler
 
     path = job.options.get("upscaler")
     if not path or path == "condsr":
         return None
     upscaler = load_upscaler(UpscalerRef(Path(path).stem, path, job.options.get("upscaler_sha256"), "the demo job's"))
-
-    def run(lq: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(lq, np.float32)).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            out = run_tiled(upscaler, tensor, upscaler.scale, 256, 16)
-        out = torch.nn.functional.interpolate(out, size=(lq.shape[0] * SCALE, lq.shape[1] * SCALE), mode="area")
-        return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
-
-    return run
+    return lambda lq: upscale_alone(upscaler, upscaler.scale, lq, SCALE)
 
 
 def measure(root: Path, keys: Sequence[str]) -> list[Row]:
     """PSNR-Y (border of 4 px left out) and NIQE of the bicubic x4 scan, of the job's upscaler alone and
     of the restored photo; writes ``root/sheet.png`` (bicubic | upscaler alone | restored | original)."""
-    from .niqe import niqe
+    from .niqe import niqe_or_none as niqe
 
     job, items = demo_job(root)
     alone = upscaler_alone(job)
@@ -228,18 +218,10 @@ def measure(root: Path, keys: Sequence[str]) -> list[Row]:
         item = items[PurePosixPath(key).as_posix()]
         rows.append(Row(key, psnr_y(bicubic, hq, SCALE), psnr_y(restored, hq, SCALE), item.code_source or "-",
                         item.faces, None if upscaled is None else psnr_y(upscaled, hq, SCALE),
-                        _niqe(niqe, bicubic), _niqe(niqe, restored), None if upscaled is None else _niqe(niqe, upscaled)))
+                        niqe(bicubic), niqe(restored), None if upscaled is None else niqe(upscaled)))
         sheet.append([bicubic, *([] if upscaled is None else [upscaled]), restored, hq])
     write_if_changed(root / "sheet.png", png_bytes(side_by_side(sheet)))
     return rows
-
-
-def _niqe(niqe: Callable[[np.ndarray], float], image: np.ndarray) -> float | None:
-    """NIQE, or None for a photo too small to measure."""
-    try:
-        return float(niqe(image))
-    except ArchiveRestoreError:
-        return None
 
 
 def side_by_side(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray:

@@ -253,6 +253,14 @@ def niqe(image: np.ndarray, model: PristineModel | None = None) -> float:
     return model.distance(features)
 
 
+def niqe_or_none(image: np.ndarray, model: PristineModel | None = None) -> float | None:
+    """NIQE, or None where it is undefined (an image too small, or without texture)."""
+    try:
+        return niqe(image, model)
+    except InputError:
+        return None
+
+
 def _images(items: Iterable[ImageOrPath]) -> Iterable[tuple[str, np.ndarray | Path]]:
     """(name, array or file): folders expand to their image files (recursive)."""
     from .train.data import image_files

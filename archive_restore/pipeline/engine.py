@@ -27,11 +27,9 @@ from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restor
 from ..faces.steady import SteadyFaces, TrackSmoother
 from ..models import find_model, models_dirs
 from ..nets import load_checkpoint
-from ..upscalers import Upscaler, UpscalerRef, load_upscaler
+from ..upscalers import CONDSR, Upscaler, UpscalerRef, load_upscaler
 from .forward import FastCondSR, FrameRestorer, tune_for
 from .stack import DEFAULT_FIDELITY, StackRestorer
-
-CONDSR = "condsr"
 
 ALIGNED_SIZE = 512
 

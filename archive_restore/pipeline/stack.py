@@ -51,6 +51,16 @@ def stack_restore(lq: torch.Tensor, z: torch.Tensor, cleanup: torch.nn.Module, u
     return out
 
 
+@torch.inference_mode()
+def upscale_alone(upscaler: Net, upscaler_scale: int, rgb: np.ndarray, scale: int = 4, tile: int = 256) -> np.ndarray:
+    """An HxWx3 float picture enlarged by the upscaler alone (no cleanup, no blend), in overlapping
+    tiles, at x``scale``, clamped: the baseline the stack is measured against."""
+    lq = torch.from_numpy(np.ascontiguousarray(rgb, np.float32)).permute(2, 0, 1)[None]
+    out = run_tiled(lambda t: upscaler(t).float(), lq, upscaler_scale, tile, OVERLAP)
+    out = resize_to(out, (rgb.shape[0] * scale, rgb.shape[1] * scale)).clamp(0, 1)
+    return out[0].permute(1, 2, 0).numpy()
+
+
 class StackRestorer:
     """HxWx3 frames -> restored frames through the stack, on one device. A frame larger than ``tile``
     runs in overlapping tiles (the cleanup and the upscaler each tiled); smaller frames run

@@ -24,3 +24,19 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Everything that needs a GPU, in one run, into gpu-check.json (dev/gpu_check.py). On a machine
+# without one: `make gpu-check DEVICE=cpu` runs the same parts at small sizes (CI does, so it cannot rot).
+DEVICE ?= cuda
+.PHONY: gpu-check
+gpu-check: install
+	$(PY) dev/gpu_check.py --device $(DEVICE) $(if $(filter cpu,$(DEVICE)),--dry --out gpu-check-cpu.json,)
+
+# Mutation testing of the job core with mutmut (dev/mutate.py): one module after another, one mutant at
+# a time, then the kill rate per module. Not part of `make test` (it takes hours); MODULES="codes store"
+# runs those only, `$(PY) dev/mutate.py --report` prints what has run so far.
+MODULES ?=
+.PHONY: mutate
+mutate: install
+	$(PY) -m pip install --quiet -e '.[mutate]'
+	$(PY) dev/mutate.py $(MODULES)

@@ -1,23 +1,29 @@
 """``archive-restore bench speed``: frames per second of each stage, end to end, and against a
 Real-ESRGAN-style per-frame loop with the same network, weights and encoder, in the same process.
 
-Per network size (``compact``, ``large``), on a clip it makes (or the first frames of a given file):
+A row per CondSR size (``compact``; ``large`` on request) and per upscaler file (``--upscaler``,
+keyed by the file's stem: the restoration stack, cleanup -> that upscaler -> the CondSR blend at the
+jobs' default fidelity), on a clip it makes (or the first frames of a given file):
 
-``decode_fps``          decoding only (``media.video``, as the render decodes: float RGB frames)
-``forward_fps``         our fast forward (``pipeline.forward``) at ``batch``, data already on the device
-``eager_forward_fps``   ``CondSR.forward`` as written, fp32, NCHW, one frame at a time
-``end_to_end_fps``      the video job's own render items (decode -> CondSR -> encode, overlapped), read
-                        from the job store's ``render_seconds``; the analysis pass is not counted
-``per_frame_loop_fps``  as ``inference_realesrgan_video.py``: read a frame, numpy -> tensor -> model ->
-                        numpy, write it with the same encoder, one frame at a time, nothing overlapped
+``decode_fps``          decoding only (``media.video``, as the render decodes: uint8 RGB frames)
+``forward_fps``         our fast path (``pipeline.forward.FrameRestorer`` with the job's default plan:
+                        whole frames batched when they fit the memory budget, tiles otherwise),
+                        data already decoded
+``eager_forward_fps``   the networks' ``forward`` as written, fp32, NCHW, one frame at a time
+``end_to_end_fps``      the video job's own render items (decode -> network -> encode, overlapped),
+                        with the job's defaults, read from the job store's ``render_seconds``; the
+                        analysis pass is not counted
+``per_frame_loop_fps``  as ``inference_realesrgan_video.py``: read a frame, numpy -> tensor -> the same
+                        networks -> numpy, write it with the same encoder, one frame at a time
 ``peak_rss_mb``         the process's peak resident memory during the end-to-end render
 ``peak_gpu_mb``         peak CUDA memory allocated during it (None on CPU)
 
 The baselines (eager, per-frame loop) run with torch's own thread count, as a plain script gets it;
-ours with the thread count ``pipeline.forward.cpu_threads`` chooses.
+ours with the thread count ``pipeline.forward.cpu_threads`` chooses (``threads`` in the table).
 """
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import tempfile
@@ -25,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -38,25 +44,28 @@ from .media.video import EncodeSettings, SegmentWriter, open_backend, probe
 from .models import find_model
 from .nets import CondSR, build_condsr, load_checkpoint
 from .nets.condsr import SIZES
-from .pipeline.forward import FastCondSR, restore_nhwc
+from .pipeline.forward import FrameRestorer
+from .upscalers import CONDSR
 
 KEYS = ("decode_fps", "forward_fps", "eager_forward_fps", "end_to_end_fps", "per_frame_loop_fps", "peak_rss_mb",
-        "peak_gpu_mb", "device", "frames", "width", "height", "scale", "batch",
+        "peak_gpu_mb", "device", "frames", "width", "height", "scale", "batch", "tile", "threads",
         "end_to_end_over_forward", "ours_over_per_frame_loop")
+DEFAULT_FRAMES = {"cpu": 48, "cuda": 100}  # long enough that a job's fixed costs do not dominate
 CLIP_FPS = 25
 
 
 @dataclass
 class SpeedConfig:
     input: Path | None = None
-    sizes: Sequence[str] = ("compact", "large")
+    sizes: Sequence[str] = ("compact",)
+    upscalers: Sequence[Path] = ()
     device: str = "auto"
     batch: int = 4
-    frames: int | None = None  # default: 8 on CPU, 100 on CUDA
+    frames: int | None = None  # default: DEFAULT_FRAMES for the device
     width: int = 480
     height: int = 352
     scale: int = 4
-    tile: int | None = None    # LQ tile of the render; default: the frame's longer side (no tiling)
+    tile: int | None = None    # LQ tile; default: the jobs' own (sized to the device's free memory)
     seed: int = 0
     models: Sequence[Path] = field(default_factory=tuple)
     progress: bool = True
@@ -133,78 +142,75 @@ def _sync(device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------------------- the stages
 def decode_frames(clip: Path, progress: bool = True) -> tuple[float, list[np.ndarray]]:
-    """Decode-only rate, and the frames (float RGB, as the render decodes them)."""
+    """Decode-only rate, and the frames (uint8 RGB, as the render decodes them)."""
     info = probe(clip)
     frames = []
     started = time.perf_counter()
-    for frame in tqdm(open_backend("pyav").frames(clip, info, as_float=True), desc="decode", unit="frame",
+    for frame in tqdm(open_backend("pyav").frames(clip, info), desc="decode", unit="frame",
                       disable=not progress, leave=False):
         frames.append(frame.rgb)
     return len(frames) / (time.perf_counter() - started), frames
 
 
-def forward_rate(fast: FastCondSR, frames: list[np.ndarray], code: torch.Tensor, batch: int,
-                 progress: bool = True) -> float:
-    """Our forward at ``batch``, frames already on the device (one warm-up batch not counted)."""
-    device = fast.device
-    lq = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2)
-    groups = [lq[i:i + batch] for i in range(0, len(frames), batch)]
-    restore_nhwc(fast, groups[0], code, fast.scale)
-    _sync(device)
+Plain = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [0, 1] -> (1, 3, H*s, W*s), as written
+
+
+def forward_rate(restorer: FrameRestorer, frames: list[np.ndarray], code: np.ndarray, progress: bool = True) -> float:
+    """Our fast path on decoded frames, ``restorer.batch`` at a time as its plan allows (one warm-up
+    batch not counted)."""
+    step = restorer.batch
+    restorer.restore(frames[:step], code)
+    _sync(restorer.device)
     started = time.perf_counter()
-    for group in tqdm(groups, desc=f"forward x{batch}", unit="batch", disable=not progress, leave=False):
-        restore_nhwc(fast, group, code, fast.scale)
-    _sync(device)
+    for i in tqdm(range(0, len(frames), step), desc="forward", unit="batch", disable=not progress, leave=False):
+        restorer.restore(frames[i:i + step], code)
+    _sync(restorer.device)
     return len(frames) / (time.perf_counter() - started)
 
 
-def eager_rate(model: CondSR, frames: list[np.ndarray], code: torch.Tensor, progress: bool = True) -> float:
-    """``CondSR.forward`` as written, fp32, NCHW, one frame at a time, data on the device."""
-    device = next(model.parameters()).device
-    lq = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).contiguous()
-    z = code[None]
+def _tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(frame.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
+def eager_rate(plain: Plain, frames: list[np.ndarray], device: torch.device, progress: bool = True) -> float:
+    """The networks' forward as written, fp32, NCHW, one frame at a time, frames already decoded."""
     with torch.no_grad():
-        model(lq[:1], z)
+        plain(_tensor(frames[0], device))
         _sync(device)
         started = time.perf_counter()
-        for i in tqdm(range(len(frames)), desc="eager forward", unit="frame", disable=not progress, leave=False):
-            model(lq[i:i + 1], z).clamp(0, 1)
+        for frame in tqdm(frames, desc="eager forward", unit="frame", disable=not progress, leave=False):
+            plain(_tensor(frame, device)).clamp(0, 1)
         _sync(device)
     return len(frames) / (time.perf_counter() - started)
 
 
-def per_frame_loop(model: CondSR, clip: Path, out: Path, code: torch.Tensor, progress: bool = True) -> float:
+def per_frame_loop(plain: Plain, scale: int, clip: Path, out: Path, device: torch.device, progress: bool = True) -> float:
     """The Real-ESRGAN ``inference_realesrgan_video.py`` shape: read a frame, numpy -> tensor ->
-    model -> numpy, write it with the same encoder, one frame at a time in one thread."""
-    device = next(model.parameters()).device
+    networks -> numpy, write it with the same encoder, one frame at a time in one thread."""
     info = probe(clip)
-    z = code[None]
     count = 0
     started = time.perf_counter()
-    with SegmentWriter(out, info, info.width * model.scale, info.height * model.scale, EncodeSettings()) as writer, \
-            torch.no_grad():
+    with SegmentWriter(out, info, info.width * scale, info.height * scale, EncodeSettings()) as writer, torch.no_grad():
         for frame in tqdm(open_backend("pyav").frames(clip, info), desc="per-frame loop", unit="frame",
                           disable=not progress, leave=False):
-            img = torch.from_numpy(frame.rgb.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).to(device)
-            output = model(img, z).squeeze(0).float().clamp(0, 1).cpu().numpy()
+            output = plain(_tensor(frame.rgb, device)).squeeze(0).float().clamp(0, 1).cpu().numpy()
             output = (np.transpose(output, (1, 2, 0)) * 255.0).round().astype(np.uint8)
             writer.write(output, frame.pts)
             count += 1
     return count / (time.perf_counter() - started)
 
 
-def end_to_end(engine, model: CondSR, clip: Path, work: Path, cfg: SpeedConfig, tile: int,
-               device: torch.device) -> tuple[float, float, float | None]:
-    """The video job itself on ``clip`` with ``model`` as its restorer; frames per second of its
-    render items (from the job store), peak RSS and peak GPU memory during the job."""
+def end_to_end(engine, clip: Path, work: Path, cfg: SpeedConfig, device: torch.device, name: str,
+               upscaler: str = CONDSR) -> tuple[float, float, float | None]:
+    """The video job itself on ``clip`` with ``engine`` as its restorer and the job's defaults; frames
+    per second of its render items (from the job store), peak RSS and peak GPU memory during the job."""
     from .pipeline.video import VideoJobOptions, open_video_job
     from .store import JobStore
 
-    engine.sr = model
-    options = VideoJobOptions(scale=cfg.scale, tile=tile, device=str(device), batch=cfg.batch,
-                              models_dirs=tuple(cfg.models), chunk_frames=10_000)
+    options = VideoJobOptions(scale=cfg.scale, tile=cfg.tile, device=str(device), batch=cfg.batch,
+                              models_dirs=tuple(cfg.models), chunk_frames=10_000, upscaler=upscaler)
     store = JobStore.open(work / "jobs")
-    job = open_video_job(store, clip, work / f"restored_{id(model)}.mp4", options, progress=cfg.progress)
+    job = open_video_job(store, clip, work / f"restored_{name}.mp4", options, progress=cfg.progress)
     job._engine = engine
     reset_peak_rss()
     if device.type == "cuda":
@@ -235,42 +241,72 @@ def load_size(size: str, code_dim: int, models: Sequence[Path], device: torch.de
     return model, f"random init (width {SIZES[size]['width']}, {SIZES[size]['blocks']} blocks, seed {seed})"
 
 
-def run_speed(cfg: SpeedConfig) -> dict:
+def _engine(cfg: SpeedConfig, device: torch.device, upscaler: str = CONDSR):
     from .pipeline.engine import Engine, EngineOptions
+
+    return Engine(EngineOptions(scale=cfg.scale, device=str(device), face_detector="haar", tile=cfg.tile,
+                                models_dirs=tuple(cfg.models), face_restorer="none", upscaler=upscaler))
+
+
+def _row(engine, plain: Plain, name: str, frames: list[np.ndarray], clip: Path, work: Path, cfg: SpeedConfig,
+         device: torch.device, decode_fps: float, baseline_threads: int, upscaler: str = CONDSR) -> dict:
+    code = engine.image_blind_code(frames[0].astype(np.float32) / 255.0)
+    with threads(baseline_threads):
+        eager = eager_rate(plain(code), frames, device, cfg.progress)
+        loop = per_frame_loop(plain(code), cfg.scale, clip, work / f"loop_{name}.mp4", device, cfg.progress)
+    restorer = engine.frame_restorer(cfg.batch)  # the job's own, with its default plan
+    forward = forward_rate(restorer, frames, code, cfg.progress)
+    e2e, rss, gpu = end_to_end(engine, clip, work, cfg, device, name, upscaler)
+    height, width = frames[0].shape[:2]
+    batch, tile = restorer.plan((height, width))
+    return {"decode_fps": round(decode_fps, 3), "forward_fps": round(forward, 4),
+            "eager_forward_fps": round(eager, 4), "end_to_end_fps": round(e2e, 4),
+            "per_frame_loop_fps": round(loop, 4), "peak_rss_mb": rss, "peak_gpu_mb": gpu,
+            "device": str(device), "frames": len(frames), "width": width, "height": height,
+            "scale": cfg.scale, "batch": batch, "tile": None if tile >= max(height, width) else tile,
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "end_to_end_over_forward": round(e2e / forward, 3), "ours_over_per_frame_loop": round(e2e / loop, 3)}
+
+
+def run_speed(cfg: SpeedConfig) -> dict:
+    from .pipeline.stack import stack_restore
 
     device = resolve_device(cfg.device)
     baseline_threads = torch.get_num_threads()
-    frames_wanted = cfg.frames or (100 if device.type == "cuda" else 8)
+    frames_wanted = cfg.frames or DEFAULT_FRAMES.get(device.type, 48)
     result: dict = {}
     meta = {"input": str(cfg.input) if cfg.input else f"synthetic {cfg.width}x{cfg.height} h264 clip",
-            "weights": {}, "torch": torch.__version__, "machine": machine(device), "code": "blind code of the first frame"}
+            "weights": {}, "torch": torch.__version__, "machine": machine(device), "code": "blind code of the first frame",
+            "load": [round(v, 2) for v in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         work = Path(tmp)
         clip = (first_frames(cfg.input, work / "clip.mp4", frames_wanted) if cfg.input
                 else synth_clip(work / "clip.mp4", frames_wanted, cfg.width, cfg.height, cfg.seed))
         decode_fps, frames = decode_frames(clip, cfg.progress)
-        height, width = frames[0].shape[:2]
-        tile = cfg.tile or max(height, width)
-        engine = Engine(EngineOptions(scale=cfg.scale, device=str(device), face_detector="haar", tile=tile,
-                                      models_dirs=tuple(cfg.models), face_restorer="none"))
-        meta["tile"], meta["threads"] = tile, {"ours": torch.get_num_threads(), "baselines": baseline_threads}
-        code = torch.from_numpy(engine.image_blind_code(frames[0])).to(device)
+        engine = _engine(cfg, device)
+        meta["threads"] = {"ours": torch.get_num_threads(), "baselines": baseline_threads}
         for size in cfg.sizes:
             model, weights = load_size(size, engine.code_dim, cfg.models, device, cfg.seed)
             meta["weights"][size] = weights
-            fast = FastCondSR(model, device)
-            with threads(baseline_threads):
-                eager = eager_rate(model, frames, code, cfg.progress)
-                loop = per_frame_loop(model, clip, work / f"loop_{size}.mp4", code, cfg.progress)
-            forward = forward_rate(fast, frames, code, cfg.batch, cfg.progress)
-            e2e, rss, gpu = end_to_end(engine, model, clip, work, cfg, tile, device)
-            result[size] = {
-                "decode_fps": round(decode_fps, 3), "forward_fps": round(forward, 4),
-                "eager_forward_fps": round(eager, 4), "end_to_end_fps": round(e2e, 4),
-                "per_frame_loop_fps": round(loop, 4), "peak_rss_mb": rss, "peak_gpu_mb": gpu,
-                "device": str(device), "frames": len(frames), "width": width, "height": height,
-                "scale": cfg.scale, "batch": cfg.batch,
-                "end_to_end_over_forward": round(e2e / forward, 3), "ours_over_per_frame_loop": round(e2e / loop, 3)}
+            engine.sr = model
+
+            def plain(code, model=model):
+                z = torch.from_numpy(code).to(device)[None]
+                return lambda lq: model(lq, z)
+
+            result[size] = _row(engine, plain, size, frames, clip, work, cfg, device, decode_fps, baseline_threads)
+        for path in cfg.upscalers:
+            name = Path(path).stem
+            stacked = _engine(cfg, device, str(Path(path).resolve()))
+            meta["weights"][name] = f"{path} (cleanup {find_model('cleanup_compact', cfg.models)}, fidelity " \
+                                    f"{stacked.options.fidelity})"
+
+            def plain(code, e=stacked):
+                z = torch.from_numpy(code).to(device)[None]
+                return lambda lq: stack_restore(lq, z, e.cleanup, e.upscaler, e.sr, e.options.fidelity, cfg.scale)
+
+            result[name] = _row(stacked, plain, name, frames, clip, work, cfg, device, decode_fps, baseline_threads,
+                                str(Path(path).resolve()))
     return {**result, "meta": meta}
 
 
@@ -278,7 +314,6 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
-        import os
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = None
@@ -293,8 +328,9 @@ def format_table(result: dict) -> str:
         rows.append((key, *("-" if result[s][key] is None else str(result[s][key]) for s in sizes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines.append(f"input: {meta['input']}; tile {meta['tile']}; {meta['machine']}; torch {meta['torch']}; "
-                 f"threads: ours {meta['threads']['ours']}, baselines {meta['threads']['baselines']}")
+    lines.append(f"input: {meta['input']}; {meta['machine']}; torch {meta['torch']}; "
+                 f"threads: ours {meta['threads']['ours']}, baselines {meta['threads']['baselines']}; "
+                 f"load average before: {meta.get('load', '?')}")
     lines += [f"{size} weights: {meta['weights'][size]}" for size in sizes]
     return "\n".join(lines)
 

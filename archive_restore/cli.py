@@ -2,12 +2,13 @@
 0 all done, 1 something failed, 2 usage errors."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import click
 
-from .errors import ArchiveRestoreError
+from .errors import ArchiveRestoreError, DatabaseError, DiskFullError
 from .paths import SHARED_DATA
 
 
@@ -73,6 +74,51 @@ def _upscaler_settings(choice: str, fidelity: float | None, models_dirs) -> dict
             "fidelity": DEFAULT_FIDELITY if fidelity is None else fidelity}
 
 
+def _executor_options(f):
+    """``--executor`` and its Ray options, handed to the command as one ``executor`` (ExecutorSettings)."""
+    @functools.wraps(f)
+    def command(*args, executor, ray_address, workers, gpus_per_worker, cpus_per_worker, **kwargs):
+        from .executors import ExecutorSettings
+
+        settings = ExecutorSettings(executor, ray_address, workers, gpus_per_worker, cpus_per_worker)
+        return f(*args, executor=settings, **kwargs)
+
+    for decorate in (
+        click.option("--cpus-per-worker", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+                     help="CPUs each Ray worker reserves (also its torch threads)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="GPUs each Ray worker reserves (1: one worker per GPU)."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Ray workers, each holding the networks once [default: as many as the cluster's CPUs, "
+                          "or GPUs with --gpus-per-worker, hold]."),
+        click.option("--ray-address", default=None, metavar="HOST:PORT",
+                     help="The Ray cluster's head node [default: $RAY_ADDRESS, else a local Ray instance started "
+                          "for the job]."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where the items run: this process, or the workers of a Ray cluster "
+                          "(pip install 'archive-restore[ray]')."),
+    ):
+        command = decorate(command)
+    return command
+
+
+def _run_recorded(store, pipeline_job, **run_options):
+    """Run a photo or video job and record in its folder the device and network files it ran with (for
+    ``report``)."""
+    from .report import run_recorded
+
+    return run_recorded(store, pipeline_job, **run_options)
+
+
+def _preview_done(preview, what: str) -> None:
+    """What a preview did and where its report is; exit 1 when a sample failed."""
+    s = preview.summary
+    click.echo(f"preview: {preview.samples} {what} (its job's items: {s.done} done, {s.failed} failed, {s.skipped} "
+               f"skipped) in {s.seconds:.1f} s; report: {preview.index.as_uri()}")
+    if s.failed:
+        raise click.exceptions.Exit(1)
+
+
 def _finish(store, job, summary) -> None:
     """The end-of-job summary; exit 1 when anything failed."""
     click.echo(
@@ -94,7 +140,9 @@ def _finish(store, job, summary) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="auto",
               show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
-@click.option("--tile", type=int, default=256, show_default=True, help="LQ tile size for large scans.")
+@click.option("--tile", type=click.IntRange(min=32), default=None,
+              help="LQ tile size [default: whole pictures when they fit the device's free memory, else tiles as "
+                   "large as fit].")
 @click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
               help="GFPGAN restores faces and gives paired codes; auto uses it when GFPGANv1.4.pth (or v1.3) is "
                    "present and says so when it is not (`archive-restore models fetch gfpgan-v1.4`).")
@@ -103,11 +151,16 @@ def _finish(store, job, summary) -> None:
 @_upscaler_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Restore only N photos spread over the folders, in a preview folder under the jobs folder, write "
+                   "their report and stop; the real job and its outputs are not touched.")
+@_executor_options
 @_models_dir_option
 @_jobs_dir_option
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        restart, retry_failed, models_dirs, jobs_dir) -> None:
+        restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
+    from .executors import open_executor
     from .pipeline.photo import PhotoJobOptions, open_photo_job
     from .store import JobStore
 
@@ -115,18 +168,32 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
                               face_fidelity=face_fidelity,
                               **_upscaler_settings(upscaler or "auto", fidelity, models_dirs))
+    if preview:
+        from .report.preview import preview_photos
+        from .store import resolve_jobs_dir
+
+        return _preview_done(preview_photos(resolve_jobs_dir(jobs_dir), input_dir, output, options, preview), "photos")
     with JobStore.open(jobs_dir) as store:
         photo_job = open_photo_job(store, input_dir, output, options)
-        summary = photo_job.run(restart=restart, retry_failed=retry_failed)
+        with open_executor(executor) as chosen:
+            summary = _run_recorded(store, photo_job, restart=restart, retry_failed=retry_failed,
+                                    work=chosen.work_for(photo_job))
         _finish(store, photo_job.job, summary)
 
 
 @cli.command()
+@click.option("--repair", is_flag=True,
+              help="The job database is damaged: move it aside and build a new one from every row it still "
+                   "holds (finished items are kept).")
 @_jobs_dir_option
-def jobs(jobs_dir) -> None:
+def jobs(repair, jobs_dir) -> None:
     """List the jobs in the job database, newest first."""
     from .store import JobStore
 
+    if repair:
+        from .repair import repair_database
+
+        click.echo("\n".join(repair_database(jobs_dir).lines()))
     with JobStore.open(jobs_dir) as store:
         rows = sorted(store.jobs(), key=lambda j: j.created, reverse=True)
         if not rows:
@@ -170,7 +237,25 @@ def status(job_id, as_json, jobs_dir) -> None:
             faces = "" if item.faces is None else f" faces={item.faces}"
             source = f" code={item.code_source}" if item.code_source else ""
             error = f"  {item.error}" if item.error else ""
-            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{error}")
+            gone = "  (the photo is gone from the input; its output is kept)" if item.extra.get("gone") else ""
+            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{error}{gone}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the report [default: the job's folder report/].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_jobs_dir_option
+def report(job_id, folder, quiet, jobs_dir) -> None:
+    """A job as a web page, FOLDER/index.html (works offline, from file://): before/after sliders, detail
+    crops, face boxes and why anything failed; per video its shots, face tracks and chunk timings."""
+    from .report import write_report
+    from .store import JobStore
+
+    with JobStore.open(jobs_dir) as store:
+        index = write_report(store, store.job(job_id), folder, progress=not quiet)
+    click.echo(f"report: {index.as_uri()}")
 
 
 @cli.command()
@@ -178,24 +263,28 @@ def status(job_id, as_json, jobs_dir) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @_upscaler_options
+@_executor_options
 @_models_dir_option
 @_jobs_dir_option
-def resume(job_id, device, retry_failed, upscaler, fidelity, models_dirs, jobs_dir) -> None:
+def resume(job_id, device, retry_failed, upscaler, fidelity, executor, models_dirs, jobs_dir) -> None:
     """Carry on with a job by its id (or a unique prefix), with the options it was started with.
     --upscaler or --fidelity other than the job's make a new job for the same input and output."""
     from .errors import JobError
+    from .executors import open_executor
     from .pipeline.photo import KIND, PhotoJob, PhotoJobOptions, open_photo_job
     from .store import JobStore
 
     with JobStore.open(jobs_dir) as store:
         job = store.job(job_id)
         if job.kind == "video":
-            return _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs)
+            return _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs, executor)
         if job.kind != KIND:
             raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
         options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
         job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_photo_job)
-        summary = PhotoJob(store, job, options).run(retry_failed=retry_failed)
+        photo_job = PhotoJob(store, job, options)
+        with open_executor(executor) as chosen:
+            summary = _run_recorded(store, photo_job, retry_failed=retry_failed, work=chosen.work_for(photo_job))
         _finish(store, job, summary)
 
 
@@ -244,7 +333,9 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               help="Detect faces every N frames of a shot (tracked in between).")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Longest render chunk; a crash loses at most one chunk.")
-@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True, help="LQ tile size.")
+@click.option("--tile", type=click.IntRange(min=32), default=None,
+              help="LQ tile size [default: whole frames, batched, when they fit the device's free memory, else "
+                   "tiles as large as fit].")
 @click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
               help="GFPGAN restores faces (steadied along their tracks) and gives paired codes; auto uses it when "
                    "GFPGANv1.4.pth (or v1.3) is present and says once per job when it is not.")
@@ -253,14 +344,19 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @_upscaler_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Analyse each video, restore only N frames spread over its shots, in a preview folder under the "
+                   "jobs folder, write their report and stop; the real job and its output are not touched.")
+@_executor_options
 @_models_dir_option
 @_jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, restart, retry_failed, models_dirs,
-          jobs_dir) -> None:
+          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, restart, retry_failed, preview,
+          executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from .errors import UsageError
+    from .executors import open_executor
     from .media.video import check_encoder
     from .pipeline.video import VideoJobOptions, find_videos, open_video_job, output_for
     from .store import JobStore
@@ -274,16 +370,41 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     videos = find_videos(inputs)
     if not videos:
         raise UsageError(f"no video files in {', '.join(map(str, inputs))}")
+    if preview:
+        return _preview_videos(videos, output, options, preview, jobs_dir)
     worst = 0
-    with JobStore.open(jobs_dir) as store:
+    with JobStore.open(jobs_dir) as store, open_executor(executor) as chosen:
         for path in videos:
             try:
                 video_job = open_video_job(store, path, output_for(path, output, len(videos) > 1), options)
-                summary = video_job.run(restart=restart, retry_failed=retry_failed)
+                summary = _run_recorded(store, video_job, restart=restart, retry_failed=retry_failed,
+                                        work=chosen.work_for(video_job))
                 worst = max(worst, _video_report(store, video_job.job, summary))
+            except (DiskFullError, DatabaseError):
+                raise  # the next video would meet the same full disk or database: stop here
             except ArchiveRestoreError as exc:
                 click.echo(f"error: {path}: {exc}", err=True)
                 worst = max(worst, exc.exit_code)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _preview_videos(videos, output, options, n: int, jobs_dir) -> None:
+    """``video --preview N`` for each video; exit 1 when one failed."""
+    from .pipeline.video import output_for
+    from .report.preview import preview_video
+    from .store import resolve_jobs_dir
+
+    worst = 0
+    for path in videos:
+        try:
+            _preview_done(preview_video(resolve_jobs_dir(jobs_dir), path, output_for(path, output, len(videos) > 1),
+                                        options, n), f"frames of {path.name}")
+        except click.exceptions.Exit as done:
+            worst = max(worst, done.exit_code)
+        except ArchiveRestoreError as exc:
+            click.echo(f"error: {path}: {exc}", err=True)
+            worst = max(worst, exc.exit_code)
     if worst:
         raise click.exceptions.Exit(worst)
 
@@ -296,15 +417,22 @@ def _video_report(store, job, summary) -> int:
                    f"nothing written at {job.output})", err=True)
         return 1
     click.echo(f"job {job.id}: {job.input} -> {job.output} ({summary.done} items in {summary.seconds:.1f} s)")
+    from .pipeline.video import damage_note
+
+    if note := damage_note(store.items(job.id)):
+        click.echo(f"note: {note}", err=True)
     return 0
 
 
-def _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs) -> None:
+def _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs, executor) -> None:
+    from .executors import open_executor
     from .pipeline.video import VideoJob, VideoJobOptions, open_video_job
 
     options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
     job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_video_job)
-    summary = VideoJob(store, job, options).run(retry_failed=retry_failed)
+    video_job = VideoJob(store, job, options)
+    with open_executor(executor) as chosen:
+        summary = _run_recorded(store, video_job, retry_failed=retry_failed, work=chosen.work_for(video_job))
     if _video_report(store, job, summary):
         raise click.exceptions.Exit(1)
 
@@ -421,27 +549,66 @@ def bench_steady(image, width, frames, noise, seed, face_detector, restorer, dev
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A video whose first --frames frames are used (default: a synthetic clip made here).")
 @click.option("--size", "sizes", type=click.Choice(["compact", "large"]), multiple=True,
-              help="CondSR size (repeatable; default both).")
+              help="CondSR size (repeatable) [default: compact].")
+@click.option("--upscaler", "upscalers", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An upscaler file: adds a row for the stack with it (cleanup -> upscaler -> CondSR blend), keyed "
+                   "by the file's stem (repeatable).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per forward pass.")
-@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames measured [default: 8 on CPU, 100 on CUDA].")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames measured [default: 48 on CPU, 100 on CUDA].")
 @click.option("--width", type=click.IntRange(min=16), default=480, show_default=True, help="Synthetic clip width.")
 @click.option("--height", type=click.IntRange(min=16), default=352, show_default=True, help="Synthetic clip height.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
-              help="LQ tile of the end-to-end render [default: the frame's longer side, no tiling].")
+              help="LQ tile [default: the jobs' default, sized to the device's free memory].")
 @_models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_speed(input_path, sizes, device, batch, frames, width, height, tile, models_dirs, json_path, quiet) -> None:
+def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, height, tile, models_dirs, json_path,
+                quiet) -> None:
     """Frames per second: decode, our forward, the eager forward, end to end (the video job's render)
-    and a Real-ESRGAN-style per-frame loop with the same network; peak memory."""
+    and a Real-ESRGAN-style per-frame loop with the same networks, for CondSR and for the stack with
+    each --upscaler; peak memory."""
     from .bench_speed import SpeedConfig, format_table, run_speed
 
-    cfg = SpeedConfig(input=input_path, sizes=sizes or ("compact", "large"), device=device, batch=batch, frames=frames,
-                      width=width, height=height, tile=tile, models=models_dirs, progress=not quiet)
+    cfg = SpeedConfig(input=input_path, sizes=sizes or ("compact",), upscalers=upscalers, device=device, batch=batch,
+                      frames=frames, width=width, height=height, tile=tile, models=models_dirs, progress=not quiet)
     result = run_speed(cfg)
     click.echo(format_table(result))
     _write_json(json_path, result)
+
+
+@bench.command("runtime")
+@click.option("--upscaler", "upscalers", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An upscaler file (spandrel or ncnn .param; repeatable) [default: every known upscaler present].")
+@click.option("--size", type=click.IntRange(min=16), default=128, show_default=True, help="Input side in pixels.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs per runtime after a warm-up (the median counts).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: torch's].")
+@click.option("--no-compile", is_flag=True, help="Leave out torch.compile (its compile takes minutes for RRDB).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_runtime(upscalers, size, runs, threads, no_compile, json_path, quiet) -> None:
+    """Seconds per upscaler forward on the CPU with each runtime (torch, channels-last, ONNX Runtime,
+    ncnn, torch.compile) on the same input, each one's max difference from torch fp32, and the
+    runtime `auto` picks."""
+    import torch
+
+    from .bench_runtime import format_table, run_runtime
+
+    if threads:
+        torch.set_num_threads(threads)
+    result = run_runtime(upscalers, size=size, runs=runs, compile_too=not no_compile, progress=not quiet)
+    click.echo(format_table(result))
+    _write_json(json_path, result)
+
+
+def _size(text: str, option: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> (width, height), or a usage error naming ``option``."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 16 for p in parts):
+        raise click.BadParameter(f"{text!r}: give WIDTHxHEIGHT (16 pixels or more each), e.g. 3840x2160",
+                                 param_hint=option)
+    return int(parts[0]), int(parts[1])
 
 
 @bench.command("memory")
@@ -450,19 +617,76 @@ def bench_speed(input_path, sizes, device, batch, frames, width, height, tile, m
 @click.option("--width", type=click.IntRange(min=16), default=128, show_default=True, help="Synthetic clip width.")
 @click.option("--height", type=click.IntRange(min=16), default=96, show_default=True, help="Synthetic clip height.")
 @click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@click.option("--upscaler", default=None, help="--upscaler for the jobs [default: the jobs' default, auto].")
+@click.option("--photo", "photo_size", default=None, metavar="WxH",
+              help="Also restore one synthetic photo of this size with the photo job, e.g. 3840x2160.")
 @_models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench_memory(durations, width, height, scale, models_dirs, json_path, quiet) -> None:
+def bench_memory(durations, width, height, scale, upscaler, photo_size, models_dirs, json_path, quiet) -> None:
     """Peak memory of the video job on clips of the same size and different lengths (each job in its
-    own process): it should not grow with the length."""
+    own process): it should not grow with the length; with --photo, of one large photo."""
     from .bench_memory import MemoryConfig, format_table, run_memory
 
+    photo = _size(photo_size, "--photo") if photo_size else None
     cfg = MemoryConfig(durations=durations or (10.0, 60.0), width=width, height=height, scale=int(scale),
-                       models=models_dirs, progress=not quiet)
+                       models=models_dirs, progress=not quiet, upscaler=upscaler, photo=photo)
     result = run_memory(cfg)
     click.echo(format_table(result))
     _write_json(json_path, result)
+
+
+@bench.command("scale")
+@click.option("--photos", type=click.Path(exists=True, path_type=Path),
+              default=SHARED_DATA / "real" / "photos" / "redegnet_lqs", show_default=True,
+              help="A folder of photos (recursive); the same ones for every executor.")
+@click.option("--max-photos", type=click.IntRange(min=1), default=8, show_default=True, help="Use only the first N.")
+@click.option("--workers", "worker_counts", type=click.IntRange(min=1), multiple=True,
+              help="Ray worker counts to measure (repeatable) [default: 1 and 2].")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="A Ray cluster [default: $RAY_ADDRESS, else a local Ray instance for each configuration].")
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@click.option("--upscaler", default="condsr", show_default=True, metavar="auto|condsr|NAME|PATH",
+              help="As for `run`; condsr (no upscaler file) keeps a CPU run short.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@_models_dir_option
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+def bench_scale(photos, max_photos, worker_counts, ray_address, cpus_per_worker, gpus_per_worker, scale, upscaler,
+                device, models_dirs, json_path) -> None:
+    """Photos per second of the photo job on the local executor and on Ray with 1, 2... workers, on the
+    same photos (outputs checked to be the local ones)."""
+    from .bench_scale import ScaleConfig, format_table, run_scale
+    from .pipeline.photo import PhotoJobOptions
+
+    options = PhotoJobOptions(scale=int(scale), device=device, models_dirs=tuple(models_dirs),
+                              **_upscaler_settings(upscaler, None, models_dirs))
+    cfg = ScaleConfig(photos=photos, max_photos=max_photos, workers=worker_counts or (1, 2), ray_address=ray_address,
+                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, options=options)
+    result = run_scale(cfg)
+    click.echo(format_table(result))
+    _write_json(json_path, result)
+
+
+@bench.command("soak")
+@click.option("--photos", type=click.IntRange(min=2), default=300, show_default=True, help="Small photos to restore.")
+@click.option("--kills", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Times the job is killed with SIGKILL at random moments before it is run to the end.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_models_dir_option
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_soak(photos, kills, seed, models_dirs, json_path, quiet) -> None:
+    """A photo job killed again and again (SIGKILL, random moments), then finished: every photo done once,
+    outputs byte-identical to an uninterrupted run's, no temporary file left; exit 1 when a check fails."""
+    from .bench_soak import SoakConfig, format_lines, run_soak
+
+    result = run_soak(SoakConfig(photos=photos, kills=kills, seed=seed, models=models_dirs, progress=not quiet))
+    click.echo(format_lines(result))
+    _write_json(json_path, result.as_dict())
+    if not result.passed:
+        raise click.exceptions.Exit(1)
 
 
 @bench.command("niqe")

@@ -51,3 +51,29 @@ class DeviceError(ArchiveRestoreError):
 
 class DataError(ArchiveRestoreError):
     """Training or benchmark data is missing or empty."""
+
+
+class DiskFullError(ArchiveRestoreError):
+    """No space left on the device holding the output or the job folder. The job stopped at the first
+    full write, with nothing half-written; the same command carries on once there is room."""
+
+
+class DatabaseError(JobError):
+    """The job database cannot be used as it is."""
+
+
+class DatabaseDamagedError(DatabaseError):
+    """The job database file is corrupt or truncated; ``archive-restore jobs --repair`` salvages it."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """Another program kept the job database locked for longer than the store waits."""
+
+
+class ClusterError(ArchiveRestoreError):
+    """``--executor ray`` cannot run: Ray is not installed, the cluster cannot be reached, or a worker
+    cannot reach the job's files (the message names the node)."""
+
+
+class WorkerError(ArchiveRestoreError):
+    """An item failed on a cluster worker with an error that could not be sent back as it was."""

@@ -6,9 +6,14 @@ resuming, crash safety, failures and progress lives here. An item's output is wr
 so a crash never leaves a half-written file under the final name, and an item is marked done only
 after its output is in place. A crash between the rename and ``mark_done`` redoes that one item,
 which rewrites the same file.
+
+A full disk is not one bad item: the first write that fails with ENOSPC puts its item back to
+pending and stops the job with DiskFullError naming the folder (the temporary file is removed), so
+the same command carries on once there is room.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -20,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from archive_restore.errors import JobError
+from archive_restore.errors import DiskFullError, JobError
 from archive_restore.store import DONE, FAILED, PENDING, SKIPPED, Item, Job, JobStore
 
 _TEMP_NAME = re.compile(r"^\..*\.(?P<pid>\d+)\.tmp(\.[^.]*)?$")
@@ -50,6 +55,7 @@ class Summary:
 
 
 ProcessItem = Callable[[Item], ItemResult]
+Work = Callable[[Job, Callable[[], None]], None]
 
 
 def temp_path(final_path: str | os.PathLike[str]) -> Path:
@@ -120,7 +126,7 @@ def _pid_alive(pid: int) -> bool:
 
 def run_job(store: JobStore, job: Job, process_item: ProcessItem, progress: bool = True, *,
             restart: bool = False, retry_failed: bool = False,
-            prepare: Callable[[Job], None] | None = None) -> Summary:
+            prepare: Callable[[Job], None] | None = None, work: Work | None = None) -> Summary:
     """Work through the job's pending items under its lock and return the resulting Summary.
 
     ``restart`` resets every item first, ``retry_failed`` puts failed ones back. An exception from
@@ -128,7 +134,9 @@ def run_job(store: JobStore, job: Job, process_item: ProcessItem, progress: bool
     BaseException) puts the item back to pending and is re-raised. Raises JobLockedError when
     another process holds the job. ``prepare(job)``, when given, runs under the lock before the
     first claim: a pipeline's analysis pass (it records what it finds with ``update_item``, so it
-    too resumes where it stopped).
+    too resumes where it stopped). ``work(job, advance)``, when given, works through the items
+    instead of the loop here (another executor: ``cluster``); it records each item with
+    ``process_one`` and calls ``advance()`` after each.
     """
     started = time.monotonic()
     with store.open_for_work(job.id) as job:
@@ -140,9 +148,12 @@ def run_job(store: JobStore, job: Job, process_item: ProcessItem, progress: bool
         if prepare is not None:
             prepare(job)
         with _progress_bar(store, job, progress) as bar:
-            while (item := store.claim_next(job.id)) is not None:
-                _process_one(store, item, process_item)
-                _advance(bar, store, job.id)
+            if work is not None:
+                work(job, lambda: _advance(bar, store, job.id))
+            else:
+                while (item := store.claim_next(job.id)) is not None:
+                    process_one(store, item, process_item, job)
+                    _advance(bar, store, job.id)
     counts = store.summary(job.id)
     return Summary(done=counts[DONE], failed=counts[FAILED], skipped=counts[SKIPPED],
                    pending=counts[PENDING], seconds=round(time.monotonic() - started, 3))
@@ -158,12 +169,16 @@ def _clean_outputs(store: JobStore, job: Job) -> None:
     remove_stale_temps(store.job_dir(job.id))
 
 
-def _process_one(store: JobStore, item: Item, process_item: ProcessItem) -> None:
+def process_one(store: JobStore, item: Item, process_item: ProcessItem, job: Job) -> None:
     """Run one claimed item and record its outcome."""
     try:
         result = process_item(item)
         _check_output(result)
     except Exception as exc:  # one bad item must not stop the job: record it and go on
+        full = disk_full(exc)
+        if full is not None:  # ... but a full disk stops it: every later item would fail the same way
+            store.requeue(item.id)
+            raise DiskFullError(_disk_full_message(full, job)) from exc
         store.mark_failed(item.id, f"{type(exc).__name__}: {exc}")
         return
     except BaseException:
@@ -174,6 +189,25 @@ def _process_one(store: JobStore, item: Item, process_item: ProcessItem) -> None
         return
     store.mark_done(item.id, output=result.output, code=result.code,
                     code_source=result.code_source, faces=result.faces, extra=result.extra)
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC (or EDQUOT) error behind ``exc`` (itself, or what it was raised from), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _disk_full_message(error: OSError, job: Job) -> str:
+    """Which folder is full (the failing file's, else the job's output folder) and what to do."""
+    output = Path(job.output)
+    folder = Path(error.filename).parent if error.filename else (output if output.is_dir() else output.parent)
+    return (f"no space left on {folder} ({os.strerror(error.errno)}); nothing half-written was kept: "
+            f"free some space there, then run the same command again to carry on")
 
 
 def _check_output(result: ItemResult) -> None:

@@ -13,6 +13,15 @@ Concurrency: WAL mode, a busy timeout, and every write in a ``BEGIN IMMEDIATE`` 
 readers (``jobs``, ``status``) never block and concurrent writers never corrupt the database. The
 job lock is an OS file lock (``fcntl.flock``): the kernel drops it when its holder dies, even by
 SIGKILL, so it is never stale.
+
+Damage and contention: opening checks the file (``PRAGMA quick_check``); a corrupt or truncated
+database raises DatabaseDamagedError pointing at ``archive-restore jobs --repair`` (``repair.py``),
+never a silent fresh start. A database another program keeps locked is waited for
+``BUSY_TIMEOUT_S``, then DatabaseBusyError says so; a full disk is DiskFullError.
+
+Items remember the input they were made from (``size``, ``mtime``, ``sha256``): a pipeline compares
+them on the next run and puts a changed input back to work with ``source_changed``. Databases made
+before the ``sha256`` column existed get it added on open.
 """
 from __future__ import annotations
 
@@ -33,7 +42,13 @@ from typing import Any
 import sqlite_utils
 
 from archive_restore import __version__
-from archive_restore.errors import JobError, JobLockedError
+from archive_restore.errors import (
+    DatabaseBusyError,
+    DatabaseDamagedError,
+    DiskFullError,
+    JobError,
+    JobLockedError,
+)
 
 JOBS_DIR_ENV = "ARCHIVE_RESTORE_JOBS_DIR"
 DB_NAME = "archive-restore.db"
@@ -53,8 +68,9 @@ _JOBS_SCHEMA = {
 _ITEMS_SCHEMA = {
     "id": int, "job_id": str, "key": str, "size": int, "mtime": float, "status": str,
     "attempts": int, "error": str, "output": str, "code": str, "code_source": str, "faces": int,
-    "started": str, "finished": str, "seconds": float, "extra": str,
+    "started": str, "finished": str, "seconds": float, "extra": str, "sha256": str,
 }
+_JOB_DIR_NAME = re.compile(r"^[0-9a-f]{12}$")
 _UPDATABLE = frozenset({"output", "code", "code_source", "faces", "extra", "seconds"})
 
 
@@ -145,6 +161,7 @@ class Item:
     finished: str | None
     seconds: float | None
     extra: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # of the input as it was read (photos), None until then
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Item:
@@ -161,6 +178,7 @@ class ItemSpec:
     size: int | None = None
     mtime: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
 
 
 class JobLock:
@@ -256,9 +274,16 @@ class JobStore:
         """Open (creating if needed) the store in ``resolve_jobs_dir(jobs_dir)``."""
         folder = resolve_jobs_dir(jobs_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        _refuse_emptied(folder)
         conn = sqlite3.connect(folder / DB_NAME, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         store = cls(folder, sqlite_utils.Database(conn))
-        store._init_schema()
+        try:
+            with store._translated():
+                store._check_intact()
+                store._init_schema()
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     @property
@@ -275,6 +300,20 @@ class JobStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_intact(self) -> None:
+        """Raise DatabaseDamagedError unless SQLite's quick check of the whole file passes."""
+        found = self.db.conn.execute("PRAGMA quick_check(1)").fetchone()
+        if found is None or found[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick check: {found[0] if found else 'no answer'}")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """SQLite's errors as the store's: damaged, locked too long, disk full."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise database_error(exc, self.path) from exc
+
     def _init_schema(self) -> None:
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: no corruption, fewer fsyncs
@@ -284,21 +323,26 @@ class JobStore:
                                 defaults={"attempts": 0}, if_not_exists=True)
         self.db["items"].create_index(["job_id", "key"], unique=True, if_not_exists=True)
         self.db["items"].create_index(["job_id", "status"], if_not_exists=True)
+        if "sha256" not in self.db["items"].columns_dict:  # made by a version without it
+            self.db.execute("ALTER TABLE items ADD COLUMN sha256 TEXT")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock up front (no upgrade deadlocks in WAL)."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._translated():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite has rolled back already after some errors (disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return list(self.db.query(sql, params))
+        with self._translated():
+            return list(self.db.query(sql, params))
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -368,12 +412,12 @@ class JobStore:
 
         Returns how many were new.
         """
-        rows = [(job_id, s.key, s.size, s.mtime, PENDING, canonical_json(s.extra)) for s in specs]
+        rows = [(job_id, s.key, s.size, s.mtime, s.sha256, PENDING, canonical_json(s.extra)) for s in specs]
         with self._write() as conn:
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO items (job_id, key, size, mtime, status, attempts, extra)"
-                " VALUES (?, ?, ?, ?, ?, 0, ?)", rows)
+                "INSERT OR IGNORE INTO items (job_id, key, size, mtime, sha256, status, attempts, extra)"
+                " VALUES (?, ?, ?, ?, ?, ?, 0, ?)", rows)
             added = conn.total_changes - before
             if added:
                 self._refresh_job(conn, job_id)
@@ -452,6 +496,29 @@ class JobStore:
             self._set(conn, item_id, values)
         return self.item(item_id)
 
+    def set_source(self, item_id: int, *, size: int | None, mtime: float | None,
+                   sha256: str | None) -> Item:
+        """Record the input file as it was read for this item (its size, mtime and content hash)."""
+        with self._write() as conn:
+            self._item_row(conn, item_id)
+            self._set(conn, item_id, {"size": size, "mtime": mtime, "sha256": sha256})
+        return self.item(item_id)
+
+    def source_changed(self, item_id: int, *, size: int | None, mtime: float | None,
+                       sha256: str | None) -> Item:
+        """The item's input is another file now (replaced or edited): record it and put the item back
+        to pending with its results cleared, whatever its status (its output, if any, stays on disk
+        until the redo replaces it)."""
+        with self._write() as conn:
+            row = self._item_row(conn, item_id)
+            self._set(conn, item_id, {
+                "size": size, "mtime": mtime, "sha256": sha256, "status": PENDING, "attempts": 0,
+                "error": None, "output": None, "code": None, "code_source": None, "faces": None,
+                "started": None, "finished": None, "seconds": None,
+                "extra": canonical_json({"input_changed": _now()})})
+            self._refresh_job(conn, row["job_id"])
+        return self.item(item_id)
+
     def requeue(self, item_id: int) -> Item:
         """Put a running item back to pending (attempts kept), e.g. after Ctrl-C."""
         with self._write() as conn:
@@ -470,6 +537,16 @@ class JobStore:
     def reset(self, job_id: str) -> int:
         """Start the job over: every item pending, attempts and results cleared (extra kept)."""
         return self._move(job_id, ITEM_STATUSES, clear_results=True)
+
+    def restore_rows(self, jobs: Sequence[dict[str, Any]], items: Sequence[dict[str, Any]]) -> None:
+        """Insert job and item rows as they were (salvaged by ``repair``); existing ones are kept."""
+        with self._write() as conn:
+            for table, rows in (("jobs", jobs), ("items", items)):
+                for row in rows:
+                    conn.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(row)})"
+                                 f" VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+            for job_id in {row["job_id"] for row in items}:
+                self._refresh_job(conn, job_id)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -529,6 +606,34 @@ class JobStore:
             status, finished = (FAILED if counts.get(FAILED) else DONE), now
         conn.execute("UPDATE jobs SET status = ?, updated = ?, finished = ? WHERE id = ?",
                      (status, now, finished, job_id))
+
+
+def database_error(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """The store's exception for SQLite's ``exc`` on the database ``path``."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return DatabaseBusyError(
+            f"the job database {path} stayed locked by another program for {BUSY_TIMEOUT_S:.0f} s ({text}); "
+            "close the program holding it (a database browser, a backup tool) and run the command again")
+    if "full" in text:
+        return DiskFullError(f"no space left on {path.parent} for the job database ({text}): "
+                             "free some space there, then run the same command again")
+    return DatabaseDamagedError(
+        f"the job database {path} is damaged ({text}); run `archive-restore jobs --repair --jobs-dir "
+        f"{path.parent}` to salvage its jobs and finished items (the damaged file is kept beside it)")
+
+
+def _refuse_emptied(folder: Path) -> None:
+    """An empty database file beside job folders lost its contents: refuse to start afresh over it."""
+    path = folder / DB_NAME
+    if not path.is_file() or path.stat().st_size:
+        return
+    jobs = [p.name for p in folder.iterdir() if p.is_dir() and _JOB_DIR_NAME.match(p.name)]
+    if jobs:
+        raise DatabaseDamagedError(
+            f"the job database {path} is empty (0 bytes) although {folder} holds the folders of "
+            f"{len(jobs)} job(s); run `archive-restore jobs --repair --jobs-dir {folder}` to start a new "
+            "database knowingly (finished outputs stay on disk; their items are redone)")
 
 
 def _check_status(status: str) -> None:

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import upscale_runtime
 from .errors import ArchiveRestoreError, CheckpointError, ModelNotFoundError, UsageError
 from .models import models_dirs as _models_dirs
 from .weights import sha256_file
@@ -201,12 +202,14 @@ def resolve_upscaler(choice: str, models_dirs: Sequence[Path] = ()) -> UpscalerR
 
 
 class Upscaler:
-    """A loaded upscaler: ``model`` in eval mode on its device; calling it upscales a batch."""
+    """A loaded upscaler: ``model`` in eval mode on its device; calling it upscales a batch through
+    ``runtime`` (:mod:`archive_restore.upscale_runtime`; the module itself unless told otherwise)."""
 
     def __init__(self, ref: UpscalerRef, model: torch.nn.Module, scale: int, architecture: str,
-                 multiple_of: int = 1, minimum: int = 0):
+                 multiple_of: int = 1, minimum: int = 0, runtime: upscale_runtime.Runtime | None = None):
         self.ref, self.model, self.scale, self.architecture = ref, model, scale, architecture
         self.multiple_of, self.minimum = multiple_of, minimum
+        self.runtime = runtime or upscale_runtime.TorchRuntime(model)
 
     def __call__(self, lq: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, 3, H*scale, W*scale), not clamped. No tiling."""
@@ -218,7 +221,7 @@ class Upscaler:
             if ph or pw:
                 mode = "reflect" if ph < h and pw < w else "replicate"
                 x = F.pad(x, (0, pw, 0, ph), mode=mode)
-            out = self.model(x)
+            out = self.runtime(x)
         return out[..., : h * self.scale, : w * self.scale] if ph or pw else out
 
     def _pad(self, size: int) -> int:
@@ -226,12 +229,15 @@ class Upscaler:
         return target + (-target % self.multiple_of) - size
 
     def __repr__(self) -> str:
-        return f"Upscaler({self.ref.name!r}, {self.architecture}, x{self.scale}, {self.ref.path})"
+        return f"Upscaler({self.ref.name!r}, {self.architecture}, x{self.scale}, {self.runtime.name}, {self.ref.path})"
 
 
-def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu") -> Upscaler:
+def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu", runtime: str = "auto",
+                  progress: bool = True) -> Upscaler:
     """The upscaler ``ref`` names, on ``device``: spandrel reads model files (pickles only through its
-    restricted unpickler); ncnn files are rebuilt through :mod:`archive_restore.nets.ncnn`."""
+    restricted unpickler); ncnn files are rebuilt through :mod:`archive_restore.nets.ncnn`. On the
+    CPU it runs through ``runtime`` (``auto``: the fastest that matches torch, measured once per
+    machine; see :mod:`archive_restore.upscale_runtime`); on CUDA always through torch."""
     import spandrel
 
     if ref.path is None:
@@ -240,13 +246,12 @@ def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu") -> Upsca
     if not path.is_file():
         raise ModelNotFoundError(f"upscaler file {path} not found ({ref.source})")
     weights = path.with_suffix(".bin") if path.suffix == NCNN_SUFFIX else path
-    if ref.sha256 is not None:
-        digest = _digest(path)
-        if digest != ref.sha256:
-            raise CheckpointError(
-                f"upscaler file {weights} changed since the job started: its sha256 is now {digest}, the job "
-                f"recorded {ref.sha256}. Put the original file back, or start a new job to use this one."
-            )
+    digest = _digest(path)
+    if ref.sha256 is not None and digest != ref.sha256:
+        raise CheckpointError(
+            f"upscaler file {weights} changed since the job started: its sha256 is now {digest}, the job "
+            f"recorded {ref.sha256}. Put the original file back, or start a new job to use this one."
+        )
     ncnn = None
     try:
         if path.suffix == NCNN_SUFFIX:
@@ -268,8 +273,10 @@ def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu") -> Upsca
     if ncnn is not None:
         ncnn_reader.check_same_output(ncnn, model)
     size = descriptor.size_requirements
-    return Upscaler(ref, model.to(device), int(descriptor.scale), descriptor.architecture.name,
-                    multiple_of=size.multiple_of, minimum=size.minimum)
+    model = model.to(device)
+    run = upscale_runtime.select(runtime, model, upscale_runtime.Weights(path, digest), torch.device(device), progress)
+    return Upscaler(ref, model, int(descriptor.scale), descriptor.architecture.name,
+                    multiple_of=size.multiple_of, minimum=size.minimum, runtime=run)
 
 
 def _detect(path: Path, state: dict):

@@ -25,6 +25,24 @@ def no_installed_upscalers():
         yield
 
 
+@pytest.fixture(autouse=True)
+def one_network_thread():
+    """Jobs in tests (and the job processes they start) run the networks on one thread: no start-up
+    thread probe, and the same float rounding in every process, so outputs compare byte for byte."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARCHIVE_RESTORE_THREADS", "1")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def torch_upscaler_runtime():
+    """Upscalers loaded with ``runtime="auto"`` run through torch: no runtime probe, no .onnx export into
+    the user's cache. tests/test_upscale_runtime.py removes the variable to test ``auto`` itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARCHIVE_RESTORE_UPSCALER_RUNTIME", "torch")
+        yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data, or skip the test with a reason."""
@@ -59,6 +77,50 @@ def tiny_models(tmp_path_factory) -> Path:
     save_checkpoint(CondSR(code_dim=16, width=4, blocks=1), folder / MODEL_FILES["condsr_compact"])
     save_checkpoint(CondSR(code_dim=16, width=4, blocks=1, conditioned=False), folder / MODEL_FILES["condsr_uncond_compact"])
     save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), folder / MODEL_FILES["cleanup_compact"])
+    return folder
+
+
+@pytest.fixture
+def conditioned_models(tmp_path_factory) -> Path:
+    """``tiny_models`` in which the code reaches the pixels: the encoders' convolutions He-initialised
+    and their last layer scaled up without its bias (default-initialised tiny encoders give every
+    image nearly the same code, ~5e-5 apart; these ~0.1-0.2 apart, norms ~1.5), every FiLM projection of CondSR and the Cleanup random instead of zero (so the
+    code modulates each block), and the Cleanup's tone and tail random too (so the code sets a
+    visible cast). Still tiny: job tests stay fast; the networks are what ``direct_render`` calls."""
+    import torch
+
+    from archive_restore.models import MODEL_FILES
+    from archive_restore.nets import BlindDegEncoder, Cleanup, CondSR, DegEncoder, DegSynth, save_checkpoint
+    from archive_restore.nets.layers import FiLM
+
+    folder = tmp_path_factory.mktemp("conditioned_models")
+    torch.manual_seed(11)
+
+    def he(encoder):
+        for conv in (m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)):
+            torch.nn.init.normal_(conv.weight, 0.0, (2.0 / conv.weight[0].numel()) ** 0.5)
+        with torch.no_grad():  # codes that differ with the picture, not one shared bias
+            encoder.head.mlp[-1].weight.mul_(10.0)
+            encoder.head.mlp[-1].bias.zero_()
+        return encoder
+
+    def film(net, std: float):
+        with torch.no_grad():
+            for layer in (m for m in net.modules() if isinstance(m, FiLM)):
+                layer.proj.weight.normal_(0.0, std)
+                layer.proj.bias.normal_(0.0, std / 4)
+        return net
+
+    cleanup = film(Cleanup(code_dim=16, width=8, blocks=1), 0.5)
+    with torch.no_grad():
+        cleanup.tone.weight.normal_(0.0, 0.3)
+        cleanup.tail.weight.normal_(0.0, 0.05)
+    save_checkpoint(he(DegEncoder(code_dim=16, width=4, input_size=64)), folder / MODEL_FILES["deg_encoder"])
+    save_checkpoint(he(BlindDegEncoder(code_dim=16, width=4, input_size=64)), folder / MODEL_FILES["blind_encoder"])
+    save_checkpoint(DegSynth(code_dim=16, width=4, layers=1), folder / MODEL_FILES["deg_synth"])
+    save_checkpoint(film(CondSR(code_dim=16, width=4, blocks=1), 2.0), folder / MODEL_FILES["condsr_compact"])
+    save_checkpoint(CondSR(code_dim=16, width=4, blocks=1, conditioned=False), folder / MODEL_FILES["condsr_uncond_compact"])
+    save_checkpoint(cleanup, folder / MODEL_FILES["cleanup_compact"])
     return folder
 
 

@@ -115,20 +115,34 @@ def test_out_of_memory_at_the_smallest_tile_is_a_device_error():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="no CUDA device here: bf16 autocast, pinned memory and non-blocking copies need one")
-def test_cuda_bf16_pinned_path_matches_eager_fp32():
+                    reason="no CUDA device here: autocast, pinned memory and non-blocking copies need one")
+def test_cuda_path_as_jobs_run_it_matches_eager_fp32():
+    """As in production: CondSR itself on the GPU (its FiLM folded there, outside the autocast), frames
+    uploaded as uint8 and as float, whole frames batched and frames in tiles, through the reused
+    pinned buffers; every result within CUDA_TOLERANCE of the eager fp32 forward on the CPU."""
+    import copy
+
     model = _net()
     device = torch.device("cuda")
-    fast = FastCondSR(model, device)
-    assert fast.bf16
+    fast = FastCondSR(copy.deepcopy(model).to(device))
+    assert fast.device.type == "cuda" and fast.dtype in (torch.bfloat16, torch.float16)
     code = np.random.default_rng(1).standard_normal(16).astype(np.float32)
     frames = [np.random.default_rng(i).random((32, 40, 3), dtype=np.float32) for i in range(4)]
+    with torch.no_grad():
+        lq = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+        eager = model(lq, torch.from_numpy(code)[None].expand(4, -1)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     restorer = FrameRestorer(fast, 4, batch=4)
     out = restorer.restore(frames, code)
     assert restorer._pinned is not None and restorer._pinned.is_pinned()
-    with torch.no_grad():
-        eager = model(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), torch.from_numpy(code)[None].expand(4, -1))
-    assert np.abs(np.stack(out) - eager.clamp(0, 1).permute(0, 2, 3, 1).numpy()).max() < CUDA_TOLERANCE
+    assert np.abs(np.stack(out) - eager).max() < CUDA_TOLERANCE
+    kept = [o.copy() for o in out]
+    restorer.restore([1 - f for f in frames], code)  # refills the reused pinned buffers
+    assert all(np.array_equal(a, b) for a, b in zip(out, kept))  # what was returned is not a view of them
+    uint8 = [(f * 255).round().astype(np.uint8) for f in frames]
+    from_uint8 = FrameRestorer(fast, 4, batch=4).restore(uint8, code)
+    assert np.abs(np.stack(from_uint8) - eager).max() < CUDA_TOLERANCE + 4 / 255  # the input rounded to 8 bits
+    tiled = FrameRestorer(fast, 4, batch=4, tile=24, overlap=4).restore(frames, code)
+    assert np.abs(np.stack(tiled) - eager).mean() < 0.05  # as on the CPU: tile seams are blended, not exact
 
 
 def test_bench_speed_on_a_tiny_clip_writes_every_figure(tmp_path, monkeypatch):
@@ -153,3 +167,33 @@ def test_bench_speed_on_a_tiny_clip_writes_every_figure(tmp_path, monkeypatch):
     assert figures["end_to_end_over_forward"] == pytest.approx(figures["end_to_end_fps"] / figures["forward_fps"], rel=0.01, abs=1e-3)  # rounded to 3 places
     assert "condsr_compact.safetensors" in data["meta"]["weights"]["compact"]
     assert "end_to_end_fps" in result.output and "per_frame_loop_fps" in result.output
+
+
+def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkeypatch):
+    """--upscaler FILE adds a row keyed by the file's stem, measured on the stack (cleanup -> that
+    upscaler -> the CondSR blend) with the jobs' defaults: the end-to-end render writes a 4x video."""
+    from spandrel.architectures.Compact import Compact
+
+    from archive_restore.nets import Cleanup
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(BlindDegEncoder(code_dim=16, width=8, input_size=64), models / "blind_encoder.safetensors")
+    save_checkpoint(CondSR(code_dim=16, width=8, blocks=1), models / "condsr_compact.safetensors")
+    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
+    upscaler = tmp_path / "tiny-x4.pth"
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
+    out = tmp_path / "speed.json"
+    result = CliRunner().invoke(cli, ["bench", "speed", "--device", "cpu", "--frames", "3", "--width", "40",
+                                      "--height", "32", "--batch", "2", "--quiet", "--upscaler", str(upscaler),
+                                      "--models-dir", str(models), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data) == {"compact", "tiny-x4", "meta"}  # compact by default, large only when asked for
+    row = data["tiny-x4"]
+    assert set(row) == set(KEYS) and row["frames"] == 3 and (row["batch"], row["tile"]) == (2, None)
+    for key in ("forward_fps", "eager_forward_fps", "end_to_end_fps", "per_frame_loop_fps", "peak_rss_mb"):
+        assert row[key] > 0, key
+    assert "tiny-x4.pth" in data["meta"]["weights"]["tiny-x4"] and "cleanup_compact" in data["meta"]["weights"]["tiny-x4"]
+    assert "tiny-x4" in result.output.splitlines()[0]

@@ -25,7 +25,9 @@ def test_demo_builds_scans_runs_the_job_and_measures(tmp_path, tiny_models):
     assert [r.key for r in rows] == ["family/astronaut.png", "places/camera.png"]
     for r in rows:
         assert math.isfinite(r.scan_psnr) and math.isfinite(r.restored_psnr)
-        assert r.code_source in {"faces", "folder", "job", "blind"}
+        # the scans (24 x 24 and 20 x 16 px) are too small for Haar to find a face in: no face, folder
+        # or job code, each scan's blind code
+        assert (r.code_source, r.faces) == ("blind", 0)
         assert (root / "scans" / r.key).is_file() and (root / "originals" / r.key).is_file()
         assert (root / "restored" / r.key).is_file()  # the folder structure is mirrored
     hq = demo.read_rgb(root / "originals" / "places" / "camera.png")

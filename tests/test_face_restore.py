@@ -18,14 +18,18 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import direct_render
 from archive_restore.cli import cli
+from archive_restore.codes import paired_face_code
 from archive_restore.errors import CheckpointError, UsageError
 from archive_restore.faces import align_face, feather_mask
-from archive_restore.faces.align import AlignedFace
-from archive_restore.faces.compose import compose_face, is_gray, match_colour, ring_weights, to_gray
-from archive_restore.faces.detect import Face
+from archive_restore.faces.align import AlignedFace, crop_to_image_matrix
+from archive_restore.faces.compose import compose_face, is_gray, match_colour, picture_face, ring_weights, to_gray
+from archive_restore.faces.detect import Face, make_detector
 from archive_restore.faces.parse import missing_notice as parse_missing_notice
 from archive_restore.faces.restore import FaceRestorer, blend, find_gfpgan, load_face_restorer
+from archive_restore.models import MODEL_FILES
+from archive_restore.nets import load_checkpoint
 from archive_restore.pipeline import engine as engine_module
 from archive_restore.pipeline import face_cache
 from archive_restore.pipeline.engine import Engine, EngineOptions, RestoredFaces
@@ -186,7 +190,52 @@ def test_compose_pastes_inside_the_oval_only_keeps_gray_gray_and_honours_fidelit
 
 def test_to_gray_and_is_gray():
     rgb = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
-    assert not is_gray(rgb) and is_gray(to_gray(rgb)) and is_gray(rgb[:, :, :1])
+    assert not is_gray(rgb) and is_gray(to_gray(rgb)) and is_gray(rgb[:, :, :1]) and is_gray(rgb[:, :, 0])
+    assert is_gray(np.zeros((0, 0, 3), np.float32))  # nothing to disagree
+    level = np.zeros((1, 1, 3))
+    level[0, 0, 1] = 1 / 255  # channels one 8-bit level apart still count as gray; two do not
+    assert is_gray(level) and not is_gray(level * 2)
+    luma = 0.299 * rgb[:, :, 0] + 0.587 * rgb[:, :, 1] + 0.114 * rgb[:, :, 2]  # Rec. 601
+    for image in (rgb, rgb.astype(np.float64)):
+        gray = to_gray(image)
+        assert gray.shape == (8, 8, 3) and gray.dtype == np.float32
+        np.testing.assert_allclose(gray, np.repeat(luma[:, :, None], 3, axis=2), rtol=0, atol=1e-6)
+
+
+def test_the_ring_is_where_the_mask_is_strictly_between_5_and_95_percent():
+    mask = np.array([[0.0, 0.05, 0.0501, 0.5, 0.9499, 0.95, 1.0]], np.float32)
+    ring = ring_weights(mask)
+    assert ring.dtype == np.float32 and ring.tolist() == [[0, 0, 1, 1, 1, 0, 0]]
+
+
+def test_colour_matching_needs_16_pixels_of_ring_and_takes_any_float():
+    rng = np.random.default_rng(2)
+    face, picture = rng.random((8, 8, 3)), rng.random((8, 8, 3)) * 0.5
+    weights = np.zeros((8, 8), np.float32)
+    weights[:2] = 1  # 16 pixels: enough to measure
+    matched = match_colour(face, picture, weights)  # float64 in: converted, not refused
+    assert matched.dtype == np.float32 and not np.allclose(matched, face, atol=1e-3)
+    weights[1, 7] = 0  # 15: too few, the face is left as it is
+    assert match_colour(face, picture, weights) is face
+
+
+def test_the_pictures_own_face_is_read_where_the_face_was_found(face_rgb):
+    """``picture_face`` cuts the face out of the restored picture as ``align_face`` cut it out of the
+    LQ image: the same crop (up to the inverted matrix's rounding) at x1, and at x2 from the picture
+    enlarged twice (up to the enlargement's resampling); beyond the picture's edge, mirrored as there."""
+    lq = face_rgb.astype(np.float32) / 255
+    (face,) = [f for f in make_detector("haar").detect(lq) if min(f.width, f.height) >= 16]
+    aligned = align_face(lq, face, 512)
+    assert np.array_equal(picture_face(lq, aligned, 512, 1.0), aligned.crop)  # measured: not even rounding
+    twice = cv2.resize(lq, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    # measured 0.004 (the x2 picture is resampled); 0.24 when read as if it were x1
+    assert np.abs(picture_face(twice, aligned, 512, 2.0) - aligned.crop).mean() < 0.02
+    # the face at the top left corner (Haar's box 54-85 x 20-51 moved to 6-37 x 4-35): the crop reaches
+    # beyond the picture, where both mirror it (a black border would be 0.85 off)
+    corner = np.ascontiguousarray(lq[16:, 48:])
+    x0, y0, x1, y1 = face.box
+    aligned = align_face(corner, Face((x0 - 48, y0 - 16, x1 - 48, y1 - 16), face.score, None, "haar"), 512)
+    assert np.array_equal(picture_face(corner, aligned, 512, 1.0), aligned.crop)
 
 
 # ------------------------------------------------------------------------------------ photo job
@@ -203,12 +252,28 @@ def _items(result, jobs: Path) -> tuple[dict, dict[str, dict]]:
     return status, {i["key"]: i for i in status["items"]}
 
 
-def test_photo_job_with_a_restorer_uses_paired_codes_and_pastes_faces(tmp_path, tiny_models, stand_in, face_rgb):
+def _stand_in_faces(rgb: np.ndarray) -> list[tuple[AlignedFace, np.ndarray]]:
+    """The faces the job finds (Haar, at least ``min_face`` pixels) aligned as it aligns them, each
+    with what the stand-in restorer makes of it: the crop brightened by 0.1 (a dirac convolution
+    plus 0.2 in [-1, 1]), clipped, and kept as float16 between the analysis and the render."""
+    faces = [f for f in make_detector("haar").detect(rgb) if min(f.width, f.height) >= EngineOptions().min_face]
+    aligned = [align_face(rgb, f, 512) for f in faces]
+    return [(a, np.clip(a.crop + 0.1, 0, 1).astype(np.float16).astype(np.float32)) for a in aligned]
+
+
+def _paste_area(aligned: AlignedFace, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Where the feathered ellipse of one face reaches in the picture (> 0), warped as the paste warps it."""
+    mask = feather_mask(512, "ellipse")
+    return cv2.warpAffine(mask, crop_to_image_matrix(aligned, 512, scale), (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
+
+
+def test_photo_job_with_a_restorer_uses_paired_codes_and_pastes_faces(tmp_path, conditioned_models, stand_in,
+                                                                      face_rgb):
     inp, jobs = tmp_path / "in", tmp_path / "jobs"
     inp.mkdir()
     Image.fromarray(face_rgb).save(inp / "colour.png")
     Image.fromarray(face_rgb).convert("L").save(inp / "gray.png")
-    models = ["--models-dir", tiny_models, "--models-dir", stand_in]
+    models = ["--models-dir", conditioned_models, "--models-dir", stand_in]
     common = ["--face-detector", "haar", "--scale", "2", *models]
 
     result = _run(["run", inp, "-o", tmp_path / "out", *common], jobs)
@@ -228,6 +293,34 @@ def test_photo_job_with_a_restorer_uses_paired_codes_and_pastes_faces(tmp_path, 
     assert plain_items["colour.png"]["extra"]["face_codes"] == "blind"
     assert "faces_restored" not in plain_items["colour.png"]["extra"]
     assert items["colour.png"]["code"] != plain_items["colour.png"]["code"]
+
+    # The paired code is DegEncoder's on (the LQ face, the stand-in's face), read at the face's scale.
+    rgb = direct_render.pixels(inp / "colour.png")
+    faces = _stand_in_faces(rgb)
+    assert len(faces) == items["colour.png"]["faces"] == items["colour.png"]["extra"]["faces_restored"] == 1
+    (aligned, restored), = faces
+    encoder = load_checkpoint(conditioned_models / MODEL_FILES["deg_encoder"]).model
+    lq_face, hq_face = (torch.from_numpy(x).permute(2, 0, 1)[None] for x in (aligned.crop, restored))
+    paired = paired_face_code(encoder, lq_face, hq_face, aligned.source_pixels)[0].numpy()
+    # the analysis reads the code from the float32 face, this from the float16 one: measured 5e-6 apart
+    np.testing.assert_allclose(items["colour.png"]["code"], paired, rtol=0, atol=2e-5)
+
+    # The picture is CondSR with that code and the stand-in's face pasted in: outside the feathered
+    # ellipse, exactly the render without a face restorer (with the same code); inside, the face the
+    # stand-in made, colour-matched to the picture and blended in as the mask says.
+    code = items["colour.png"]["code"]
+    base = direct_render.condsr(conditioned_models, rgb, code, 2)
+    got = direct_render.pixels(tmp_path / "out" / "colour.png")
+    area = _paste_area(aligned, got.shape[:2], 2.0)
+    assert 0.02 < (area > 0).mean() < 0.6  # the face is part of the picture, not all of it
+    assert np.abs(got - base)[area <= 0].max() <= direct_render.EIGHT_BIT
+    expected = compose_face(base, restored, aligned, scale=2.0)
+    assert np.abs(got - expected).max() <= direct_render.EIGHT_BIT
+    inside = area > 0.5
+    assert np.abs(got - base)[inside].mean() > 10 / 255  # the pasted face shows (measured: 27.9 levels)
+    # Without a face restorer nothing is pasted: CondSR with the blind code, everywhere.
+    none = direct_render.condsr(conditioned_models, rgb, plain_items["colour.png"]["code"], 2)
+    assert np.abs(direct_render.pixels(tmp_path / "plain" / "colour.png") - none).max() <= direct_render.EIGHT_BIT
 
 
 def test_without_gfpgan_the_job_says_so_once_and_falls_back(tmp_path, tiny_models, face_rgb):
@@ -300,7 +393,8 @@ def test_each_face_is_restored_once_the_render_pastes_what_the_analysis_kept(tmp
         assert items["a.png"].extra["faces_restored"] == faces["a.png"]
         assert not any(path.exists() for path in kept.values())  # removed once the photo is written
     outputs = [np.asarray(Image.open(tmp_path / "out" / n), np.float32) for n in ("a.png", "b.png")]
-    assert np.abs(outputs[0] - outputs[1]).max() <= 1  # kept or restored again: the same photo
+    # kept (float16) or restored again (rounded to float16 as well): the same photo, to the byte
+    assert np.array_equal(outputs[0], outputs[1])
 
 
 def test_kept_faces_are_used_only_for_what_they_were_made_from(tmp_path):

@@ -106,8 +106,36 @@ def test_cleanup_steps_reduce_loss_on_a_fixed_batch(tiny_data):
     lq, _, clean = step.batch(0)
     assert lq.shape == clean.shape == (4, 3, 16, 16)
     losses = [step(0) for _ in range(40)]  # step index 0 every time: the same batch
-    assert losses[0]["l1"] == pytest.approx(losses[0]["l1_input"], rel=1e-4)  # an untrained cleanup is the identity
+    assert float(losses[0]["l1"]) == pytest.approx(float(losses[0]["l1_input"]), rel=1e-4)  # an untrained cleanup is the identity
     assert losses[-1]["l1"] < 0.9 * losses[0]["l1"]
+
+
+def test_every_stage_builds_its_batches_on_the_models_device(tiny_data):
+    """Batches are made on the CPU; a stage whose networks live elsewhere (CUDA in production) must
+    move them there. The ``meta`` device stands in for CUDA on a machine without one: a batch left
+    on the CPU meets a meta weight and fails, and the losses come back on the networks' device."""
+    faces = FaceBank(tiny_data / "hq_faces", 64)
+    naturals = ImageBank.from_folder(tiny_data / "hq_natural", 64)
+    pairs = load_real_pairs([tiny_data / "real_face_pairs"], 64)
+    meta = torch.device("meta")
+    enc = DegEncoder(code_dim=16, width=8, input_size=64).to(meta)
+    syn, head = DegSynth(code_dim=16, width=8, layers=1).to(meta), make_param_head(16).to(meta)
+    condsr, blind = CondSR(code_dim=16, width=8, blocks=1).to(meta), BlindDegEncoder(code_dim=16, width=8, input_size=64).to(meta)
+    cleanup = Cleanup(code_dim=16, width=16, blocks=1).to(meta)
+    adam = lambda *nets: torch.optim.Adam([p for n in nets for p in n.parameters()], lr=1e-3)  # noqa: E731
+    restorer = RestorerStep(condsr, adam(condsr), enc, syn, faces, naturals, pairs, seed=0, batch=2, crop=64,
+                            synth_share=1.0)  # the DegSynth branch, with real pairs, every step
+    steps = {
+        "degradation": DegradationStep(enc, syn, head, adam(enc, syn, head), faces, naturals, pairs, seed=0, batch=2,
+                                       real_batch=2),
+        "restorer": restorer,
+        "restorer (handcrafted)": RestorerStep(condsr, adam(condsr), enc, syn, faces, naturals, [], seed=0, batch=2, crop=64),
+        "blind": DistillStep(blind, adam(blind), enc, condsr, faces, naturals, seed=0, batch=2),
+        "cleanup": CleanupStep(cleanup, adam(cleanup), restorer, blind),
+    }
+    for name, step in steps.items():
+        losses = step(0)
+        assert losses and all(v.device == meta for v in losses.values()), name
 
 
 def test_clean_target_is_the_hq_area_reduced():

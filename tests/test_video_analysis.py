@@ -109,7 +109,10 @@ def test_shots_without_faces_borrow_from_the_nearest_then_the_video_then_blind()
     shots = _fill(_shots({1, 2}, 6))
     assert [s.source for s in shots] == [NEIGHBOUR, FACES, FACES, NEIGHBOUR, NEIGHBOUR, WHOLE]
     assert shots[0].code[0] == 1 and shots[3].code[0] == 2 and shots[4].code[0] == 2
-    assert 1 <= shots[5].code[0] <= 2 and shots[5].detail.startswith("whole video")
+    assert [s.confidence for s in shots[:5]] == [0.4, 0.8, 0.8, 0.4, 0.4]  # a neighbour's code, half as sure
+    # shot 5 is too far from both: the whole video's code, the mean of the two face shots' (all 1 and all 2)
+    assert np.array_equal(shots[5].code, np.full(4, 1.5, np.float32)) and shots[5].confidence == 0.2
+    assert shots[5].detail == "whole video (2 shots with faces)"
     blind = _fill(_shots(set(), 2))
     assert [s.source for s in blind] == [BLIND, BLIND] and blind[0].code[0] == -1
 

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from video_clips import (SUBTITLES, TB, decoded, frame_pixels, make_audio_only, make_clip, packet_hashes,
                          stream_start, vfr_pts)
 
+import direct_render
 from archive_restore.cli import cli
 from archive_restore.media.video import probe
 from archive_restore.store import JobStore
@@ -110,16 +111,48 @@ def _write_frames(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
     return frames
 
 
-def test_faces_tracked_give_their_shot_its_code(tmp_path, tiny_models):
+def _rendered_frames(monkeypatch) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """What the video job restores (decoded frames, by pts) and what it hands the encoder (by pts)."""
+    from archive_restore.pipeline import video
+
+    given: dict[int, np.ndarray] = {}
+    encoded: dict[int, np.ndarray] = {}
+    restore, write = video.VideoJob.restore, video.SegmentWriter.write
+
+    def recording_restore(self, batch, code):
+        given.update((f.pts, f.rgb.copy()) for f in batch)
+        return restore(self, batch, code)
+
+    def recording_write(self, rgb, pts):
+        encoded[pts] = rgb.copy()
+        return write(self, rgb, pts)
+
+    monkeypatch.setattr(video.VideoJob, "restore", recording_restore)
+    monkeypatch.setattr(video.SegmentWriter, "write", recording_write)
+    return given, encoded
+
+
+def test_faces_tracked_give_their_shot_its_code(tmp_path, conditioned_models, monkeypatch):
     pytest.importorskip("skimage")
     path = tmp_path / "astronaut.mp4"
     _face_clip(path)
-    result = _video([str(path), "--scale", "1", "--detect-every", "2"], tiny_models, tmp_path / "jobs")
+    given, encoded = _rendered_frames(monkeypatch)
+    result = _video([str(path), "--scale", "1", "--detect-every", "2"], conditioned_models, tmp_path / "jobs")
     assert result.exit_code == 0, result.output
     _, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")
     assert analysis.extra["shots"] == 2 and analysis.extra["tracks"] == 1
     assert face_shot.code_source == "faces" and face_shot.faces == 1 and face_shot.extra["confidence"] > 0
     assert other_shot.code_source == "neighbour" and other_shot.code == face_shot.code
+
+    # Every frame is rendered with its shot's code: what the encoder gets is CondSR called directly
+    # with that code, rounded to 8 bits; the zero code would be far off.
+    assert sorted(encoded) == sorted(given) and len(given) == 12
+    for pts, frame in given.items():
+        rgb = frame.astype(np.float32) / 255 if frame.dtype == np.uint8 else frame
+        expected = direct_render.condsr(conditioned_models, rgb, face_shot.code, 1)
+        got = encoded[pts].astype(np.float32) / 255
+        assert np.abs(got - expected).max() <= direct_render.EIGHT_BIT, pts
+        assert np.abs(got - direct_render.condsr(conditioned_models, rgb, np.zeros(16), 1)).mean() > 5 / 255, pts
 
 
 def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, tiny_models):
@@ -248,18 +281,36 @@ def test_without_gfpgan_each_video_job_says_so_once_and_falls_back(tmp_path, tin
     assert "Traceback" not in required.output and not (out / "g.mp4").exists()
 
 
-def test_with_a_face_restorer_faces_are_restored_and_pasted_in_every_frame(tmp_path, tiny_models, random_restorer):
+def test_with_a_face_restorer_faces_are_restored_and_pasted_in_every_frame(tmp_path, conditioned_models,
+                                                                           random_restorer, monkeypatch):
     pytest.importorskip("skimage")
     path = tmp_path / "astronaut.mp4"
     _face_clip(path)
+    given, encoded = _rendered_frames(monkeypatch)
     result = _video([str(path), "--scale", "1", "--detect-every", "2", "--models-dir", str(random_restorer)],
-                    tiny_models, tmp_path / "jobs")
+                    conditioned_models, tmp_path / "jobs")
     assert result.exit_code == 0, result.output
     assert "no face restorer" not in result.stderr
     _, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")
     assert face_shot.extra["code_detail"].startswith("paired codes")
-    assert face_shot.extra["face_restorer"] == "GFPGANv1.4" and face_shot.extra["faces_pasted"] >= 5
+    assert face_shot.extra["face_restorer"] == "GFPGANv1.4" and face_shot.extra["faces_pasted"] == 6
     assert other_shot.extra["faces_pasted"] == 0
+
+    # Each frame is its shot's CondSR render with the restored face pasted in: the face shot's frames
+    # differ from the bare render around the face only; the faceless shot's frames do not differ at all.
+    starts = {c.extra["start_pts"]: c for c in (face_shot, other_shot)}
+    for pts in sorted(given):
+        shot = starts[max(p for p in starts if p <= pts)]
+        rgb = given[pts].astype(np.float32) / 255
+        bare = direct_render.condsr(conditioned_models, rgb, shot.code, 1)
+        changed = np.abs(encoded[pts].astype(np.float32) / 255 - bare).max(axis=2) > direct_render.EIGHT_BIT
+        if shot is other_shot:
+            assert not changed.any(), pts
+            continue
+        # the astronaut's face (Haar's box: about x 54-86, y 20-52 of 160) and its feathered margin
+        rows, cols = np.nonzero(changed)
+        assert changed.mean() > 0.02 and 40 < cols.mean() < 120 and 10 < rows.mean() < 80, pts
+        assert not changed[:, :20].any() and not changed[120:].any(), pts  # the far side of the picture is untouched
 
 
 @pytest.mark.slow

@@ -162,6 +162,20 @@ def test_segments_after_the_first_keep_exact_pts_in_a_time_base_mp4_rounds(tmp_p
     assert packet_hashes(out) == packet_hashes(clip.path)
 
 
+def test_a_start_between_two_milliseconds_is_kept_exactly(tmp_path):
+    """A stream starting late, at a time that is not a whole millisecond: the source's first frame at
+    760 ticks of 1/19184 s comes back from its own mp4 as 748 (38.99 ms). mp4 keeps the start as an
+    edit list in the movie time scale, 1/1000 s unless the join sets it to the video's; in
+    milliseconds the join would round it again, to 729 ticks (38 ms; measured)."""
+    time_base = Fraction(1, 19184)
+    clip = make_clip(tmp_path / "in.mp4", pts=[760 + 800 * i for i in range(8)], time_base=time_base)
+    src_pts, src_base, _ = decoded(clip.path)
+    out = _round_trip(clip.path, tmp_path / "out.mp4", cuts=[3])
+    got, got_base, _ = decoded(out)
+    assert _seconds(got, got_base) == _seconds(src_pts, src_base)
+    assert stream_start(out, "video") == stream_start(clip.path, "video") != 0
+
+
 def test_odd_sizes_are_padded_by_one_pixel(tmp_path):
     clip = make_clip(tmp_path / "odd.mp4", count=5, width=63, height=47, audio=False)
     out = _round_trip(clip.path, tmp_path / "out.mp4", cuts=[2])

@@ -40,7 +40,12 @@ try:  # LittleCMS support is optional in Pillow builds; without it CMYK converts
 except ImportError:  # pragma: no cover - depends on the Pillow build
     ImageCms = None
 
-from archive_restore.errors import ImageTooLargeError, InputError, UnsupportedFormatError
+from archive_restore.errors import (
+    ImageTooLargeError,
+    InputError,
+    UnsupportedFormatError,
+)
+from archive_restore.media.quiet import native_stderr
 
 DEFAULT_MAX_PIXELS = 200_000_000
 
@@ -95,6 +100,7 @@ class Photo:
     icc_profile: the embedded ICC profile, or None (untagged, i.e. sRGB).
     exif:        raw EXIF bytes with the orientation tag reset to 1, or None.
     dpi:         (x, y) resolution in dots per inch, or None.
+    decoder_said: what the native decoders (libtiff, OpenCV...) printed while decoding it, or "".
     """
 
     pixels: np.ndarray
@@ -105,6 +111,7 @@ class Photo:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    decoder_said: str = ""
 
     @property
     def height(self) -> int:
@@ -128,11 +135,26 @@ class Photo:
 def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Decode a photo; raise InputError (or a subclass) naming the file when it cannot be used.
 
-    The header's size is checked against `max_pixels` before decoding (ImageTooLargeError).
+    The header's size is checked against `max_pixels` before decoding (ImageTooLargeError). What the
+    native decoders print meanwhile is kept off the terminal: it ends in the error's message, or in
+    the photo's ``decoder_said``.
     """
     path = Path(path)
     _check_readable_file(path)
     _allow_pillow_up_to(max_pixels)
+    failure = None
+    with native_stderr() as said:
+        try:
+            photo = _decode(path, max_pixels)
+        except InputError as exc:
+            failure = exc
+    if failure is not None:
+        raise type(failure)(said.folded(str(failure))) from failure
+    photo.decoder_said = said.text
+    return photo
+
+
+def _decode(path: Path, max_pixels: int) -> Photo:
     with _open_header(path, max_pixels) as im:
         fmt = _check_header(path, im, max_pixels)
         try:

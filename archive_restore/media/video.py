@@ -19,12 +19,19 @@ What is exact, and how:
 * :func:`join_segments` copies the segments' video packets and the input's audio and subtitle
   packets unchanged (a remux: no re-encode) into one file, interleaved by time.
 
+Damaged files: PyAV decodes packet by packet; a packet the decoder refuses, or a frame without a
+usable timestamp (none, or not after the previous one), is dropped and counted, and decoding goes
+on, so every frame that decodes is kept with its own pts. A :class:`DecodeTally` passed to
+``frames`` records what a pass met (FFmpeg's own messages included, collected, never printed) and
+estimates the frames lost (:meth:`DecodeTally.lost`).
+
 Frames are ``HxWx3`` RGB, ``uint8`` or ``float32`` in [0, 1].
 """
 from __future__ import annotations
 
 import heapq
 import os
+import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -35,6 +42,7 @@ import av
 import numpy as np
 
 from ..errors import InputError, UnsupportedFormatError, UsageError
+from .quiet import collecting_ffmpeg_messages, ffmpeg_messages
 
 BACKENDS = ("pyav", "decord")
 DEFAULT_CODEC = "libx264"
@@ -85,6 +93,7 @@ class VideoInfo:
     header_frames: int | None
     audio: tuple[StreamInfo, ...] = ()
     subtitles: tuple[StreamInfo, ...] = ()
+    duration: Fraction | None = None  # the video stream's stated duration in seconds, when stated
 
     def summary(self) -> str:
         """One line for logs and ``status``."""
@@ -134,6 +143,20 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe a video file (see :func:`_probe`); FFmpeg's complaints end in the error's message."""
+    with ffmpeg_messages() as said:
+        try:
+            return _probe(path)
+        except InputError as exc:
+            failure = exc
+    raise type(failure)(_folded(str(failure), said)) from failure
+
+
+def _folded(message: str, said: list[str], shown: int = 3) -> str:
+    return f"{message} (FFmpeg said: {'; '.join(said[:shown])})" if said else message
+
+
+def _probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Describe a video file; decodes its first frame to prove it decodes and to read rotation.
 
     Raises InputError (missing, empty, not a video, no video stream, nothing decodes) or
@@ -150,18 +173,31 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             time_base=Fraction(stream.time_base), rotation=int(round(first.rotation or 0)) % 360,
             colour=_colour(first), average_rate=stream.average_rate and Fraction(stream.average_rate),
             header_frames=stream.frames or None,
-            audio=_others(container, "audio"), subtitles=_others(container, "subtitle"))
+            audio=_others(container, "audio"), subtitles=_others(container, "subtitle"),
+            duration=_stream_duration(stream))
+
+
+def _stream_duration(stream) -> Fraction | None:
+    """The video stream's own stated duration in seconds: its header's (mp4), else its ``DURATION``
+    tag (mkv: ``HH:MM:SS.fraction``), else None (the container's may be the audio's)."""
+    if stream.duration:
+        return stream.duration * Fraction(stream.time_base)
+    tag = stream.metadata.get("DURATION", "")
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+    except ValueError:
+        return None
 
 
 def _first_frame(container, stream, path: Path) -> av.VideoFrame:
     if stream.codec_context is None or not stream.codec_context.name:
         raise UnsupportedFormatError(f"{path}: no decoder for the video codec")
-    try:
-        for frame in container.decode(stream):
-            return frame
-    except av.FFmpegError as exc:
-        raise InputError(f"{path}: the video stream does not decode ({_reason(exc)})") from None
-    raise InputError(f"{path}: the video stream holds no decodable frame")
+    tally = DecodeTally()
+    for frame in _decoded(container, stream, tally):
+        return frame
+    why = f" ({tally.stopped})" if tally.stopped else f" ({tally.refused} packets refused)" if tally.refused else ""
+    raise InputError(f"{path}: the video stream holds no decodable frame{why}")
 
 
 def _colour(frame: av.VideoFrame) -> Colour:
@@ -178,14 +214,62 @@ def _others(container, kind: str) -> tuple[StreamInfo, ...]:
 
 
 # ------------------------------------------------------------------------------------------ decode
+@dataclass
+class DecodeTally:
+    """What one decoding pass met: packets read, frames kept (their pts), packets the decoder
+    refused, frames dropped for want of a usable timestamp, why reading stopped early, and FFmpeg's
+    messages."""
+
+    packets: int = 0
+    refused: int = 0
+    untimed: int = 0
+    stopped: str | None = None
+    kept: list[int] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return len(self.kept)
+
+    @property
+    def damaged(self) -> bool:
+        """Whether anything went wrong: a refused packet, a dropped frame, an early stop, or an
+        error FFmpeg logged (it conceals some damage by itself, or skips damaged blocks of a file)."""
+        return bool(self.refused or self.untimed or self.stopped or self.messages)
+
+    def lost(self, info: VideoInfo) -> int:
+        """Frames of the video that did not survive the pass, counted where the file says so and
+        estimated from the timeline where it cannot: packets refused and frames dropped; when the
+        pass met damage, gaps in the kept timestamps of more than 2.5 typical frame intervals; the
+        frames missing at the end against the stream's stated duration (a cut file need not log
+        anything); frames the header lists beyond those kept."""
+        steps = [b - a for a, b in zip(self.kept, self.kept[1:])]
+        typical = statistics.median(steps) if steps else 0
+        if typical <= 0:
+            return max(self.refused + self.untimed, (info.header_frames or 0) - self.frames, 0)
+        gaps = sum(round(step / typical) - 1 for step in steps if step > 2.5 * typical) if self.damaged else 0
+        tail = 0
+        if info.duration is not None:
+            missing = (info.duration - (self.kept[-1] + typical) * info.time_base) / (typical * info.time_base)
+            tail = round(missing) if missing > 1.5 else 0
+        return max(self.refused + self.untimed, gaps + tail, (info.header_frames or 0) - self.frames, 0)
+
+    def summary(self, info: VideoInfo) -> dict:
+        """The figures for the job's record."""
+        return {"frames_lost": self.lost(info), "packets_refused": self.refused,
+                "frames_untimed": self.untimed, "stopped": self.stopped, "ffmpeg_said": self.messages[:10]}
+
+
 class VideoBackend(Protocol):
     """Decoding, the part a backend provides."""
 
     name: str
 
     def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
-               end_pts: int | None = None, as_float: bool = False) -> Iterator[VideoFrame]:
-        """Frames with ``start_pts <= pts < end_pts`` (None: unbounded) in presentation order."""
+               end_pts: int | None = None, as_float: bool = False,
+               tally: DecodeTally | None = None) -> Iterator[VideoFrame]:
+        """Frames with ``start_pts <= pts < end_pts`` (None: unbounded) in presentation order; what
+        the pass met goes into ``tally`` when given."""
         ...
 
 
@@ -193,44 +277,73 @@ def _to_pixels(rgb: np.ndarray, as_float: bool) -> np.ndarray:
     return rgb.astype(np.float32) / 255.0 if as_float else rgb
 
 
-def _check_order(pts: int | None, previous: int | None, path: Path) -> int:
-    if pts is None:
-        raise InputError(f"{path}: a frame has no timestamp; its timing cannot be kept")
-    if previous is not None and pts <= previous:
-        raise InputError(f"{path}: frame timestamps go backwards ({previous} then {pts}); "
-                         "its timing cannot be kept")
-    return pts
-
-
 class PyAVBackend:
-    """Decoding with PyAV: seek to the keyframe before ``start_pts``, decode, keep the range."""
+    """Decoding with PyAV: seek to the keyframe before ``start_pts``, decode packet by packet
+    (dropping what does not decode, see the module's note), keep the range."""
 
     name = "pyav"
 
     def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
-               end_pts: int | None = None, as_float: bool = False) -> Iterator[VideoFrame]:
-        with _open(Path(path)) as container:
+               end_pts: int | None = None, as_float: bool = False,
+               tally: DecodeTally | None = None) -> Iterator[VideoFrame]:
+        if tally is None:  # frame threads, fastest, unless PyAV logs (see media.quiet); messages dropped
+            threads = "SLICE" if collecting_ffmpeg_messages() else "AUTO"
+            yield from self._decode(Path(path), info, start_pts, end_pts, as_float, DecodeTally(), threads)
+            return
+        with ffmpeg_messages() as said:  # slice threads only while PyAV logs (see media.quiet)
+            try:
+                yield from self._decode(Path(path), info, start_pts, end_pts, as_float, tally, "SLICE")
+            finally:
+                tally.messages += said
+
+    def _decode(self, path: Path, info: VideoInfo, start_pts, end_pts, as_float, tally: DecodeTally,
+                threads: str) -> Iterator[VideoFrame]:
+        with _open(path) as container:
             stream = container.streams[info.video_index]
-            stream.thread_type = "AUTO"
+            stream.thread_type = threads
             if start_pts is not None and not _seek(container, stream, start_pts):
                 container.seek(0, stream=stream, backward=True)  # no good keyframe: from the start
-            yield from self._range(container, stream, Path(path), start_pts, end_pts, as_float)
+            yield from self._range(container, stream, start_pts, end_pts, as_float, tally)
 
     @staticmethod
-    def _range(container, stream, path: Path, start_pts, end_pts, as_float) -> Iterator[VideoFrame]:
+    def _range(container, stream, start_pts, end_pts, as_float, tally: DecodeTally) -> Iterator[VideoFrame]:
         previous = None
         tb = Fraction(stream.time_base)
+        for frame in _decoded(container, stream, tally):
+            if frame.pts is None or (previous is not None and frame.pts <= previous):
+                tally.untimed += 1  # cannot be placed on the timeline
+                continue
+            previous = frame.pts
+            if start_pts is not None and frame.pts < start_pts:
+                continue
+            if end_pts is not None and frame.pts >= end_pts:
+                return
+            tally.kept.append(frame.pts)
+            yield VideoFrame(frame.pts, tb, _to_pixels(frame.to_ndarray(format="rgb24"), as_float))
+
+
+def _decoded(container, stream, tally: DecodeTally) -> Iterator[av.VideoFrame]:
+    """Every frame the decoder gives, packet by packet: a refused packet is counted and skipped; a
+    demuxer that gives up stops the pass (recorded), after the decoder's last frames."""
+    packets = container.demux(stream)
+    while True:
         try:
-            for frame in container.decode(stream):
-                pts = _check_order(frame.pts, previous, path)
-                previous = pts
-                if start_pts is not None and pts < start_pts:
-                    continue
-                if end_pts is not None and pts >= end_pts:
-                    return
-                yield VideoFrame(pts, tb, _to_pixels(frame.to_ndarray(format="rgb24"), as_float))
+            packet = next(packets)
+        except StopIteration:
+            return
         except av.FFmpegError as exc:
-            raise InputError(f"{path}: decoding failed ({_reason(exc)})") from None
+            tally.stopped = f"reading stopped: {_reason(exc)}"
+            packet = None  # flush what the decoder holds
+        if packet is not None and packet.size:
+            tally.packets += 1
+        try:
+            frames = stream.decode(packet)
+        except av.FFmpegError:
+            tally.refused += 1
+            frames = []
+        yield from frames
+        if packet is None:
+            return
 
 
 def _seek(container, stream, start_pts: int) -> bool:
@@ -263,7 +376,11 @@ class DecordBackend:
         self._decord = decord
 
     def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
-               end_pts: int | None = None, as_float: bool = False) -> Iterator[VideoFrame]:
+               end_pts: int | None = None, as_float: bool = False,
+               tally: DecodeTally | None = None) -> Iterator[VideoFrame]:
+        """As the protocol says; decord raises on damage rather than skipping (``tally`` counts the
+        frames kept only)."""
+        tally = tally if tally is not None else DecodeTally()
         if info.rotation:
             raise UnsupportedFormatError(f"{path}: decord mis-sizes rotated videos (rotation "
                                          f"{info.rotation}°); use --backend pyav for this file")
@@ -286,6 +403,7 @@ class DecordBackend:
             batch = wanted[at:at + _BATCH]
             pixels = reader.get_batch([i for i, _ in batch]).asnumpy()
             for (_, pts), rgb in zip(batch, pixels):
+                tally.kept.append(pts)
                 yield VideoFrame(pts, info.time_base, _to_pixels(rgb, as_float))
 
 
@@ -298,6 +416,11 @@ def packet_table(path: Path, video_index: int) -> list[tuple[int, bool]]:
                 rows.append((packet.pts, bool(packet.is_discard)))
     rows.sort()
     return rows
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """An RGB frame as the encoder takes it: uint8 as it is, float in [0, 1] rounded."""
+    return rgb if rgb.dtype == np.uint8 else (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def open_backend(name: str) -> VideoBackend:
@@ -404,9 +527,7 @@ class SegmentWriter:
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
         """Encode one RGB frame (uint8, or float in [0, 1]) at ``pts`` (input time base)."""
-        if rgb.dtype != np.uint8:
-            rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_even(rgb)), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_even(to_uint8(rgb))), format="rgb24")
         frame = self._reformat(frame)
         frame.pts, frame.time_base = pts - self.origin, self.info.time_base
         self._mux(self._stream.encode(frame))

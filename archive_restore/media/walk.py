@@ -4,9 +4,14 @@
 Entries that are not photos are recorded in an optional `skipped` list with a reason, so the caller
 can report them; hidden files and folders (names starting with '.') are left out silently.
 Folder symlinks are followed, but a link back into one of its own ancestors is a loop and skipped.
+
+`file_stamp` and `content_sha256` say whether a photo is still the file a job read: the job compares
+size and mtime on every run (a stat, already paid by the walk) and hashes the content only when they
+differ or are unknown, so a rerun over a large unchanged folder reads no photo.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +22,7 @@ from archive_restore.errors import InputError, UsageError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 
 OUTPUT_SUFFIX = "_restored"
+_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,32 @@ def _dir_key(path: Path) -> tuple[int, int]:
     """Identity of a folder independent of the path (or symlink) used to reach it."""
     info = path.stat()
     return info.st_dev, info.st_ino
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file's size in bytes and modification time in seconds."""
+
+    size: int
+    mtime: float
+
+
+def file_stamp(path: str | os.PathLike[str]) -> FileStamp | None:
+    """The file's size and mtime, or None when it cannot be stat'ed (gone, unreadable folder)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileStamp(st.st_size, st.st_mtime)
+
+
+def content_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of the file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _extension_list() -> str:

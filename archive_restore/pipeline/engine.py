@@ -63,7 +63,7 @@ class EngineOptions:
     device: str = "auto"
     face_detector: str = "auto"
     models_dirs: Sequence[Path] = ()
-    tile: int = 256
+    tile: int | None = None  # LQ tile; None: sized to the device's free memory (``FrameRestorer.plan``)
     min_face: int = 16  # faces smaller than this many LQ pixels carry too little to read a code from
     face_restorer: str = "auto"  # auto (GFPGAN when its file is present), gfpgan (required), none
     face_fidelity: float = 0.0   # pasted faces: 0 the restored face, 1 the picture's own
@@ -75,16 +75,15 @@ class EngineOptions:
 class Engine:
     def __init__(self, options: EngineOptions):
         self.options = options
-        self.device = resolve_device(options.device)
+        self.notices: list[str] = []
+        self.device = resolve_device(options.device, notify=self.notices.append)
         tune_for(self.device)
-        self._frames: FrameRestorer | None = None
-        self._stack: StackRestorer | None = None
+        self._restorer: tuple[tuple, FrameRestorer] | None = None
         dirs = list(options.models_dirs)
         self.sr = load_checkpoint(find_model("condsr_compact", dirs), self.device, expect="CondSR").model
         self.cleanup, self.upscaler = self._load_upscaler(dirs)
         self.blind = load_checkpoint(find_model("blind_encoder", dirs), self.device, expect="BlindDegEncoder").model
         self.detector = make_detector(options.face_detector, [str(d) for d in models_dirs(dirs)], str(self.device))
-        self.notices: list[str] = []
         self.restorer, self.paired = self._load_restorer(dirs)
         self.parser = self._load_parser(dirs) if self.restorer is not None else None
 
@@ -110,6 +109,8 @@ class Engine:
         path = Path(self.options.upscaler)
         ref = UpscalerRef(name=path.stem, path=str(path), sha256=self.options.upscaler_sha256, source="the job's upscaler")
         upscaler = load_upscaler(ref, self.device)
+        if self.device.type == "cuda":  # fp16, as Real-ESRGAN runs its models on a GPU
+            upscaler.model.half()
         cleanup = load_checkpoint(find_model("cleanup_compact", dirs), self.device, expect="Cleanup").model
         return cleanup, upscaler
 
@@ -180,12 +181,18 @@ class Engine:
         """
         if self.restorer is None:
             return picture, 0
+        if lq.dtype == np.uint8:  # video frames are decoded as uint8 (a quarter of the bytes to the device)
+            lq = lq.astype(np.float32) / 255.0
         gray = is_gray(lq)
         if restored is None:
             followed = self._follow(lq, steady)
             smoothers = [s for _, s in followed]
             aligned = [align_face(lq, f, ALIGNED_SIZE) for f, _ in followed]
             crops = self.restored_faces([a.crop for a in aligned], gray) if aligned else []
+            # at the precision the photo job keeps restored faces in (float16, ``face_cache``): a photo
+            # whose kept faces are gone (a crash after its write, before it was marked done) is
+            # rendered again to the same bytes
+            crops = [np.asarray(c, np.float16).astype(np.float32) for c in crops]
         else:
             aligned, crops = [align_face(lq, f, ALIGNED_SIZE) for f in restored.faces], list(restored.crops)
             smoothers = [None] * len(aligned)
@@ -212,25 +219,31 @@ class Engine:
         return blind_code(self.blind, image_to_tensor(rgb, self.device)).float().cpu().numpy()[0]
 
     def restore(self, rgb: np.ndarray, code: np.ndarray) -> np.ndarray:
-        """CondSR(image, code) at the engine's output scale, in overlapping tiles when it is larger
-        than one tile."""
+        """The picture restored with ``code`` at the engine's output scale (``restore_frames``)."""
         return self.restore_frames([rgb], code)[0]
 
-    def restore_frames(self, frames: Sequence[np.ndarray], code: np.ndarray, batch: int = 1) -> list[np.ndarray]:
+    def restore_frames(self, frames: Sequence[np.ndarray], code: np.ndarray, batch: int = 1,
+                       as_uint8: bool = False) -> list[np.ndarray]:
         """HxWx3 frames restored with ``code`` at the engine's scale: through the stack (cleanup ->
         upscaler, blended towards CondSR by ``fidelity``; ``pipeline.stack``) when there is an
         upscaler, else CondSR alone. CondSR runs through the fast forward (``pipeline.forward``):
-        ``batch`` frames per pass when a frame fits in a tile, tiled otherwise, smaller batches and
-        then smaller tiles after an out-of-memory error (said once)."""
-        if self._frames is None or self._frames.fast.model is not self.sr:
-            self._frames = FrameRestorer(FastCondSR(self.sr, self.device), self.options.scale, batch, self.options.tile)
-            self._stack = None
-        if self.upscaler is None:
-            return self._frames.restore(frames, code)
-        if self._stack is None:
-            self._stack = StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, self._frames,
-                                        self.options.fidelity, self.options.scale, self.device, batch, self.options.tile)
-        return self._stack.restore(frames, code)
+        up to ``batch`` whole frames per pass when they fit the device's memory (or the fixed tile), tiled
+        otherwise, smaller batches and then smaller tiles after an out-of-memory error (said once).
+        ``as_uint8``: rounded to uint8 on the device, as the encoder takes them."""
+        return self.frame_restorer(batch).restore(frames, code, as_uint8)
+
+    def frame_restorer(self, batch: int = 1) -> FrameRestorer:
+        """The restorer ``restore_frames`` uses (made once per network and batch: it keeps what an
+        out-of-memory error taught it)."""
+        key = (id(self.sr), batch)
+        if self._restorer is None or self._restorer[0] != key:
+            fast = FastCondSR(self.sr, self.device)
+            o = self.options
+            restorer = (FrameRestorer(fast, o.scale, batch, o.tile) if self.upscaler is None else
+                        StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, fast, o.fidelity, o.scale,
+                                      self.device, batch, o.tile))
+            self._restorer = (key, restorer)
+        return self._restorer[1]
 
 
 def combine(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -22,16 +22,20 @@ batch, then half the tile, and says so once for each.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import math
 import os
 import sys
+import time
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import autocast_dtype, is_out_of_memory
 from ..errors import DeviceError
 from ..nets.condsr import CondSR
 from .tiles import run_tiled
@@ -39,28 +43,68 @@ from .tiles import run_tiled
 CL = torch.channels_last
 THREADS_ENV = "ARCHIVE_RESTORE_THREADS"
 CPU_TOLERANCE = 1e-5   # max |fast - eager| on CPU, fp32, images in [0, 1]
-CUDA_TOLERANCE = 3e-2  # the same under bf16 autocast
+CUDA_TOLERANCE = 3e-2  # the same under bf16 / fp16 autocast
+CPU_BUDGET = 768 << 20  # bytes of activations one CPU forward pass may take (see ``memory_budget``)
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _conv_seconds(threads: int, repeats: int = 7) -> float:
+    """Median seconds of one 32-channel 3x3 convolution over 96x96 (about 10 ms on one core) with
+    ``threads`` intra-op threads: the network's own kind of work, long enough to see contention."""
+    x, w = torch.randn(1, 32, 96, 96), torch.randn(32, 32, 3, 3)
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        F.conv2d(x, w, padding=1)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            F.conv2d(x, w, padding=1)
+            times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_threads() -> int:
-    """Intra-op threads for the network on CPU: all usable cores but one, which is left to the
-    decoding and encoding threads that run beside it (at least one; ``$ARCHIVE_RESTORE_THREADS``
-    overrides). On this project's 2-core machine: 1 thread for torch, one core for the codecs."""
+    """Intra-op threads for the networks on the CPU, measured at start-up rather than assumed: a
+    short probe times the same convolution on one thread and on every usable core, and the speed-up
+    it sees says how many cores are free now. On a quiet machine that is all of them (the decode and
+    encode threads beside the network take little); on a machine loaded by other processes, threads
+    beyond the free cores only wait for each other, and a plain one-thread loop would win.
+    ``$ARCHIVE_RESTORE_THREADS`` overrides (no probe)."""
     if os.environ.get(THREADS_ENV, "").isdigit() and int(os.environ[THREADS_ENV]) > 0:
         return int(os.environ[THREADS_ENV])
+    cores = usable_cores()
+    if cores == 1:
+        return 1
+    before = torch.get_num_threads()
     try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        speedup = _conv_seconds(1) / max(_conv_seconds(cores), 1e-9)
+    finally:
+        torch.set_num_threads(before)
+    return threads_for(speedup, cores)
+
+
+def threads_for(speedup: float, cores: int) -> int:
+    """The thread count a probe's speed-up on ``cores`` threads calls for: about as many threads as
+    cores were seen working (a speed-up of 1.8 on 2 cores: 2; of 1.1: 1)."""
+    return max(1, min(cores, round(speedup)))
 
 
 def tune_for(device: torch.device) -> None:
-    """Process settings for inference on ``device``: on CPU, torch's thread count (``cpu_threads``)
-    and glibc's malloc told to keep freed memory instead of returning it to the system, so that the
-    large per-frame tensors do not page-fault again every frame (measured here: system time per
-    480x352 frame 1.3-2.0 s -> 0.7 s)."""
-    if device.type != "cpu":
+    """Process settings for inference on ``device``. CPU: torch's thread count (``cpu_threads``) and
+    glibc's malloc told to keep freed memory instead of returning it to the system, so that the large
+    per-frame tensors do not page-fault again every frame (measured here: system time per 480x352
+    frame 1.3-2.0 s -> 0.7 s). CUDA: the device made current (``--device cuda:1`` means GPU 1 for
+    every library) and cuDNN's autotuner on, since every frame of a job has the same size."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
         return
     torch.set_num_threads(cpu_threads())
     _keep_freed_memory()
@@ -76,6 +120,11 @@ def _keep_freed_memory() -> None:
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: heap (reused) up to 32 MiB blocks, glibc's maximum
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; nothing for None (fp32)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _cubic(t: float, a: float = -0.75) -> float:
@@ -105,10 +154,11 @@ class FastCondSR:
     """CondSR for inference: ``fast(lq, z)`` -> (N, H*s, W*s, 3) float32 at the native scale,
     not clamped, NHWC. ``lq``: (N, 3, H, W) float on the device (any memory format)."""
 
-    def __init__(self, model: CondSR, device: torch.device | str | None = None, bf16: bool | None = None):
+    def __init__(self, model: CondSR, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
+        # the trunk's autocast dtype: bf16 on sm80+ GPUs, fp16 on older ones, None (fp32) on the CPU
+        self.dtype = autocast_dtype(self.device) if dtype is None else dtype
         self.scale = model.scale
         with torch.no_grad():  # the model itself is left as it is (its layout, its device)
             self.head, self.body_end, self.upsample = (
@@ -117,20 +167,32 @@ class FastCondSR:
         self.phases = bicubic_phases(self.scale).to(self.device, memory_format=CL)
         self._folded: tuple[bytes, list] | None = None
 
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Memory per LQ pixel of one forward, generously: three trunk-wide maps in flight, the
+        upsampler's output and the bicubic base (3*s*s channels each), in fp32."""
+        return 4 * (3 * self.head[0].shape[0] + 2 * 3 * self.scale ** 2)
+
     def _blocks(self, z: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """Each block's (conv1 weight and bias with the FiLM of code ``z`` folded in, conv2's), cached
-        for the last code seen."""
+        for the last code seen. Computed in fp32 outside any autocast: gamma and beta are never rounded
+        to bf16/fp16 before folding (autocast casts the folded weights for the convolution itself)."""
         key = z.detach().float().cpu().numpy().tobytes()
         if self._folded is None or self._folded[0] != key:
-            code = self.model.code_mlp(z[None].float().to(next(self.model.parameters()).device))
-            blocks = []
-            for b in self.model.blocks:
-                gamma, beta = b.film.proj(code)[0].chunk(2)
-                w1 = (b.conv1.weight * (1 + gamma)[:, None, None, None]).to(self.device, memory_format=CL)
-                w2 = b.conv2.weight.to(self.device, memory_format=CL)
-                blocks.append((w1, (b.conv1.bias * (1 + gamma) + beta).to(self.device), w2, b.conv2.bias.to(self.device)))
-            self._folded = (key, blocks)
+            model_device = next(self.model.parameters()).device
+            with torch.autocast(model_device.type, enabled=False):
+                self._folded = (key, self._fold(z[None].float().to(model_device)))
         return self._folded[1]
+
+    def _fold(self, z: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        code = self.model.code_mlp(z)
+        blocks = []
+        for b in self.model.blocks:
+            gamma, beta = b.film.proj(code)[0].chunk(2)
+            w1 = (b.conv1.weight * (1 + gamma)[:, None, None, None]).to(self.device, memory_format=CL)
+            w2 = b.conv2.weight.to(self.device, memory_format=CL)
+            blocks.append((w1, (b.conv1.bias * (1 + gamma) + beta).to(self.device), w2, b.conv2.bias.to(self.device)))
+        return blocks
 
     @torch.inference_mode()
     def __call__(self, lq: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,8 +203,9 @@ class FastCondSR:
         if n > 1 and not bool((z == z[:1]).all()):  # codes differ within the batch: one by one
             return torch.cat([self(lq[i:i + 1], z[i:i + 1]) for i in range(n)])
         lq = lq.float().contiguous(memory_format=CL)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16 and self.device.type == "cuda"):
-            up = self._trunk(lq, self._blocks(z[0]))
+        blocks = self._blocks(z[0])
+        with autocast(self.device, self.dtype):
+            up = self._trunk(lq, blocks)
         base = F.conv2d(F.pad(lq, (2, 2, 2, 2), mode="replicate"), self.phases, groups=3)
         up = base.add_(up.float())
         _, c, h, w = up.shape
@@ -172,59 +235,97 @@ def restore_nhwc(fast: FastCondSR, lq: torch.Tensor, z: torch.Tensor | None, sca
 
 
 class FrameRestorer:
-    """HxWx3 frames (float32 in [0, 1] or uint8) -> restored HxWx3 float32 frames, ``batch`` at a
-    time when a frame fits in a ``tile``, tiled otherwise. On out-of-memory: half the batch, down to
-    one frame, then half the tile, down to ``min_tile``; each kind of fallback is reported once
-    through ``notify``, and the smaller size is kept for the frames that follow."""
+    """HxWx3 frames (float32 in [0, 1] or uint8) -> restored HxWx3 float32 frames through ``net``
+    (a ``FastCondSR``, or ``pipeline.stack.StackNet``: anything with ``device``, ``scale``,
+    ``bytes_per_pixel`` and ``net(lq NCHW, z) -> NHWC``).
 
-    def __init__(self, fast: FastCondSR, scale: int, batch: int = 4, tile: int = 256, overlap: int = 16,
-                 min_tile: int = 64, notify: Callable[[str], None] | None = None):
-        self.fast, self.scale = fast, scale
+    ``tile=None`` (the default) sizes the work to the device's free memory (``memory_budget``):
+    whole frames, ``batch`` at a time or fewer, when they fit; overlapping tiles as large as fit
+    otherwise. A number fixes the tile: larger frames run in tiles of that many LQ pixels. On
+    out-of-memory the work shrinks (tiled frames: half the tile; whole frames: half the batch, then
+    tiles), down to ``min_tile``; each kind of fallback is said once through ``notify`` and kept for
+    the frames that follow."""
+
+    def __init__(self, net, scale: int, batch: int = 4, tile: int | None = None, overlap: int = 16,
+                 min_tile: int = 64, notify: Callable[[str], None] | None = None, budget: int | None = None):
+        self.net, self.scale = net, scale
         self.batch, self.tile, self.overlap, self.min_tile = max(1, batch), tile, overlap, min_tile
+        self.budget = budget
         self.notify = notify or (lambda message: print(f"note: {message}", file=sys.stderr))
         self.notices: list[str] = []
         self._said: set[str] = set()
-        self._pinned: torch.Tensor | None = None
+        self._pinned: torch.Tensor | None = None   # the upload staging buffer (CUDA), reused
+        self._staging: torch.Tensor | None = None  # the download staging buffer (CUDA), reused
+
+    @property
+    def fast(self):
+        return self.net
 
     @property
     def device(self) -> torch.device:
-        return self.fast.device
+        return self.net.device
 
-    def restore(self, frames: Sequence[np.ndarray], code: np.ndarray | None) -> list[np.ndarray]:
+    def restore(self, frames: Sequence[np.ndarray], code: np.ndarray | None, as_uint8: bool = False) -> list[np.ndarray]:
+        """The frames restored with ``code``: float32 HxWx3 in [0, 1], or with ``as_uint8`` rounded to
+        uint8 on the device (what the encoder takes: a quarter of the bytes to bring back, and no
+        conversion on the host; the same values ``media.video.to_uint8`` gives)."""
         z = None if code is None else torch.from_numpy(np.asarray(code, np.float32)).to(self.device)
         out: list[np.ndarray] = []
         while len(out) < len(frames):
-            group = self._group(frames, len(out))
+            batch, tile = self.plan(frames[len(out)].shape[:2])
+            group = self._group(frames, len(out), batch)
+            failed = False
             try:
-                out += self._run(group, z)
-            except torch.OutOfMemoryError:
-                self._shrink(group[0].shape[:2])
+                out += self._run(group, z, tile, as_uint8)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                failed = True
+            if failed:  # outside the handler: the failed pass's tensors are gone with its traceback
+                self._shrink(group[0].shape[:2], len(group), tile)
         return out
 
-    def _group(self, frames: Sequence[np.ndarray], start: int) -> Sequence[np.ndarray]:
+    def plan(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(frames per pass, LQ tile) for frames of ``size``: a tile of at least the longer side means
+        whole frames."""
+        side = max(size)
+        if self.tile is not None:
+            return (self.batch if side <= self.tile else 1), self.tile
+        budget = self.budget or memory_budget(self.device)
+        per_frame = size[0] * size[1] * self.net.bytes_per_pixel
+        if per_frame <= budget:
+            return max(1, min(self.batch, budget // per_frame)), side
+        tile = int(math.sqrt(budget / self.net.bytes_per_pixel)) // 16 * 16
+        return 1, max(self.min_tile, min(tile, side))
+
+    def _group(self, frames: Sequence[np.ndarray], start: int, batch: int) -> Sequence[np.ndarray]:
         """The next frames of one size, at most ``batch``."""
         group = [frames[start]]
-        for frame in frames[start + 1:start + self.batch]:
+        for frame in frames[start + 1:start + batch]:
             if frame.shape != group[0].shape:
                 break
             group.append(frame)
         return group
 
-    def _run(self, group: Sequence[np.ndarray], z: torch.Tensor | None) -> list[np.ndarray]:
+    def _run(self, group: Sequence[np.ndarray], z: torch.Tensor | None, tile: int, as_uint8: bool) -> list[np.ndarray]:
         height, width = group[0].shape[:2]
         lq = self.upload(group)
-        if max(height, width) <= self.tile:
-            return self.download(restore_nhwc(self.fast, lq, z, self.scale))
+        finish = _to_uint8 if as_uint8 else (lambda t: t)
+        if max(height, width) <= tile:
+            return self.download(finish(self._restore(lq, z)))
 
-        def fn(tile: torch.Tensor) -> torch.Tensor:
-            return restore_nhwc(self.fast, tile, z, self.scale).permute(0, 3, 1, 2)
+        return [self.download(finish(run_tiled(lambda part: self._restore(part, z), lq[i:i + 1], self.scale, tile,
+                                               self.overlap, nhwc=True)))[0]
+                for i in range(len(group))]
 
-        tiled = [run_tiled(fn, lq[i:i + 1], self.scale, self.tile, self.overlap) for i in range(len(group))]
-        return [np.ascontiguousarray(t[0].permute(1, 2, 0).numpy()) for t in tiled]
+    def _restore(self, lq: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """NCHW LQ -> NHWC at the output scale, clamped."""
+        return restore_nhwc(self.net, lq, z, self.scale)
 
     def upload(self, group: Sequence[np.ndarray]) -> torch.Tensor:
         """Frames -> (N, 3, H, W) float on the device, channels-last in memory (no copy on CPU
-        beyond the stacking; pinned memory and a non-blocking copy on CUDA)."""
+        beyond the stacking; on CUDA one reused pinned buffer and a non-blocking copy; uint8 frames
+        travel as uint8, a quarter of the bytes, and become float on the device)."""
         host = torch.from_numpy(np.stack(group))
         if self.device.type == "cuda":
             if self._pinned is None or self._pinned.shape != host.shape or self._pinned.dtype != host.dtype:
@@ -237,22 +338,27 @@ class FrameRestorer:
         return lq.permute(0, 3, 1, 2)
 
     def download(self, out: torch.Tensor) -> list[np.ndarray]:
-        if out.device.type == "cuda":
-            host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
-            host.copy_(out, non_blocking=True)
-            torch.cuda.current_stream(out.device).synchronize()
-            out = host
-        return list(out.numpy())
+        """NHWC on the device (float32 or uint8) -> ordinary (not page-locked) arrays: on CUDA through one
+        reused pinned staging buffer, copied out before the next batch can refill it."""
+        if out.device.type != "cuda":
+            return [np.ascontiguousarray(o) for o in out.numpy()]
+        if self._staging is None or self._staging.shape != out.shape or self._staging.dtype != out.dtype:
+            self._staging = None  # the old block goes before the new one is pinned
+            self._staging = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        self._staging.copy_(out, non_blocking=True)
+        torch.cuda.current_stream(out.device).synchronize()
+        return list(self._staging.numpy().copy())
 
-    def _shrink(self, size: tuple[int, int]) -> None:
+    def _shrink(self, size: tuple[int, int], frames: int, tile: int) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        if self.batch > 1:
-            self.batch //= 2
+        side = max(size)
+        if frames > 1:  # whole frames, several at a time: fewer at a time
+            self.batch, self.tile = max(1, frames // 2), max(tile, side)
             self._say("batch", f"out of memory on {self.device}: retrying with smaller batches "
                                f"(now {self.batch} frames per pass)")
             return
-        tile = min(self.tile, max(size))
+        tile = min(tile, side)
         if tile // 2 < self.min_tile:
             raise DeviceError(f"out of memory on {self.device} even one frame at a time in {tile}-pixel tiles; "
                               "use --device cpu or a smaller --tile")
@@ -264,3 +370,29 @@ class FrameRestorer:
             self._said.add(kind)
             self.notices.append(message)
             self.notify(message)
+
+
+def _to_uint8(out: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 as ``media.video.to_uint8`` rounds them (x * 255 + 0.5, truncated)."""
+    return out.clamp(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one forward pass may take: on CUDA half the free GPU memory; on the CPU a quarter of the
+    available memory, at most ``CPU_BUDGET`` (larger batches stop paying before that, and a video job
+    keeps frames in its decode and encode queues besides)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return min(CPU_BUDGET, available_memory() // 4)
+
+
+def available_memory() -> int:
+    """MemAvailable of /proc/meminfo in bytes (Linux); elsewhere ``CPU_BUDGET`` x 4."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return CPU_BUDGET * 4

@@ -14,6 +14,11 @@ Each face is restored once: the analysis keeps the restored faces it read the co
 job's working folder (``face_cache``) and the render pastes them; when they are missing or stale
 (the photo or the restorer file changed since) the render detects and restores the faces again.
 
+Files that change: every run compares each photo with what its item recorded when it was read (size
+and mtime; the content's sha256 only when those differ): a photo replaced or edited since is done
+again, a photo touched but unchanged is not, and a photo done and then gone from the folder is
+reported (its output is kept; one not done yet fails with "no such file" when its turn comes).
+
 With ``face_restorer="auto"`` and no GFPGAN file, the job says so once (``notify``) and carries on
 with blind face codes and no separate face restoration: the results are those of ``"none"``.
 """
@@ -31,9 +36,17 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..media.image import DEFAULT_MAX_PIXELS, read_image, write_image
-from ..media.walk import Skipped, check_output_dir, default_output_dir, find_photos
-from ..runner import ItemResult, Summary, atomic_output, run_job
-from ..store import PENDING, Item, ItemSpec, Job, JobStore
+from ..media.walk import (
+    FileStamp,
+    Skipped,
+    check_output_dir,
+    content_sha256,
+    default_output_dir,
+    file_stamp,
+    find_photos,
+)
+from ..runner import ItemResult, Summary, Work, atomic_output, run_job
+from ..store import DONE, PENDING, Item, ItemSpec, Job, JobStore
 from . import face_cache
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
 from .stack import DEFAULT_FIDELITY
@@ -46,7 +59,7 @@ FACES, FOLDER, JOB, BLIND = "faces", "folder", "job", "blind"
 class PhotoJobOptions:
     scale: int = 4
     face_detector: str = "auto"
-    tile: int = 256
+    tile: int | None = None             # LQ tile; None: sized to the device's free memory
     device: str = "auto"
     models_dirs: tuple[Path, ...] = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -60,7 +73,9 @@ class PhotoJobOptions:
         """The options that change the result, and so a job's identity (the device does not). The
         face-restorer options count only when they differ from their defaults, so that jobs started
         before they existed keep their identity."""
-        ident = {"scale": self.scale, "face_detector": self.face_detector, "tile": self.tile, "max_pixels": self.max_pixels}
+        ident = {"scale": self.scale, "face_detector": self.face_detector, "max_pixels": self.max_pixels}
+        if self.tile is not None:  # a fixed tile; the default sizes tiles to the device's memory
+            ident["tile"] = self.tile
         if self.face_restorer != "auto":
             ident["face_restorer"] = self.face_restorer
         if self.face_fidelity:
@@ -107,12 +122,61 @@ class PhotoJob:
     def add_items(self) -> None:
         """Walk the input; new photos become pending items, non-images are recorded as skipped."""
         root = Path(self.job.input)
-        specs = [_spec(path, rel) for path, rel in find_photos(root, self.skipped)]
+        walked = {PurePosixPath(rel).as_posix(): path for path, rel in find_photos(root, self.skipped)}
+        self.recheck_inputs(walked)
+        specs = [_spec(path, key) for key, path in walked.items()]
         specs += [ItemSpec(key=_key(s.path, root), extra={"walk_skip": s.reason}) for s in self.skipped]
         self.store.add_items(self.job.id, specs)
         for item in self.store.items(self.job.id, status=PENDING):
             if "walk_skip" in item.extra:
                 self.store.mark_skipped(item.id, item.extra["walk_skip"])
+
+    def recheck_inputs(self, walked: dict[str, Path]) -> None:
+        """Compare the photos the job knows with the files now there: changed ones go back to work,
+        gone ones are reported (outputs kept), and the job says so once."""
+        changed, gone = [], []
+        for item in self.store.items(self.job.id):
+            if "walk_skip" in item.extra:
+                continue
+            path = walked.get(item.key)
+            if path is None:  # (an item not done yet fails with "no such file" when its turn comes)
+                gone += [item.key] if item.status == DONE and self.mark_gone(item) else []
+            elif self.recheck(item, path):
+                changed.append(item.key)
+        if changed:
+            self.notify(f"{len(changed)} photo(s) changed since they were read, done again: {_names(changed)}")
+        if gone:
+            self.notify(f"{len(gone)} photo(s) gone from {self.job.input} since the job saw them (outputs "
+                        f"already written are kept): {_names(gone)}")
+
+    def recheck(self, item: Item, path: Path) -> bool:
+        """Whether ``path`` holds other content than the item was made from (then it is put back to
+        work). The content is hashed only when size or mtime differ, or the photo had gone."""
+        stamp, was_gone = file_stamp(path), bool(item.extra.get("gone"))
+        if stamp is None or (stamp.size == item.size and stamp.mtime == item.mtime and not was_gone):
+            return False  # unchanged (or unreadable: the render fails it with the reason)
+        try:
+            digest = content_sha256(path)
+        except OSError:
+            return False
+        if digest == item.sha256 and (item.status == DONE or not was_gone):  # touched, or back as it was
+            self.store.set_source(item.id, size=stamp.size, mtime=stamp.mtime, sha256=digest)
+            if was_gone:
+                self.store.update_item(item.id, extra={"gone": None})
+            return False
+        if not was_gone and item.status == PENDING and item.faces is None:  # not read yet: nothing to redo
+            self.store.set_source(item.id, size=stamp.size, mtime=stamp.mtime, sha256=None)
+            return False
+        self.store.source_changed(item.id, size=stamp.size, mtime=stamp.mtime, sha256=None)
+        return True
+
+    def mark_gone(self, item: Item) -> bool:
+        """Record that a done item's photo is no longer in the input (its output is kept); True the
+        first time."""
+        if item.extra.get("gone"):
+            return False
+        self.store.update_item(item.id, extra={"gone": True})
+        return True
 
     def analyse(self) -> None:
         """Faces and codes for every photo not analysed yet (``faces`` is null until then)."""
@@ -188,6 +252,7 @@ class PhotoJob:
 
     def process(self, item: Item) -> ItemResult:
         started = time.monotonic()
+        self.record_source(item)
         photo = read_image(self.source(item), self.options.max_pixels)
         rgb = _rgb(photo.pixels)
         code, source = self.code_for(item, rgb)
@@ -198,7 +263,19 @@ class PhotoJob:
         self.kept_path(item).unlink(missing_ok=True)
         megapixels = photo.width * photo.height / 1e6
         extra.update(seconds=round(time.monotonic() - started, 3), megapixels=round(megapixels, 4))
+        if photo.decoder_said:  # decoded, with warnings: kept with the item, not printed
+            extra["decoder_said"] = photo.decoder_said
         return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0, extra=extra)
+
+    def record_source(self, item: Item) -> None:
+        """Record the photo as it is read now (size, mtime, sha256): the next run compares with it."""
+        path = self.source(item)
+        stamp = file_stamp(path) or FileStamp(item.size, item.mtime)
+        try:
+            digest = content_sha256(path)
+        except OSError:
+            return  # missing or unreadable: read_image fails the item with the reason
+        self.store.set_source(item.id, size=stamp.size, mtime=stamp.mtime, sha256=digest)
 
     def restore_faces(self, rgb: np.ndarray, restored: np.ndarray, item: Item) -> tuple[np.ndarray, dict]:
         """``restored`` with the restorer's faces pasted in (when there is a restorer): those the
@@ -213,9 +290,10 @@ class PhotoJob:
         return restored, {"faces_restored": pasted, "face_restorer": self.engine.restorer.name,
                           "faces_from": "analysis" if kept is not None else "render"}
 
-    def run(self, restart: bool = False, retry_failed: bool = False) -> Summary:
+    def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
+        """``work``: another executor's loop (``cluster``), else the runner's."""
         return run_job(self.store, self.job, self.process, self.progress, restart=restart,
-                       retry_failed=retry_failed, prepare=self.prepare)
+                       retry_failed=retry_failed, prepare=self.prepare, work=work)
 
 
 def open_photo_job(store: JobStore, input_path: Path, output: Path | None, options: PhotoJobOptions,
@@ -238,9 +316,11 @@ def _key(path: Path, root: Path) -> str:
     return PurePosixPath(os.path.relpath(path, root)).as_posix() if root.is_dir() else path.name
 
 
-def _spec(path: Path, rel: Path) -> ItemSpec:
-    try:
-        st = path.stat()
-        return ItemSpec(key=PurePosixPath(rel).as_posix(), size=st.st_size, mtime=st.st_mtime)
-    except OSError:
-        return ItemSpec(key=PurePosixPath(rel).as_posix())
+def _spec(path: Path, key: str) -> ItemSpec:
+    stamp = file_stamp(path)
+    return ItemSpec(key=key, size=stamp and stamp.size, mtime=stamp and stamp.mtime)
+
+
+def _names(keys: list[str], shown: int = 5) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .forward import FrameRestorer
+from ..device import autocast_dtype
+from .forward import FastCondSR, FrameRestorer, autocast, restore_nhwc
 from .tiles import run_tiled
 
 #: The default blend towards CondSR (``--fidelity``): see models/MODELS.md for how it was chosen.
@@ -61,53 +62,81 @@ def upscale_alone(upscaler: Net, upscaler_scale: int, rgb: np.ndarray, scale: in
     return out[0].permute(1, 2, 0).numpy()
 
 
-class StackRestorer:
-    """HxWx3 frames -> restored frames through the stack, on one device. A frame larger than ``tile``
-    runs in overlapping tiles (the cleanup and the upscaler each tiled); smaller frames run
-    ``batch`` at a time. The CondSR part of the blend goes through the fast CondSR forward
-    (``FrameRestorer``), which batches, tiles and survives out-of-memory on its own."""
+def activation_bytes_per_pixel(module: torch.nn.Module, run: Callable[[torch.Tensor], object],
+                               channels: int = 3, probe: int = 32) -> int:
+    """Memory per input pixel of one forward of ``module``, estimated generously: three times its
+    largest layer output (what is alive at once: a layer's input, its output, a skip), in fp32.
+    Measured with forward hooks on a ``probe`` x ``probe`` input through ``run``."""
+    largest = 0
 
-    def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FrameRestorer,
-                 fidelity: float, scale: int, device: torch.device, batch: int = 1, tile: int = 256):
+    def hook(_module, _inputs, output) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel())
+
+    device = next(module.parameters()).device
+    dtype = next(module.parameters()).dtype
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.inference_mode():
+            run(torch.zeros(1, channels, probe, probe, device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 3 * 4 * -(-largest // (probe * probe))
+
+
+class StackNet:
+    """The stack as one pass over a batch or a tile, fused on its device: ``net(lq NCHW, z)`` ->
+    NHWC at the output scale, clamped. The cleanup runs under the device's autocast (bf16/fp16 on a
+    GPU, fp32 on the CPU), the upscaler in its own dtype (fp16 on a GPU, as Real-ESRGAN runs it; see
+    ``Engine``), the CondSR blend through ``FastCondSR``."""
+
+    def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FastCondSR | None,
+                 fidelity: float, scale: int, device: torch.device):
         self.cleanup, self.upscaler, self.upscaler_scale = cleanup.eval(), upscaler, upscaler_scale
-        self.faithful, self.fidelity, self.scale = faithful, fidelity, scale
-        self.device, self.batch, self.tile = device, max(1, batch), tile
+        self.faithful, self.fidelity, self.scale, self.device = faithful, fidelity, scale, torch.device(device)
+        self.dtype = autocast_dtype(self.device)
+        self._bytes: int | None = None
 
-    def restore(self, frames: Sequence[np.ndarray], code: np.ndarray) -> list[np.ndarray]:
-        z = torch.from_numpy(np.asarray(code, np.float32)).reshape(1, -1).to(self.device)
-        sharp: list[np.ndarray] = []
-        start = 0
-        while start < len(frames):
-            group = [frames[start]]
-            while (len(group) < self.batch and start + len(group) < len(frames)
-                   and frames[start + len(group)].shape == group[0].shape):
-                group.append(frames[start + len(group)])
-            sharp += self._sharp(group, z)
-            start += len(group)
-        if self.fidelity <= 0:
-            return sharp
-        faithful = self.faithful.restore(frames, code)
-        return [np.clip(s * (1 - self.fidelity) + f * self.fidelity, 0, 1, out=s) for s, f in zip(sharp, faithful)]
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Memory per LQ pixel of one pass: the larger of the cleanup's and the upscaler's activations,
+        CondSR's, and the output twice (the upscaled picture and the blend), at the output scale."""
+        if self._bytes is None:
+            code_dim = self.cleanup.code_dim
+            cleanup = activation_bytes_per_pixel(self.cleanup, lambda x: self.cleanup(x, x.new_zeros(1, code_dim)))
+            model = self.upscaler if isinstance(self.upscaler, torch.nn.Module) else getattr(self.upscaler, "model", None)
+            upscaler = (activation_bytes_per_pixel(model, self.upscaler) if isinstance(model, torch.nn.Module)
+                        else 3 * 4 * 64 * self.upscaler_scale ** 2)  # an opaque upscaler: an RRDB's upsampler
+            faithful = self.faithful.bytes_per_pixel if self.faithful is not None and self.fidelity > 0 else 0
+            self._bytes = max(cleanup, upscaler) + faithful + 2 * 4 * 3 * self.scale ** 2
+        return self._bytes
 
     @torch.inference_mode()
-    def _sharp(self, group: Sequence[np.ndarray], z: torch.Tensor) -> list[np.ndarray]:
-        """Cleanup then upscaler (no blend) at the output scale, float32 HxWx3."""
-        lq = self._upload(group)
-        height, width = lq.shape[-2:]
-        size = (height * self.scale, width * self.scale)
-        if max(height, width) <= self.tile:
-            out = stack_restore(lq, z, self.cleanup, self.upscaler, fidelity=0, scale=self.scale)
-            return [np.ascontiguousarray(o) for o in out.permute(0, 2, 3, 1).cpu().numpy()]
-        results = []
-        for i in range(len(group)):
-            cleaned = run_tiled(lambda t: self.cleanup(t, z).clamp(0, 1), lq[i:i + 1], 1, self.tile,
-                                CLEANUP_OVERLAP).to(self.device)
-            up = run_tiled(lambda t: self.upscaler(t).float(), cleaned, self.upscaler_scale, self.tile, OVERLAP)
-            results.append(np.ascontiguousarray(resize_to(up, size).clamp(0, 1)[0].permute(1, 2, 0).numpy()))
-        return results
+    def __call__(self, lq: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        n = lq.shape[0]
+        code = z.reshape(-1, self.cleanup.code_dim).float()
+        code = code.expand(n, -1) if code.shape[0] == 1 else code
+        lq = lq.float().contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.dtype):
+            cleaned = self.cleanup(lq, code).float().clamp_(0, 1)
+        size = (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
+        out = resize_to(self.upscaler(cleaned).float(), size).clamp_(0, 1).permute(0, 2, 3, 1)
+        if self.fidelity > 0:
+            faithful = restore_nhwc(self.faithful, lq, code, self.scale)
+            out = out.mul(1 - self.fidelity).add_(faithful, alpha=self.fidelity).clamp_(0, 1)
+        return out
 
-    def _upload(self, group: Sequence[np.ndarray]) -> torch.Tensor:
-        host = torch.from_numpy(np.stack(group))
-        lq = host.to(self.device)
-        lq = lq.float().div_(255.0) if lq.dtype == torch.uint8 else lq.float()
-        return lq.permute(0, 3, 1, 2).contiguous()
+
+class StackRestorer(FrameRestorer):
+    """HxWx3 frames -> restored frames through the stack (``StackNet``), on one device, with the
+    batching, tiling and out-of-memory fallback of ``FrameRestorer``: whole frames batched when they
+    fit the device's memory, overlapping tiles (``CLEANUP_OVERLAP``, for the cleanup's half-resolution
+    trunk) otherwise."""
+
+    def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FastCondSR | None,
+                 fidelity: float, scale: int, device: torch.device, batch: int = 1, tile: int | None = None,
+                 **kwargs):
+        net = StackNet(cleanup, upscaler, upscaler_scale, faithful, fidelity, scale, device)
+        super().__init__(net, scale, batch, tile, overlap=CLEANUP_OVERLAP, **kwargs)

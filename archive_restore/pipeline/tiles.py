@@ -27,23 +27,31 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray
 
 
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, scale: int, tile: int = 256,
-              overlap: int = 16) -> torch.Tensor:
-    """``fn`` maps a 1x3xhxw tile to 1x3x(h*scale)x(w*scale); the tiles' outputs are blended with
-    linear weights in their overlaps, so no seam shows. An image within one tile runs whole."""
+              overlap: int = 16, nhwc: bool = False) -> torch.Tensor:
+    """``fn`` maps a 1x3xhxw tile to 1x3x(h*scale)x(w*scale) (with ``nhwc``: to 1x(h*scale)x(w*scale)x3,
+    and the result is NHWC too, contiguous: no full-size transpose after); the tiles' outputs are
+    blended with linear weights in their overlaps, so no seam shows. An image within one tile runs
+    whole. The result is float32 on the image's device either way (the blend runs there too: no
+    per-tile copy back to the host)."""
     _, c, h, w = image.shape
     if h <= tile and w <= tile:
-        return fn(image)
+        return fn(image).float()
     step = tile - overlap
-    out = torch.zeros(1, c, h * scale, w * scale, dtype=torch.float32)
-    weight = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32)
+    shape, weight_shape = ((1, h * scale, w * scale, c), (1, h * scale, w * scale, 1)) if nhwc else \
+        ((1, c, h * scale, w * scale), (1, 1, h * scale, w * scale))
+    out = torch.zeros(shape, dtype=torch.float32, device=image.device)
+    weight = torch.zeros(weight_shape, dtype=torch.float32, device=image.device)
     ys, xs = _starts(h, tile, step), _starts(w, tile, step)
     for y in ys:
         for x in xs:
             th, tw = min(tile, h - y), min(tile, w - x)
-            result = fn(image[..., y : y + th, x : x + tw]).float().cpu()
+            result = fn(image[..., y : y + th, x : x + tw]).float()
             wy = _ramp(th * scale, overlap * scale, y == 0, y + th >= h)
             wx = _ramp(tw * scale, overlap * scale, x == 0, x + tw >= w)
-            mask = torch.from_numpy(np.outer(wy, wx))[None, None]
-            out[..., y * scale : (y + th) * scale, x * scale : (x + tw) * scale] += result * mask
-            weight[..., y * scale : (y + th) * scale, x * scale : (x + tw) * scale] += mask
-    return out / weight
+            mask = torch.from_numpy(np.outer(wy, wx)).to(image.device)
+            mask = mask[None, :, :, None] if nhwc else mask[None, None]
+            rows, cols = slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale)
+            region = (out[:, rows, cols] if nhwc else out[..., rows, cols])
+            region.addcmul_(result, mask)
+            (weight[:, rows, cols] if nhwc else weight[..., rows, cols]).add_(mask)
+    return out.div_(weight)

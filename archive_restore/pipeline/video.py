@@ -23,6 +23,12 @@ One job per video file. Its items, in claim order:
 The analysis is an item (not a step outside the job) so that a bad input is recorded like any
 failure: the job fails with a one-line reason and nothing is written at the output path.
 A crash loses at most the item in progress; a rerun resumes with the next pending item.
+
+Damaged files never hang the job nor stop it with a traceback: decoding runs in its own thread and
+an item whose decoder gives no frame for ``DECODE_STALL_S`` seconds (probing included) fails with
+that reason; frames that do not decode are dropped and the others kept with their own timestamps
+(``media.video``); the analysis records how many were lost (``frames_lost``) and the job's summary
+says so (:func:`damage_note`).
 """
 from __future__ import annotations
 
@@ -42,13 +48,23 @@ from ..errors import InputError, JobError, UsageError
 from ..faces import align_face, face_quality
 from ..faces.steady import SteadyFaces
 from ..faces.track import Crop, FaceTracker
-from ..media.video import (EncodeSettings, Segment, SegmentWriter, VideoFrame, VideoInfo, join_segments,
-                           open_backend, probe)
-from ..runner import ItemResult, Summary, atomic_output, run_job
+from ..media.video import (
+    DecodeTally,
+    EncodeSettings,
+    Segment,
+    SegmentWriter,
+    VideoFrame,
+    VideoInfo,
+    join_segments,
+    open_backend,
+    probe,
+    to_uint8,
+)
+from ..runner import ItemResult, Summary, Work, atomic_output, run_job
 from ..store import DONE, Item, ItemSpec, Job, JobStore
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
-from .stack import DEFAULT_FIDELITY
 from .shots import ShotDetector
+from .stack import DEFAULT_FIDELITY
 
 KIND = "video"
 ANALYSIS, FINISH = "analysis", "finish"
@@ -57,6 +73,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".m
 NEAR_SHOTS = 2  # a shot without faces borrows from a shot with faces at most this far away
 BLIND_FRAMES = 3  # frames of a shot read for its blind code
 QUEUE_FRAMES = 16  # decoded frames waiting for the network, at most
+DECODE_STALL_S = 60.0  # an item whose decoder gives nothing for this long fails (a damaged file hangs it)
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,7 @@ class VideoJobOptions:
     face_detector: str = "auto"
     detect_every: int = 5
     chunk_frames: int = 120
-    tile: int = 256
+    tile: int | None = None             # LQ tile; None: sized to the device's free memory
     device: str = "auto"
     batch: int = 4
     models_dirs: tuple[Path, ...] = ()
@@ -85,7 +102,9 @@ class VideoJobOptions:
         before they existed keep their identity."""
         ident = {"scale": self.scale, "codec": self.codec, "crf": self.crf, "preset": self.preset,
                  "backend": self.backend, "face_detector": self.face_detector,
-                 "detect_every": self.detect_every, "chunk_frames": self.chunk_frames, "tile": self.tile}
+                 "detect_every": self.detect_every, "chunk_frames": self.chunk_frames}
+        if self.tile is not None:  # a fixed tile; the default sizes tiles to the device's memory
+            ident["tile"] = self.tile
         if self.face_restorer != "auto":
             ident["face_restorer"] = self.face_restorer
         if self.face_fidelity:
@@ -242,7 +261,7 @@ class VideoJob:
     @property
     def info(self) -> VideoInfo:
         if self._info is None:
-            self._info = probe(self.source)
+            self._info = _within(DECODE_STALL_S, probe, self.source)
         return self._info
 
     def prepare(self, job: Job) -> None:
@@ -257,33 +276,44 @@ class VideoJob:
             return self.finish()
         return self.render(item)
 
-    def run(self, restart: bool = False, retry_failed: bool = False) -> Summary:
+    def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
+        """``work``: another executor's loop (``cluster``), else the runner's."""
         try:
             return run_job(self.store, self.job, self.process, False, restart=restart,
-                           retry_failed=retry_failed, prepare=self.prepare)
+                           retry_failed=retry_failed, prepare=self.prepare, work=work)
         finally:
             if self._bar is not None:
                 self._bar.close()
 
     # -------------------------------------------------------------------------------- analyse
     def analyse(self) -> ItemResult:
+        shots, result = self.analyse_shots()
+        self.add_shot_items(shots)
+        return result
+
+    def analyse_shots(self) -> tuple[list[Shot], ItemResult]:
+        """The analysis pass (what a cluster worker runs): the shots and the item's result, which
+        ``add_shot_items`` then records in the job store."""
         started = time.monotonic()
         stamp = _stamp(self.source)
         info = self.info
         backend = open_backend(self.options.backend)
-        analysis = Analysis(self.engine, self.options)
+        analysis, tally = Analysis(self.engine, self.options), DecodeTally()
+        frames = _prefetch(backend.frames(self.source, info, tally=tally), QUEUE_FRAMES, str(self.source))
         with tqdm(desc=f"analysis {self.source.name}", unit="frame", total=info.header_frames,  # an estimate
                   disable=not self.progress) as bar:
-            shots = analysis.run(_counted(backend.frames(self.source, info), bar))
-        self._add_items(shots)
+            shots = analysis.run(_counted(frames, bar))
+        if not analysis.frames:
+            said = f" (FFmpeg said: {'; '.join(tally.messages[:3])})" if tally.messages else ""
+            raise InputError(f"{self.source}: no frame decodes{said}")
         seconds = time.monotonic() - started
-        return ItemResult(faces=analysis.tracks, extra={
+        return shots, ItemResult(faces=analysis.tracks, extra={
             "input": stamp, "frames": analysis.frames, "shots": len(shots), "tracks": analysis.tracks,
             "seconds": round(seconds, 3), "fps": round(analysis.frames / max(seconds, 1e-6), 2),
             "video": info.summary(), "header_frames": info.header_frames,
-            "code_sources": _count(s.source for s in shots)})
+            "code_sources": _count(s.source for s in shots), **tally.summary(info)})
 
-    def _add_items(self, shots: list[Shot]) -> None:
+    def add_shot_items(self, shots: list[Shot]) -> None:
         specs, results = [], []
         for shot in shots:
             for part, chunk in enumerate(shot.chunks):
@@ -317,7 +347,7 @@ class VideoJob:
         x = item.extra
         code = np.asarray(item.code, np.float32)
         frames = _prefetch(open_backend(self.options.backend).frames(
-            self.source, self.info, x["start_pts"], x["end_pts"], as_float=True), QUEUE_FRAMES)
+            self.source, self.info, x["start_pts"], x["end_pts"]), QUEUE_FRAMES, str(self.source))  # uint8: a quarter of the bytes
         out = self.segment_path(item)
         scale = self.options.scale
         with atomic_output(out) as tmp:
@@ -328,7 +358,7 @@ class VideoJob:
                     for batch in _batches(frames, self.options.batch):
                         for frame, restored in zip(batch, self.restore(batch, code)):
                             picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
-                            encode.put(picture, frame.pts)
+                            encode.put(to_uint8(picture), frame.pts)  # the queue holds 8-bit frames
                             pasted += faces
                         self.render_bar().update(len(batch))
                 if writer.frames != x["frames"]:
@@ -342,9 +372,11 @@ class VideoJob:
 
     def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
         """A batch of frames through the engine's restoration (the stack, or CondSR alone): one pass for
-        the batch when a frame fits in a tile, else tiled; smaller batches, then tiles, after an
-        out-of-memory error."""
-        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch)
+        the batch when the frames fit the device's memory (or the fixed tile), else tiled; smaller
+        batches, then tiles, after an out-of-memory error. Rounded to uint8 on the device unless faces
+        are to be pasted into them."""
+        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch,
+                                          as_uint8=self.engine.restorer is None)  # float only to paste faces into
 
     def render_bar(self) -> tqdm:
         if self._bar is None:
@@ -410,8 +442,10 @@ def _batches(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFram
 _END = object()
 
 
-def _prefetch(frames: Iterator[VideoFrame], size: int) -> Iterator[VideoFrame]:
-    """Decode in a thread, at most ``size`` frames ahead: decoding overlaps the network."""
+def _prefetch(frames: Iterator[VideoFrame], size: int, what: str) -> Iterator[VideoFrame]:
+    """Decode in a thread, at most ``size`` frames ahead: decoding overlaps the network. A decoder
+    that gives nothing for ``DECODE_STALL_S`` raises InputError naming ``what`` (the stuck thread is
+    left behind, a daemon)."""
     buffer: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
 
@@ -432,14 +466,47 @@ def _prefetch(frames: Iterator[VideoFrame], size: int) -> Iterator[VideoFrame]:
 
     thread = threading.Thread(target=work, daemon=True, name="decode")
     thread.start()
+    stalled = False
     try:
-        while (got := buffer.get()) is not _END:
+        while (got := _next_decoded(buffer, what)) is not _END:
             if isinstance(got, BaseException):
                 raise got
             yield got
+    except InputError:
+        stalled = thread.is_alive()
+        raise
     finally:
         stop.set()
-        thread.join(timeout=5)
+        thread.join(timeout=0 if stalled else 5)
+
+
+def _next_decoded(buffer: queue.Queue, what: str):
+    try:
+        return buffer.get(timeout=DECODE_STALL_S)
+    except queue.Empty:
+        raise InputError(f"{what}: no frame decoded for {DECODE_STALL_S:.0f} s; the file is probably "
+                         "damaged (decoding stopped)") from None
+
+
+def _within(seconds: float, fn, path: Path):
+    """``fn(path)`` run on a daemon thread; InputError when it has not returned within ``seconds``."""
+    outcome: queue.Queue = queue.Queue(maxsize=1)
+
+    def work() -> None:
+        try:
+            outcome.put((True, fn(path)))
+        except BaseException as exc:  # handed to the caller
+            outcome.put((False, exc))
+
+    threading.Thread(target=work, daemon=True, name="probe").start()
+    try:
+        ok, value = outcome.get(timeout=seconds)
+    except queue.Empty:
+        raise InputError(f"{path}: no answer from the decoder in {seconds:.0f} s; the file is probably "
+                         "damaged") from None
+    if not ok:
+        raise value
+    return value
 
 
 class _Background:
@@ -485,6 +552,18 @@ def _format_for(path: Path) -> str | None:
 
 
 # ------------------------------------------------------------------------------------- status
+def damage_note(items: list[Item]) -> str | None:
+    """One line for the job's summary when the analysis lost frames to damage, else None."""
+    analysis = next((i for i in items if i.key == ANALYSIS), None)
+    lost = analysis.extra.get("frames_lost", 0) if analysis is not None else 0
+    if not lost:
+        return None
+    said = analysis.extra.get("ffmpeg_said") or []
+    detail = f" (FFmpeg said: {'; '.join(said[:2])})" if said else ""
+    return (f"{lost} frame(s) could not be decoded (the file is damaged); the {analysis.extra['frames']} "
+            f"that decoded are kept with their timestamps{detail}")
+
+
 def shot_lines(items: list[Item]) -> list[str]:
     """``status`` lines for a video job: the analysis, each shot with its chunks, the finish."""
     lines = []
@@ -493,6 +572,7 @@ def shot_lines(items: list[Item]) -> list[str]:
         if item.key == ANALYSIS:
             found = (f" {x['frames']} frames, {x['shots']} shots, {x['tracks']} face tracks, "
                      f"{x['fps']} frames/s") if "frames" in x else ""
+            found += f", {x['frames_lost']} frames lost to damage" if x.get("frames_lost") else ""
             lines.append(f"  {item.status:<8} analysis{found}{error}")
         elif item.key == FINISH:
             lines.append(f"  {item.status:<8} finish{error}")

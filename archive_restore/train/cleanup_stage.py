@@ -64,4 +64,4 @@ class CleanupStep:
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
         self.optimizer.step()
-        return {"l1": float(loss.detach()), "l1_input": float(F.l1_loss(lq, clean))}
+        return {"l1": loss.detach(), "l1_input": F.l1_loss(lq, clean).detach()}

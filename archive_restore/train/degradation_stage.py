@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..degrade import PARAM_DIM
-from .batches import real_pair_batch, shared_batch
+from .batches import model_device, real_pair_batch, shared_batch
 from .data import FaceBank, ImageBank, RealPair
 from .loop import step_rng
 
@@ -56,7 +56,8 @@ class DegradationStep:
 
     def __call__(self, step: int) -> dict[str, float]:
         rng = step_rng(self.seed, step)
-        b = shared_batch(rng, self.faces, self.naturals, self.batch, crop=self.faces.faces[0].shape[0])
+        device = model_device(self.encoder)
+        b = shared_batch(rng, self.faces, self.naturals, self.batch, crop=self.faces.faces[0].shape[0], device=device)
         nat_lq_up = F.interpolate(b.nat_lq, size=b.nat_hq.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
         z_face = self.encoder(b.face_lq_up, b.face_hq)
         z_nat = self.encoder(nat_lq_up, b.nat_hq)
@@ -67,14 +68,14 @@ class DegradationStep:
             "synth": synthesis_loss(self.synth(b.nat_hq, z_face), nat_lq_up),
         }
         if self.real_pairs:
-            lq, hq = real_pair_batch(rng, self.real_pairs, self.real_batch)
+            lq, hq = real_pair_batch(rng, self.real_pairs, self.real_batch, device)
             losses["real"] = synthesis_loss(self.synth(hq, self.encoder(lq, hq)), lq)
         total = 4.0 * losses["param"] + losses["nce"] + losses["spread"] + sum(
             v for k, v in losses.items() if k in ("synth", "real"))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}
 
 
 def make_param_head(code_dim: int) -> nn.Module:
@@ -85,12 +86,13 @@ def code_spread(encoder: nn.Module, faces: FaceBank, naturals: ImageBank, seed: 
     """Check the codes actually vary: mean distance between codes of different degradations vs. the
     mean distance between a face's and a natural patch's codes under the same degradation."""
     rng = np.random.default_rng([seed, 999_999])
-    b = shared_batch(rng, faces, naturals, n, crop=faces.faces[0].shape[0])
+    device = model_device(encoder)
+    b = shared_batch(rng, faces, naturals, n, crop=faces.faces[0].shape[0], device=device)
     nat_lq_up = F.interpolate(b.nat_lq, size=b.nat_hq.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
     with torch.no_grad():
         zf, zn = encoder(b.face_lq_up, b.face_hq), encoder(nat_lq_up, b.nat_hq)
     dist = torch.cdist(zf, zn)
     same = dist.diag().mean()
     other = (dist.sum() - dist.diag().sum()) / (n * n - n)
-    top1 = (dist.argmin(dim=1) == torch.arange(n)).float().mean()
+    top1 = (dist.argmin(dim=1) == torch.arange(n, device=device)).float().mean()
     return {"same_deg_dist": float(same), "other_deg_dist": float(other), "retrieval_top1": float(top1)}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import shared_batch
+from .batches import model_device, shared_batch
 from .data import FaceBank, ImageBank
 from .loop import step_rng
 
@@ -29,7 +29,8 @@ class DistillStep:
 
     def __call__(self, step: int) -> dict[str, float]:
         rng = step_rng(self.seed, step)
-        b = shared_batch(rng, self.faces, self.naturals, self.batch, crop=self.faces.faces[0].shape[0])
+        b = shared_batch(rng, self.faces, self.naturals, self.batch, crop=self.faces.faces[0].shape[0],
+                         device=model_device(self.blind))
         nat_lq_up = F.interpolate(b.nat_lq, size=b.nat_hq.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
         with torch.no_grad():
             target_face = self.teacher(b.face_lq_up, b.face_hq)
@@ -41,4 +42,4 @@ class DistillStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"mse": float(mse.detach()), "l1": float(l1.detach())}
+        return {"mse": mse.detach(), "l1": l1.detach()}

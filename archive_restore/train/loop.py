@@ -82,7 +82,7 @@ def run_steps(
     state: RunState,
     optimizer: torch.optim.Optimizer,
     base_lr: float,
-    step_fn: Callable[[int], dict[str, float]],
+    step_fn: Callable[[int], dict[str, torch.Tensor]],
     checkpoint: Callable[[RunState], None],
     every: int = 100,
 ) -> RunState:
@@ -98,7 +98,7 @@ def run_steps(
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(base_lr, state.step, budget.steps)
             t0 = time.monotonic()
-            losses = step_fn(state.step)
+            losses = {k: float(v) for k, v in step_fn(state.step).items()}  # the one host sync of a step
             state.seconds += time.monotonic() - t0
             state.step += 1
             smooth = {k: v if k not in smooth else 0.98 * smooth[k] + 0.02 * v for k, v in losses.items()}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import real_pair_batch, shared_batch
+from .batches import model_device, real_pair_batch, shared_batch
 from .data import FaceBank, ImageBank, RealPair
 from .loop import step_rng
 
@@ -29,10 +29,11 @@ class RestorerStep:
     def pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(lq, z, hq) for one step — identical for the conditioned net and its twin."""
         rng = step_rng(self.seed, step)
-        b = shared_batch(rng, self.faces, self.naturals, self.batch, crop=self.crop)
+        device = model_device(self.encoder)
+        b = shared_batch(rng, self.faces, self.naturals, self.batch, crop=self.crop, device=device)
         use_synth = self.synth is not None and self.real_pairs and rng.random() < self.synth_share
         if use_synth:
-            lq_face, hq_face = real_pair_batch(rng, self.real_pairs, self.batch)
+            lq_face, hq_face = real_pair_batch(rng, self.real_pairs, self.batch, device)
             z = self.encoder(lq_face, hq_face)
             lq = F.interpolate(self.synth(b.nat_hq, z).clamp(0, 1), scale_factor=1 / self.scale, mode="area")
         else:
@@ -46,4 +47,4 @@ class RestorerStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"l1": float(loss.detach())}
+        return {"l1": loss.detach()}

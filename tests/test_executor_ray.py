@@ -1,0 +1,213 @@
+"""``--executor ray`` on a real local Ray cluster (a head node started here on 127.0.0.1 with 2 CPUs,
+stopped after): a photo job and a two-chunk video job give byte-identical outputs to the local
+executor, a worker SIGKILLed mid-job loses nothing, an unreachable address fails fast with its
+message. Skipped when Ray is not installed (``pip install -e '.[ray]'``)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from video_clips import make_clip
+
+from archive_restore.cli import cli
+from archive_restore.cluster_worker import AccessCheck
+from archive_restore.store import JobStore
+
+START_TIMEOUT_S = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray head node on 127.0.0.1 with 2 CPUs, in its own temp folder: (address, the head's process)."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    port, temp = _free_port(), tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay short
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")  # the test cluster and its driver, without token files
+        patch.delenv("RAY_ADDRESS", raising=False)
+        head = subprocess.Popen(
+            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address",
+             "127.0.0.1", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
+             "--temp-dir", temp, "--disable-usage-stats"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not _answers(port):
+                assert head.poll() is None, f"ray start exited with {head.returncode}"
+                assert time.monotonic() < deadline, "the Ray head did not start in time"
+                time.sleep(0.2)
+            yield f"127.0.0.1:{port}", head
+        finally:
+            head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
+            try:
+                head.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                head.kill()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _cli(args: list, jobs: Path, models: Path):
+    full = [str(a) for a in args] + ["--jobs-dir", str(jobs), "--models-dir", str(models)]
+    return CliRunner().invoke(cli, full, catch_exceptions=False)
+
+
+def _on_ray(address: str) -> list[str]:
+    return ["--executor", "ray", "--ray-address", address, "--workers", "2"]
+
+
+def _photos(root: Path, count: int, size: tuple[int, int] = (24, 32)) -> None:
+    rng = np.random.default_rng(3)
+    for index in range(count):
+        folder = root / f"roll{index % 2}" / ("scans" if index % 3 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (rng.random((*size, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{index:02d}.{'png' if index % 2 else 'jpg'}", quality=90)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _items(jobs: Path, output: Path):
+    with JobStore.open(jobs) as store:
+        (job,) = [j for j in store.jobs() if j.output == str(output)]
+        return store.items(job.id)
+
+
+def test_photo_job_on_ray_gives_the_local_files(tmp_path, tiny_models, ray_cluster):
+    inp, jobs = tmp_path / "in", tmp_path / "jobs"
+    _photos(inp, 6)
+    photo = ["--scale", "2", "--face-detector", "haar"]
+    local = _cli(["run", inp, "-o", tmp_path / "local", *photo], jobs, tiny_models)
+    assert local.exit_code == 0, local.output
+    remote = _cli(["run", inp, "-o", tmp_path / "ray", *photo, *_on_ray(ray_cluster[0])], jobs, tiny_models)
+    assert remote.exit_code == 0, remote.output
+    assert "2 Ray worker(s)" in remote.output and "6 done, 0 failed" in remote.output
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local") and len(_files(tmp_path / "local")) == 6
+    assert all(i.status == "done" and i.attempts == 1 for i in _items(jobs, tmp_path / "ray"))
+
+
+def test_two_chunk_video_on_ray_gives_the_local_file(tmp_path, tiny_models, ray_cluster):
+    clip = make_clip(tmp_path / "film.mp4", count=12)
+    jobs, fast = tmp_path / "jobs", ["--preset", "ultrafast", "--face-detector", "haar", "--scale", "2",
+                                     "--chunk-frames", "6"]
+    local = _cli(["video", clip.path, "-o", tmp_path / "local.mp4", *fast], jobs, tiny_models)
+    assert local.exit_code == 0, local.output
+    remote = _cli(["video", clip.path, "-o", tmp_path / "ray.mp4", *fast, *_on_ray(ray_cluster[0])], jobs, tiny_models)
+    assert remote.exit_code == 0, remote.output
+    assert (tmp_path / "ray.mp4").read_bytes() == (tmp_path / "local.mp4").read_bytes()
+    items = _items(jobs, tmp_path / "ray.mp4")
+    assert [i.key for i in items] == ["analysis", "shot0000.000", "shot0000.001", "finish"]
+    assert all(i.status == "done" and i.attempts == 1 for i in items)
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes under ``pid`` and their command lines (Ray names its workers ray::Class)."""
+    parents, lines = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                lines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, up in parents.items():
+            if up == parent and child not in found:
+                found[child] = lines.get(child, "")
+                frontier.append(child)
+    return found
+
+
+def test_a_worker_killed_mid_job_loses_nothing(tmp_path, tiny_models, ray_cluster):
+    address, head = ray_cluster
+    inp, out, jobs = tmp_path / "in", tmp_path / "ray", tmp_path / "jobs"
+    _photos(inp, 12, size=(96, 128))
+    photo = ["--scale", "4", "--face-detector", "haar"]
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:  # once the first photo is out: both workers have items in hand
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and not killed:
+            if out.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in out.rglob("*")):
+                workers = [pid for pid, line in _descendants(head.pid).items() if "PipelineWorker" in line]
+                if workers:
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed.append(workers[0])
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    remote = _cli(["run", inp, "-o", out, *photo, *_on_ray(address)], jobs, tiny_models)
+    killer.join(timeout=5)
+    assert killed, "no worker was killed"
+    assert remote.exit_code == 0, remote.output
+    assert "12 done, 0 failed" in remote.output
+    items = _items(jobs, out)
+    assert all(i.status == "done" for i in items) and len(items) == 12
+    assert max(i.attempts for i in items) == 2  # what the killed worker had in hand was done again elsewhere
+    local = _cli(["run", inp, "-o", tmp_path / "local", *photo], jobs, tiny_models)
+    assert local.exit_code == 0, local.output
+    assert _files(out) == _files(tmp_path / "local")  # every photo once, nothing half-written left
+
+
+def test_an_unreachable_address_fails_fast_with_the_message(tmp_path, tiny_models):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    _photos(tmp_path / "in", 1)
+    started = time.monotonic()
+    result = _cli(["run", tmp_path / "in", "--executor", "ray", "--ray-address", f"127.0.0.1:{_free_port()}"],
+                  tmp_path / "jobs", tiny_models)
+    assert result.exit_code == 1 and time.monotonic() - started < 15
+    assert "error: cannot reach the Ray cluster at 127.0.0.1:" in result.output
+    assert "ray start --head" in result.output
+
+
+def test_without_ray_installed_the_message_says_what_to_install(tmp_path, tiny_models, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    _photos(tmp_path / "in", 1)
+    result = _cli(["run", tmp_path / "in", "--executor", "ray"], tmp_path / "jobs", tiny_models)
+    assert result.exit_code == 1
+    assert "needs Ray, which is not installed here: pip install 'archive-restore[ray]'" in result.output
+
+
+def test_ray_options_without_the_ray_executor_are_a_usage_error(tmp_path, tiny_models):
+    _photos(tmp_path / "in", 1)
+    result = _cli(["run", tmp_path / "in", "--workers", "2"], tmp_path / "jobs", tiny_models)
+    assert result.exit_code == 2 and "--workers apply to --executor ray only" in result.output
+
+
+def test_a_worker_that_does_not_see_the_drivers_folder_says_so(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / ".token").touch()
+    seen = AccessCheck("the output folder", str(tmp_path / "shared"), write=True, token=".token")
+    assert seen.problem() is None
+    elsewhere = AccessCheck("the output folder", str(tmp_path / "shared"), write=True, token=".other")
+    assert "does not see the output folder" in elsewhere.problem()
+    assert "cannot read the input" in AccessCheck("the input", str(tmp_path / "missing")).problem()

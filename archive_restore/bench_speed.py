@@ -45,6 +45,7 @@ from .models import find_model
 from .nets import CondSR, build_condsr, load_checkpoint
 from .nets.condsr import SIZES
 from .pipeline.forward import FrameRestorer
+from .upscale_runtime import ENV_VAR as RUNTIME_ENV
 from .upscalers import CONDSR
 
 KEYS = ("decode_fps", "forward_fps", "eager_forward_fps", "end_to_end_fps", "per_frame_loop_fps", "peak_rss_mb",
@@ -69,6 +70,7 @@ class SpeedConfig:
     seed: int = 0
     models: Sequence[Path] = field(default_factory=tuple)
     progress: bool = True
+    runtime: str | None = None  # the upscaler's CPU runtime (``upscale_runtime``); None: the jobs' choice
 
 
 # ---------------------------------------------------------------------------------------------- clip
@@ -269,6 +271,21 @@ def _row(engine, plain: Plain, name: str, frames: list[np.ndarray], clip: Path, 
 
 
 def run_speed(cfg: SpeedConfig) -> dict:
+    """Every row's figures (and ``meta``), with the upscaler runtime ``cfg.runtime`` when given."""
+    if cfg.runtime is None:
+        return _run_speed(cfg)
+    before = os.environ.get(RUNTIME_ENV)
+    os.environ[RUNTIME_ENV] = cfg.runtime  # what `auto` takes in the engines (and the job) below
+    try:
+        return _run_speed(cfg)
+    finally:
+        if before is None:
+            os.environ.pop(RUNTIME_ENV, None)
+        else:
+            os.environ[RUNTIME_ENV] = before
+
+
+def _run_speed(cfg: SpeedConfig) -> dict:
     from .pipeline.stack import stack_restore
 
     device = resolve_device(cfg.device)
@@ -307,6 +324,7 @@ def run_speed(cfg: SpeedConfig) -> dict:
 
             result[name] = _row(stacked, plain, name, frames, clip, work, cfg, device, decode_fps, baseline_threads,
                                 str(Path(path).resolve()))
+            meta["weights"][name] += f"; runtime {stacked.upscaler.runtime.name}"
     return {**result, "meta": meta}
 
 

@@ -560,18 +560,21 @@ def bench_steady(image, width, frames, noise, seed, face_detector, restorer, dev
 @click.option("--height", type=click.IntRange(min=16), default=352, show_default=True, help="Synthetic clip height.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
               help="LQ tile [default: the jobs' default, sized to the device's free memory].")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "channels-last", "onnxruntime", "ncnn"]), default=None,
+              help="The upscalers' CPU runtime [default: the jobs' choice, auto].")
 @_models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, height, tile, models_dirs, json_path,
-                quiet) -> None:
+def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, height, tile, runtime, models_dirs,
+                json_path, quiet) -> None:
     """Frames per second: decode, our forward, the eager forward, end to end (the video job's render)
     and a Real-ESRGAN-style per-frame loop with the same networks, for CondSR and for the stack with
     each --upscaler; peak memory."""
     from .bench_speed import SpeedConfig, format_table, run_speed
 
     cfg = SpeedConfig(input=input_path, sizes=sizes or ("compact",), upscalers=upscalers, device=device, batch=batch,
-                      frames=frames, width=width, height=height, tile=tile, models=models_dirs, progress=not quiet)
+                      frames=frames, width=width, height=height, tile=tile, models=models_dirs, progress=not quiet,
+                      runtime=runtime)
     result = run_speed(cfg)
     click.echo(format_table(result))
     _write_json(json_path, result)
@@ -584,7 +587,8 @@ def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, heig
 @click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs per runtime after a warm-up (the median counts).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: torch's].")
-@click.option("--no-compile", is_flag=True, help="Leave out torch.compile (its compile takes minutes for RRDB).")
+@click.option("--no-compile", is_flag=True,
+              help="Leave out torch.compile (its compile took 17-72 s for RRDB x4plus on a 2-core CPU).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_runtime(upscalers, size, runs, threads, no_compile, json_path, quiet) -> None:

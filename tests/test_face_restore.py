@@ -208,6 +208,33 @@ def test_the_ring_is_where_the_mask_is_strictly_between_5_and_95_percent():
     assert ring.dtype == np.float32 and ring.tolist() == [[0, 0, 1, 1, 1, 0, 0]]
 
 
+def _lab_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lab = cv2.cvtColor(np.float32(rgb), cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    return lab.mean(0), lab.std(0)
+
+
+def test_colour_matching_moves_each_lab_channels_mean_and_contrast_within_limits():
+    rng = np.random.default_rng(3)
+    noise = lambda: rng.uniform(-1, 1, (32, 32, 3))  # noqa: E731
+    everywhere = np.ones((32, 32), np.float32)
+    face, picture = 0.4 + 0.1 * noise(), 0.5 + 0.15 * noise()  # the picture ~1.5 times the face's contrast
+    mean, std = _lab_stats(match_colour(face, picture, everywhere))
+    want_mean, want_std = _lab_stats(picture)
+    # nothing clipped here: only the Lab -> RGB -> Lab round trip is left (measured 0.086 and 0.007)
+    np.testing.assert_allclose(mean, want_mean, atol=0.3)
+    np.testing.assert_allclose(std, want_std, atol=0.05)
+    flat = 0.5 + 0.02 * noise()  # 10 times less contrast than the picture: at most doubled (measured 0.15 % off)
+    np.testing.assert_allclose(_lab_stats(match_colour(flat, picture, everywhere))[1], 2 * _lab_stats(flat)[1],
+                               rtol=0.01)
+    gray = lambda: np.repeat(rng.uniform(-1, 1, (32, 32, 1)), 3, axis=2)  # noqa: E731
+    faint, soft = 0.5 + 0.006 * gray(), 0.5 + 0.01 * gray()  # lightness std 0.344 and 0.575 Lab units
+    # a face of under one unit of contrast still takes the picture's (measured 0.564 for 0.575)
+    assert _lab_stats(match_colour(faint, soft, everywhere))[1][0] == pytest.approx(_lab_stats(soft)[1][0], abs=0.03)
+    for level, bound in ((0.85, 1.0), (0.15, 0.0)):  # contrast pushed past white or black is clipped there
+        matched = match_colour(face, np.clip(level + 0.3 * noise(), 0, 1), everywhere)
+        assert matched.min() >= 0 and matched.max() <= 1 and (matched == bound).any()
+
+
 def test_colour_matching_needs_16_pixels_of_ring_and_takes_any_float():
     rng = np.random.default_rng(2)
     face, picture = rng.random((8, 8, 3)), rng.random((8, 8, 3)) * 0.5

@@ -338,6 +338,8 @@ def test_rerun_resumes_without_recomputing_and_restart_redoes_everything(tmp_pat
     second = _items(job_id, jobs)
     assert {k: second[k] for k in first} == first
     assert second["sub/four.png"]["status"] == "done" and second["sub/four.png"]["attempts"] == 1
+    with Image.open(out / "sub" / "four.png") as im:
+        assert im.size == (64, 48)  # resumed with the job's own options (--scale 2), not the defaults
     mtimes = _mtimes(out)
     assert mtimes.pop("sub/four.png") != OLD_MTIME and set(mtimes.values()) == {OLD_MTIME}
 
@@ -426,6 +428,7 @@ def test_status_json_describes_the_job_and_every_item(tmp_path, tiny_models, rng
     good, bad, readme = items["good.png"], items["bad.jpg"], items["readme.md"]
     assert (good["status"], good["error"], good["code_source"], good["faces"]) == ("done", None, "blind", 0)
     assert good["output"] == str(out.resolve() / "good.png") and len(good["code"]) == 16 and good["seconds"] >= 0
+    assert good["extra"]["megapixels"] == 0.0008  # 32 x 24 = 768 pixels, in megapixels to 4 places
     assert (bad["status"], bad["output"], bad["code_source"]) == ("failed", None, None)
     assert bad["error"].startswith("InputError: ") and bad["error"].endswith("empty file (0 bytes)")
     assert (readme["status"], readme["error"], readme["attempts"]) == ("skipped", "not an image extension", 0)

@@ -1,6 +1,7 @@
 """The runner: atomic outputs, failures recorded, Ctrl-C, the lock, and real SIGKILL crashes."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -8,10 +9,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from archive_restore.errors import InputError
+from archive_restore.errors import DiskFullError, InputError
 from archive_restore.runner import (ItemResult, Summary, atomic_output, remove_stale_temps,
                                     run_job, temp_path)
 from archive_restore.store import ItemSpec, JobStore
@@ -139,10 +141,130 @@ def test_keyboard_interrupt_puts_the_item_back(store, tmp_path):
     assert run_job(store, job, _writer(tmp_path / "out"), progress=False).done == 2
 
 
-def test_run_job_progress_bar_does_not_break_the_run(store, tmp_path, capsys):
+def test_run_job_progress_bar_counts_items_done_and_failed(store, tmp_path, capsys):
+    job = _job(store, tmp_path, ["a", "bad1", "b"])
+    assert run_job(store, job, _writer(tmp_path / "out")).done == 2  # a bar unless asked not to
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"photos {job.id}" in last and "3/3" in last and "done=2, failed=1" in last, last
+
+
+def test_each_result_is_recorded_as_returned(store, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"x")
+    job = _job(store, tmp_path, ["a", "b", "c"])
+    results = {"a": ItemResult(output=out / "a.png", code=[0.5, 1.5], code_source="faces", faces=2,
+                               extra={"seconds": 1.25}),
+               "b": ItemResult(skipped="not an image extension"),
+               "c": {"output": "not an ItemResult"}}
+    summary = run_job(store, job, lambda item: results[item.key], progress=False)
+    assert (summary.done, summary.skipped, summary.failed) == (1, 1, 1)
+    a, b, c = store.items(job.id)
+    assert (a.output, a.code, a.code_source, a.faces, a.extra["seconds"]) == (str(out / "a.png"), [0.5, 1.5],
+                                                                                "faces", 2, 1.25)
+    assert (b.status, b.error) == ("skipped", "not an image extension")
+    assert c.error == "JobError: process_item returned dict, not an ItemResult"
+
+
+def test_run_job_gives_prepare_and_work_the_job_and_times_the_run(store, tmp_path, monkeypatch, capsys):
+    import archive_restore.runner as runner
+
     job = _job(store, tmp_path, ["a", "b"])
-    assert run_job(store, job, _writer(tmp_path / "out"), progress=True).done == 2
-    assert job.id in capsys.readouterr().err
+    seen, clock = [], iter([100.0, 102.34567])
+    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: next(clock)))  # the runner's clock only
+
+    def work(running, advance):  # another executor: it records each item itself and advances the bar
+        seen.append(running.id)
+        while (item := store.claim_next(running.id)) is not None:
+            runner.process_one(store, item, _writer(tmp_path / "out"), running)
+            advance()
+
+    summary = run_job(store, job, _writer(tmp_path / "out"), progress=True, prepare=lambda j: seen.append(j.id),
+                      work=work)
+    assert seen == [job.id, job.id]
+    assert summary == Summary(done=2, failed=0, skipped=0, pending=0, seconds=2.346)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "2/2" in last and "done=2, failed=0" in last, last  # the executor's advance() moved the bar
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_stops_the_job_and_puts_the_item_back(store, tmp_path, code):
+    out = tmp_path / "out"
+    job = _job(store, tmp_path, ["a", "b", "c"])
+
+    def process(item):
+        if item.key == "b":  # the error behind the one raised: the disk filled up while the photo was written
+            raise InputError("b: could not be written") from OSError(code, os.strerror(code), str(out / "sub" / "b.png"))
+        return _writer(out)(item)
+
+    with pytest.raises(DiskFullError) as stopped:
+        run_job(store, job, process, progress=False)
+    assert str(stopped.value) == (f"no space left on {out / 'sub'} ({os.strerror(code)}); nothing half-written "
+                                  "was kept: free some space there, then run the same command again to carry on")
+    assert [(i.key, i.status) for i in store.items(job.id)] == [("a", "done"), ("b", "pending"), ("c", "pending")]
+    assert store.locked_by(job.id) is None
+
+
+def test_a_full_disk_without_a_file_name_names_the_output_folder(store, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for output, folder in ((out, out), (out / "film.mp4", out)):  # a folder, or the folder of an output file
+        job = store.get_or_create_job("photos", tmp_path / "in", output, {"output": str(output)})
+        store.add_items(job.id, [ItemSpec("a")])
+
+        def process(item):
+            try:
+                raise ValueError("while encoding")
+            except ValueError:  # raised while handling another error: found through __context__
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        with pytest.raises(DiskFullError, match=f"^no space left on {folder} "):
+            run_job(store, job, process, progress=False)
+    other = store.get_or_create_job("photos", tmp_path / "in", out, {"other": True})
+    store.add_items(other.id, [ItemSpec("a")])
+
+    def refused(item):
+        raise OSError(errno.EACCES, "Permission denied", str(out / "a.png"))
+
+    assert run_job(store, other, refused, progress=False).failed == 1  # any other OSError: that item fails
+
+
+def test_errors_that_refer_to_each_other_in_a_loop_are_not_a_full_disk():
+    from archive_restore.runner import disk_full
+
+    first, second = ValueError("a"), OSError(errno.EACCES, "Permission denied")
+    first.__context__, second.__context__ = second, first
+    assert disk_full(first) is None
+
+
+def test_a_temp_file_someone_else_removes_first_or_of_another_users_live_process(tmp_path, monkeypatch):
+    import archive_restore.runner as runner
+
+    stale = tmp_path / f".a.{DEAD_PID}.tmp.jpg"
+    stale.write_bytes(b"x")
+    monkeypatch.setattr(runner, "_pid_alive", lambda pid: stale.unlink() or False)  # another cleaner got there first
+    assert remove_stale_temps(tmp_path) == [stale]
+    monkeypatch.undo()
+    stale.write_bytes(b"x")
+
+    def not_ours(pid, sig):
+        raise PermissionError  # a live process of another user: it may not be signalled, but it runs
+
+    monkeypatch.setattr(runner.os, "kill", not_ours)
+    assert remove_stale_temps(tmp_path) == [] and stale.exists()
+
+
+def test_stale_temps_beside_an_output_file_are_removed_there_only(store, tmp_path):
+    """A job writing one file cleans the dead temporary files beside it, not in the folders below."""
+    out = tmp_path / "films"
+    (out / "other").mkdir(parents=True)
+    beside, below = out / f".film.{DEAD_PID}.tmp.mp4", out / "other" / f".x.{DEAD_PID}.tmp.mp4"
+    for path in (beside, below):
+        path.write_bytes(b"x")
+    job = store.get_or_create_job("video", tmp_path / "film.mp4", out / "film.mp4", {})
+    store.add_items(job.id, [ItemSpec("a")])
+    run_job(store, job, lambda item: ItemResult(skipped="test"), progress=False)
+    assert not beside.exists() and below.exists()
 
 
 # -- real processes ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The job store: identity and resume, the item life cycle, crash recovery, the job lock."""
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -245,3 +246,120 @@ def test_lock_is_exclusive_within_one_process_too(store, job):
     with store.lock(job.id):
         with pytest.raises(JobLockedError, match=f"job {job.id} is already being worked on"):
             store.lock(job.id).acquire(attempts=1)
+
+
+# -- exact texts and values ---------------------------------------------------------------------
+
+def test_canonical_json_and_the_options_hash_are_stable_text(store, tmp_path):
+    from archive_restore.store import canonical_json
+
+    assert canonical_json({"b": 1, "a": [1, 2], "p": Path("/x"), "s": {3, 1}}) == '{"a":[1,2],"b":1,"p":"/x","s":[1,3]}'
+    job = store.get_or_create_job("photos", tmp_path / "in", tmp_path / "out", {"scale": 2})
+    assert job.options_hash == hashlib.sha256(b'{"scale":2}').hexdigest()[:16]
+    with pytest.raises(JobError, match=r"^unknown job kind 'audio'; expected one of photos, video$"):
+        store.get_or_create_job("audio", tmp_path / "in", tmp_path / "out", {})
+
+
+def test_errors_are_kept_on_one_line_of_at_most_1000_characters():
+    from archive_restore.store import one_line
+
+    assert one_line("a\n  b\tc ") == "a b c"
+    assert one_line("x" * 1000) == "x" * 1000  # exactly the limit: kept whole
+    assert one_line("x" * 1001) == "x" * 999 + "…"  # one over: cut, with the ellipsis inside the limit
+
+
+def test_results_and_timings_are_stored_as_given(store, job):
+    _add(store, job.id, "a", "b", "c")
+    first = store.claim_next(job.id)
+    done = store.mark_done(first.id, output="/o/a.png", code=[0.5], code_source="folder", faces=3, seconds=1.25)
+    assert (done.output, done.code, done.code_source, done.faces, done.seconds) == ("/o/a.png", [0.5], "folder", 3, 1.25)
+    updated = store.update_item(store.claim_next(job.id).id, seconds=2, extra={"k": 1}, code_source="job")
+    assert (updated.seconds, updated.extra, updated.code_source, updated.status) == (2.0, {"k": 1}, "job", "running")
+    with pytest.raises(JobError, match=r"^unknown code source 'face'; expected one of faces, neighbour, folder, job, "
+                                       r"blind$"):
+        store.update_item(updated.id, code_source="face")
+    with pytest.raises(JobError, match=r"^unknown item status 'lost'; expected one of pending, running, done, failed, "
+                                       r"skipped$"):
+        store.items(job.id, status="lost")
+
+
+def test_seconds_default_to_the_time_since_the_claim_in_milliseconds(store, job, monkeypatch):
+    import archive_restore.store as store_module
+
+    _add(store, job.id, "a")
+    now = ["2026-01-01T00:00:00.000+00:00"]
+    monkeypatch.setattr(store_module, "_now", lambda: now[0])
+    item = store.claim_next(job.id)
+    now[0] = "2026-01-01T00:00:02.3456+00:00"
+    assert store.mark_done(item.id).seconds == 2.346
+
+
+def test_the_lock_lives_in_a_new_folder_readable_by_all_and_names_its_holder(tmp_path):
+    from archive_restore.store import JobLock
+
+    path = tmp_path / "a" / "b" / "job.lock"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with JobLock(path, "abc123"):
+        assert path.stat().st_mode & 0o777 == 0o644 & ~umask
+        with pytest.raises(JobLockedError) as refused:
+            JobLock(path, "abc123").acquire(attempts=1)
+    assert str(refused.value) == (f"job abc123 is already being worked on by process {os.getpid()} (lock {path}); "
+                                  "wait for it to finish or stop it, then run the command again")
+
+
+def test_a_lock_file_with_garbage_in_it_reads_as_no_pid(tmp_path):
+    import fcntl
+
+    from archive_restore.store import holder_pid
+
+    path = tmp_path / "job.lock"
+    path.write_bytes(b"\xff\xfe not a pid")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held, but what it says is not a number
+        assert holder_pid(path) == 0
+    finally:
+        os.close(fd)
+
+
+
+def test_database_errors_become_messages_that_say_what_to_do(tmp_path):
+    import sqlite3
+
+    from archive_restore.errors import DatabaseBusyError, DiskFullError
+    from archive_restore.store import BUSY_TIMEOUT_S, database_error
+
+    db = tmp_path / "jobs" / "jobs.db"
+    full = database_error(sqlite3.OperationalError("database or disk is full"), db)
+    assert isinstance(full, DiskFullError) and str(full) == (
+        f"no space left on {db.parent} for the job database (database or disk is full): "
+        "free some space there, then run the same command again")
+    busy = database_error(sqlite3.OperationalError("database is locked"), db)
+    assert isinstance(busy, DatabaseBusyError) and str(busy) == (
+        f"the job database {db} stayed locked by another program for {BUSY_TIMEOUT_S:.0f} s (database is locked); "
+        "close the program holding it (a database browser, a backup tool) and run the command again")
+
+
+def test_an_ambiguous_job_prefix_names_every_match(store, tmp_path):
+    ids = [store.get_or_create_job("photos", tmp_path / "in", tmp_path / f"out{n}", {}).id for n in range(40)]
+    first = next(i for i in ids if sum(j.startswith(i[0]) for j in ids) >= 2)[0]  # 40 ids share a first digit
+    matches = [i for i in ids if i.startswith(first)]  # in the order the jobs were made
+    with pytest.raises(JobError) as ambiguous:
+        store.job(first)
+    assert str(ambiguous.value) == f"job id {first!r} is ambiguous; it matches {', '.join(matches)}"
+
+
+def test_the_store_makes_its_folder_with_its_parents(tmp_path):
+    with JobStore.open(tmp_path / "a" / "b" / "jobs") as store:
+        assert store.path.parent == tmp_path / "a" / "b" / "jobs"
+
+
+def test_a_changed_input_puts_its_item_back_as_new(store, job):
+    _add(store, job.id, "a")
+    item = store.claim_next(job.id)
+    store.mark_done(item.id, output="/o/a.png", code=[1.0], code_source="blind", faces=0, extra={"k": 1})
+    again = store.source_changed(item.id, size=11, mtime=2.5, sha256="ab" * 32)
+    assert (again.status, again.attempts, again.output, again.code, again.faces, again.error) == (
+        "pending", 0, None, None, None, None)
+    assert (again.size, again.mtime, again.sha256) == (11, 2.5, "ab" * 32) and set(again.extra) == {"input_changed"}

@@ -176,6 +176,14 @@ def test_a_start_between_two_milliseconds_is_kept_exactly(tmp_path):
     assert stream_start(out, "video") == stream_start(clip.path, "video") != 0
 
 
+def test_frames_reach_the_encoder_as_rounded_8_bit():
+    from archive_restore.media.video import to_uint8
+
+    assert to_uint8(np.array([[[0.0, 0.5, 1.2], [-0.1, 0.998, 0.002]]])).tolist() == [[[0, 128, 255], [0, 254, 1]]]
+    frame = np.zeros((2, 2, 3), np.uint8)
+    assert to_uint8(frame) is frame  # decoded frames pass as they are
+
+
 def test_odd_sizes_are_padded_by_one_pixel(tmp_path):
     clip = make_clip(tmp_path / "odd.mp4", count=5, width=63, height=47, audio=False)
     out = _round_trip(clip.path, tmp_path / "out.mp4", cuts=[2])

@@ -10,6 +10,7 @@ Without an upscaler file the stack is CondSR alone, as before the stack existed.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Sequence
 
 import numpy as np
@@ -94,7 +95,9 @@ class StackNet:
 
     def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FastCondSR | None,
                  fidelity: float, scale: int, device: torch.device):
-        self.cleanup, self.upscaler, self.upscaler_scale = cleanup.eval(), upscaler, upscaler_scale
+        # the cleanup's own copy with channels-last weights (oneDNN's layout; the caller's stays as it is)
+        self.cleanup = copy.deepcopy(cleanup).eval().to(memory_format=torch.channels_last)
+        self.upscaler, self.upscaler_scale = upscaler, upscaler_scale
         self.faithful, self.fidelity, self.scale, self.device = faithful, fidelity, scale, torch.device(device)
         self.dtype = autocast_dtype(self.device)
         self._bytes: int | None = None
@@ -107,7 +110,8 @@ class StackNet:
             code_dim = self.cleanup.code_dim
             cleanup = activation_bytes_per_pixel(self.cleanup, lambda x: self.cleanup(x, x.new_zeros(1, code_dim)))
             model = self.upscaler if isinstance(self.upscaler, torch.nn.Module) else getattr(self.upscaler, "model", None)
-            upscaler = (activation_bytes_per_pixel(model, self.upscaler) if isinstance(model, torch.nn.Module)
+            # through the torch model itself, whatever runtime runs it (hooks see only torch's forward)
+            upscaler = (activation_bytes_per_pixel(model, model) if isinstance(model, torch.nn.Module)
                         else 3 * 4 * 64 * self.upscaler_scale ** 2)  # an opaque upscaler: an RRDB's upsampler
             faithful = self.faithful.bytes_per_pixel if self.faithful is not None and self.fidelity > 0 else 0
             self._bytes = max(cleanup, upscaler) + faithful + 2 * 4 * 3 * self.scale ** 2

@@ -23,6 +23,7 @@ ours with the thread count ``pipeline.forward.cpu_threads`` chooses (``threads``
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import resource
@@ -109,7 +110,13 @@ def first_frames(source: Path, path: Path, frames: int) -> Path:
 
 # -------------------------------------------------------------------------------------------- memory
 def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter of this process (Linux); False where it cannot."""
+    """Reset the kernel's peak-RSS counter of this process (Linux); False where it cannot. The heap
+    memory the earlier stages freed is handed back to the system first (the jobs tell glibc to keep
+    freed memory, ``pipeline.forward.tune_for``), so that the peak is the job's own."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True

@@ -16,7 +16,7 @@ from typing import Any
 
 from .cluster_pool import Lost, WorkerPool
 from .cluster_worker import ANALYSIS, PHOTOS, VIDEO, AccessCheck, Outcome, WorkerSpec
-from .runner import ItemResult, process_one
+from .runner import ItemResult, process_one, remove_stale_temps
 from .store import PENDING, Item, Job
 
 MAX_LOSSES = 3
@@ -75,6 +75,10 @@ class ClusterWork:
             if lost := self.pool.lost - lost_before:
                 self.pipeline.notify(f"{lost} Ray worker(s) died during the job; what they had in hand went back "
                                      "to pending and was done by the others")
+                # a worker killed mid-write leaves its temporary file: gone with its process
+                output = Path(job.output)
+                remove_stale_temps(output if output.is_dir() else output.parent, recursive=output.is_dir())
+                remove_stale_temps(self.store.job_dir(job.id))
 
     def _send_spec(self, job: Job) -> None:
         """The worker spec (photos: the folder and job codes; video: the items) in Ray's object store."""

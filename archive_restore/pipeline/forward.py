@@ -1,24 +1,25 @@
 """CondSR made fast for inference, and frames run through it in batches that survive out-of-memory.
 
 :class:`FastCondSR` computes exactly what ``CondSR.forward`` computes (fp32 on CPU: within 1e-5 of
-it; bf16 on CUDA: within 3e-2), rearranged for speed:
+it; bf16/fp16 on CUDA: within 3e-2), rearranged for speed:
 
 * a code is the same for a whole batch (one code per shot), so each block's FiLM is folded into the
   weights and bias of the convolution before it: ``(W*x + b)(1 + g) + beta = (W(1 + g))*x + b(1 + g)
   + beta``; a block is then conv -> LeakyReLU -> conv, all in place where possible;
-* convolutions run channels-last (oneDNN's layout; for one 480x352 frame on 2 loaded CPU cores the
-  eager net was 1.4-2.1x faster channels-last in a first measurement, about even in later noisy
-  ones; NCHW with oneDNN off was ~3x slower than either);
+* convolutions run channels-last (oneDNN's layout; ``bench speed`` prints this forward against the
+  eager one);
 * the bicubic skip is a fixed polyphase convolution (5x5 taps per output phase, replicate padding:
   what ``F.interpolate(mode="bicubic")`` computes) added to the upsampler's output *before* the
   pixel shuffle, and the shuffle itself is one reshape straight into NHWC, the layout the encoder
   reads: no full-resolution NCHW tensor, no separate add, no extra copy;
-* on CUDA, the trunk runs under bf16 autocast (the bicubic skip stays fp32), frames go up through
-  pinned host memory with non-blocking copies and come back the same way.
+* on CUDA, the trunk runs under the device's autocast (``device.autocast_dtype``: bf16 on sm80+,
+  fp16 before; the FiLM fold and the bicubic skip stay fp32), frames go up and come back through
+  reused pinned host buffers with non-blocking copies.
 
-:class:`FrameRestorer` runs lists of HxWx3 frames through it: batches of ``batch`` frames when a
-frame fits in one tile, overlapping tiles otherwise; on out-of-memory it retries with half the
-batch, then half the tile, and says so once for each.
+:class:`FrameRestorer` runs lists of HxWx3 frames through it (or through the whole stack,
+``pipeline.stack.StackNet``): whole frames batched when they fit the device's memory, overlapping
+tiles otherwise (``plan``); on out-of-memory a tiled frame halves its tile, whole frames halve the
+batch, and each fallback is said once.
 """
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -265,10 +266,6 @@ class FrameRestorer:
         self._staging: torch.Tensor | None = None  # the download staging buffer (CUDA), reused
 
     @property
-    def fast(self):
-        return self.net
-
-    @property
     def device(self) -> torch.device:
         return self.net.device
 
@@ -399,7 +396,7 @@ def memory_budget(device: torch.device) -> int:
 def available_memory() -> int:
     """MemAvailable of /proc/meminfo in bytes (Linux); elsewhere ``CPU_BUDGET`` x 4."""
     try:
-        for line in open("/proc/meminfo"):
+        for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except OSError:

@@ -11,7 +11,7 @@ Without an upscaler file the stack is CondSR alone, as before the stack existed.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch

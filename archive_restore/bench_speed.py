@@ -9,12 +9,14 @@ jobs' default fidelity), on a clip it makes (or the first frames of a given file
 ``forward_fps``         our fast path (``pipeline.forward.FrameRestorer`` with the job's default plan:
                         whole frames batched when they fit the memory budget, tiles otherwise),
                         data already decoded
-``eager_forward_fps``   the networks' ``forward`` as written, fp32, NCHW, one frame at a time
+``eager_forward_fps``   the networks' ``forward`` as written, fp32, NCHW, one frame at a time (the
+                        upscaler through torch eagerly, whatever runtime the job chose for it)
 ``end_to_end_fps``      the video job's own render items (decode -> network -> encode, overlapped),
                         with the job's defaults, read from the job store's ``render_seconds``; the
                         analysis pass is not counted
 ``per_frame_loop_fps``  as ``inference_realesrgan_video.py``: read a frame, numpy -> tensor -> the same
-                        networks -> numpy, write it with the same encoder, one frame at a time
+                        networks, eager as the eager forward -> numpy, write it with the same encoder,
+                        one frame at a time
 ``peak_rss_mb``         the process's peak resident memory during the end-to-end render
 ``peak_gpu_mb``         peak CUDA memory allocated during it (None on CPU)
 
@@ -24,6 +26,7 @@ ours with the thread count ``pipeline.forward.cpu_threads`` chooses (``threads``
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import platform
 import resource
@@ -45,7 +48,7 @@ from .media.video import EncodeSettings, SegmentWriter, open_backend, probe
 from .models import find_model
 from .nets import CondSR, build_condsr, load_checkpoint
 from .nets.condsr import SIZES
-from .pipeline.forward import FrameRestorer
+from .pipeline.forward import FrameRestorer, cpu_threads
 from .upscale_runtime import ENV_VAR as RUNTIME_ENV
 from .upscalers import CONDSR
 
@@ -113,6 +116,7 @@ def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS counter of this process (Linux); False where it cannot. The heap
     memory the earlier stages freed is handed back to the system first (the jobs tell glibc to keep
     freed memory, ``pipeline.forward.tune_for``), so that the peak is the job's own."""
+    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
@@ -293,8 +297,6 @@ def run_speed(cfg: SpeedConfig) -> dict:
 
 
 def _run_speed(cfg: SpeedConfig) -> dict:
-    from .pipeline.stack import stack_restore
-
     device = resolve_device(cfg.device)
     baseline_threads = torch.get_num_threads()
     frames_wanted = cfg.frames or DEFAULT_FRAMES.get(device.type, 48)
@@ -307,32 +309,49 @@ def _run_speed(cfg: SpeedConfig) -> dict:
         clip = (first_frames(cfg.input, work / "clip.mp4", frames_wanted) if cfg.input
                 else synth_clip(work / "clip.mp4", frames_wanted, cfg.width, cfg.height, cfg.seed))
         decode_fps, frames = decode_frames(clip, cfg.progress)
-        engine = _engine(cfg, device)
-        meta["threads"] = {"ours": torch.get_num_threads(), "baselines": baseline_threads}
+        meta["threads"] = {"ours": cpu_threads() if device.type == "cpu" else None, "baselines": baseline_threads}
+        # each row's networks are gone before the next row's job starts: its peak RSS is its own
         for size in cfg.sizes:
-            model, weights = load_size(size, engine.code_dim, cfg.models, device, cfg.seed)
-            meta["weights"][size] = weights
-            engine.sr = model
-
-            def plain(code, model=model):
-                z = torch.from_numpy(code).to(device)[None]
-                return lambda lq: model(lq, z)
-
-            result[size] = _row(engine, plain, size, frames, clip, work, cfg, device, decode_fps, baseline_threads)
+            result[size] = _size_row(size, cfg, device, frames, clip, work, decode_fps, baseline_threads, meta)
         for path in cfg.upscalers:
-            name = Path(path).stem
-            stacked = _engine(cfg, device, str(Path(path).resolve()))
-            meta["weights"][name] = f"{path} (cleanup {find_model('cleanup_compact', cfg.models)}, fidelity " \
-                                    f"{stacked.options.fidelity})"
-
-            def plain(code, e=stacked):
-                z = torch.from_numpy(code).to(device)[None]
-                return lambda lq: stack_restore(lq, z, e.cleanup, e.upscaler, e.sr, e.options.fidelity, cfg.scale)
-
-            result[name] = _row(stacked, plain, name, frames, clip, work, cfg, device, decode_fps, baseline_threads,
-                                str(Path(path).resolve()))
-            meta["weights"][name] += f"; runtime {stacked.upscaler.runtime.name}"
+            result[Path(path).stem] = _upscaler_row(Path(path), cfg, device, frames, clip, work, decode_fps,
+                                                    baseline_threads, meta)
     return {**result, "meta": meta}
+
+
+def _size_row(size: str, cfg: SpeedConfig, device: torch.device, frames: list[np.ndarray], clip: Path, work: Path,
+              decode_fps: float, baseline_threads: int, meta: dict) -> dict:
+    """The row of CondSR ``size`` alone."""
+    engine = _engine(cfg, device)
+    model, meta["weights"][size] = load_size(size, engine.code_dim, cfg.models, device, cfg.seed)
+    engine.sr = model
+
+    def plain(code):
+        z = torch.from_numpy(code).to(device)[None]
+        return lambda lq: model(lq, z)
+
+    return _row(engine, plain, size, frames, clip, work, cfg, device, decode_fps, baseline_threads)
+
+
+def _upscaler_row(path: Path, cfg: SpeedConfig, device: torch.device, frames: list[np.ndarray], clip: Path,
+                  work: Path, decode_fps: float, baseline_threads: int, meta: dict) -> dict:
+    """The row of the stack with the upscaler file ``path``; its baselines run the upscaler eagerly."""
+    from .pipeline.stack import stack_restore
+
+    name = path.stem
+    stacked = _engine(cfg, device, str(path.resolve()))
+    eager = stacked.upscaler.eager()
+
+    def plain(code):
+        z = torch.from_numpy(code).to(device)[None]
+        return lambda lq: stack_restore(lq, z, stacked.cleanup, eager, stacked.sr, stacked.options.fidelity,
+                                        cfg.scale)
+
+    row = _row(stacked, plain, name, frames, clip, work, cfg, device, decode_fps, baseline_threads,
+               str(path.resolve()))
+    meta["weights"][name] = (f"{path} (cleanup {find_model('cleanup_compact', cfg.models)}, fidelity "
+                             f"{stacked.options.fidelity}); runtime {stacked.upscaler.runtime.name}")
+    return row
 
 
 def machine(device: torch.device) -> str:

@@ -228,6 +228,11 @@ class Upscaler:
         target = max(size, self.minimum)
         return target + (-target % self.multiple_of) - size
 
+    def eager(self) -> Upscaler:
+        """The same upscaler run by torch eagerly (fp32 NCHW, as loaded): the plain scripts' way."""
+        return Upscaler(self.ref, self.model, self.scale, self.architecture, self.multiple_of, self.minimum,
+                        upscale_runtime.TorchRuntime(self.model))
+
     def __repr__(self) -> str:
         return f"Upscaler({self.ref.name!r}, {self.architecture}, x{self.scale}, {self.runtime.name}, {self.ref.path})"
 

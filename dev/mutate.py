@@ -3,6 +3,7 @@
     python dev/mutate.py                 every module below, one after the other, then the kill rates
     python dev/mutate.py codes compose   those modules only
     python dev/mutate.py --sample 150 store   a seeded sample of 150 of each module's mutants
+    python dev/mutate.py --sample 60 --seed 1 video   another seeded sample (seed 0 unless told)
     python dev/mutate.py --report        the kill rates of what has run so far
     python dev/mutate.py --retry codes   only the mutants of those modules that survived the last run
     python dev/mutate.py --survivors codes   the mutants that survived (``mutmut show NAME``)
@@ -58,7 +59,8 @@ MODULES = {
               "tests/test_nothing_lost.py"]),
     "video": ("archive_restore/pipeline/video.py",
               ["tests/test_video_job.py", "tests/test_video_analysis.py", "tests/test_damaged_video.py"]),
-    "media_video": ("archive_restore/media/video.py", ["tests/test_video_media.py", "tests/test_damaged_video.py"]),
+    "media_video": ("archive_restore/media/video.py", ["tests/test_video_media.py", "tests/test_video_media_details.py",
+                                                       "tests/test_damaged_video.py"]),
 }
 BASELINE_S = 900  # the plain run of a module's tests takes 1-3 minutes; a hung test must not stall the run
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
@@ -83,17 +85,17 @@ def failing_tests(tests: list[str]) -> list[str]:
     return failed
 
 
-def sampled(path: str, count: int) -> list[str]:
-    """``count`` of the module's mutants, drawn with a fixed seed from those the last run generated
+def sampled(path: str, count: int, seed: int = 0) -> list[str]:
+    """``count`` of the module's mutants, drawn with ``seed`` from those the last run generated
     (all of them when there are no more, or none was generated yet)."""
     meta = ROOT / "mutants" / (path + ".meta")
     if not meta.is_file():
         return [mutant_prefix(path) + "*"]
     names = sorted(json.loads(meta.read_text())["exit_code_by_key"])
-    return names if len(names) <= count else sorted(random.Random(0).sample(names, count))
+    return names if len(names) <= count else sorted(random.Random(seed).sample(names, count))
 
 
-def run_one(name: str, sample: int | None = None, retry: bool = False) -> None:
+def run_one(name: str, sample: int | None = None, retry: bool = False, seed: int = 0) -> None:
     """mutmut on one module (or a seeded sample of its mutants), in this process (its settings
     adjusted before it starts)."""
     from mutmut import configuration
@@ -106,7 +108,7 @@ def run_one(name: str, sample: int | None = None, retry: bool = False) -> None:
     cfg = configuration.config()
     cfg.pytest_add_cli_args_test_selection = list(tests)
     cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, *(f"--deselect={node}" for node in broken)]
-    names = survivors(name) if retry else sampled(path, sample) if sample else [mutant_prefix(path) + "*"]
+    names = survivors(name) if retry else sampled(path, sample, seed) if sample else [mutant_prefix(path) + "*"]
     if names:
         _run(names, max_children=1)
 
@@ -200,11 +202,15 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if argv[:1] == ["--one"]:
         option = argv[2] if len(argv) > 2 else None
-        run_one(argv[1], sample=int(option) if option and option.isdigit() else None, retry=option == "--retry")
+        seed = int(argv[3]) if len(argv) > 3 else 0
+        run_one(argv[1], sample=int(option) if option and option.isdigit() else None, retry=option == "--retry",
+                seed=seed)
         return 0
     extra = []
     if argv[:1] == ["--sample"]:
         extra, argv = argv[1:2], argv[2:]
+        if argv[:1] == ["--seed"]:
+            extra, argv = extra + argv[1:2], argv[2:]
     elif argv[:1] == ["--retry"]:
         extra, argv = argv[:1], argv[1:]
     if argv[:1] == ["--survivors"]:

@@ -185,10 +185,21 @@ def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkey
     upscaler = tmp_path / "tiny-x4.pth"
     torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
     out = tmp_path / "speed.json"
+    from archive_restore import upscale_runtime as rt
+
+    frames_through = {"torch": 0, "channels-last": 0}  # the baselines run the upscaler eagerly, ours as chosen
+    for runtime in (rt.TorchRuntime, rt.ChannelsLastRuntime):
+        def counted(self, x, call=runtime.__call__):
+            frames_through[self.name] += x.shape[0]
+            return call(self, x)
+        monkeypatch.setattr(runtime, "__call__", counted)
     result = CliRunner().invoke(cli, ["bench", "speed", "--device", "cpu", "--frames", "3", "--width", "40",
                                       "--height", "32", "--batch", "2", "--quiet", "--upscaler", str(upscaler),
-                                      "--models-dir", str(models), "--json", str(out)])
+                                      "--models-dir", str(models), "--json", str(out), "--runtime", "channels-last"])
     assert result.exit_code == 0, result.output
+    # eager forward and per-frame loop: 3 frames each, plus the eager warm-up frame
+    assert frames_through["torch"] == 3 + 1 + 3, frames_through
+    assert frames_through["channels-last"] >= 3 + 3, frames_through  # our forward and the job's render
     data = json.loads(out.read_text())
     assert set(data) == {"compact", "tiny-x4", "meta"}  # compact by default, large only when asked for
     row = data["tiny-x4"]

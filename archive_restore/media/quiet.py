@@ -107,6 +107,7 @@ def ffmpeg_messages() -> Iterator[list[str]]:
             logger.propagate = False  # never printed: only collected
         if not _FFMPEG.sinks:
             av.logging.set_level(av.logging.WARNING)
+            av.logging.set_skip_repeated(False)  # a second file failing alike must say so too
         _FFMPEG.sinks.append(sink)
     try:
         yield sink

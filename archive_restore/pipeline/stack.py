@@ -127,9 +127,9 @@ class StackNet:
             cleaned = self.cleanup(lq, code).float().clamp_(0, 1)
         size = (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
         out = resize_to(self.upscaler(cleaned).float(), size).clamp_(0, 1).permute(0, 2, 3, 1)
-        if self.fidelity > 0:
+        if self.fidelity > 0:  # blended in place: one full-size tensor besides the upscaled one
             faithful = restore_nhwc(self.faithful, lq, code, self.scale)
-            out = out.mul(1 - self.fidelity).add_(faithful, alpha=self.fidelity).clamp_(0, 1)
+            out = faithful.mul_(self.fidelity).add_(out, alpha=1 - self.fidelity).clamp_(0, 1)
         return out
 
 

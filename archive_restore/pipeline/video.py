@@ -59,6 +59,7 @@ from ..media.video import (
     open_backend,
     probe,
     to_uint8,
+    with_ffmpeg_said,
 )
 from ..runner import ItemResult, Summary, Work, atomic_output, run_job
 from ..store import DONE, Item, ItemSpec, Job, JobStore
@@ -304,8 +305,7 @@ class VideoJob:
                   disable=not self.progress) as bar:
             shots = analysis.run(_counted(frames, bar))
         if not analysis.frames:
-            said = f" (FFmpeg said: {'; '.join(tally.messages[:3])})" if tally.messages else ""
-            raise InputError(f"{self.source}: no frame decodes{said}")
+            raise InputError(with_ffmpeg_said(f"{self.source}: no frame decodes", tally.messages))
         seconds = time.monotonic() - started
         return shots, ItemResult(faces=analysis.tracks, extra={
             "input": stamp, "frames": analysis.frames, "shots": len(shots), "tracks": analysis.tracks,

@@ -304,3 +304,33 @@ def test_real_16_bit_png_with_alpha(shared_data: Path) -> None:
     assert deep.bit_depth == 16 and deep.alpha is not None and deep.channels == 3
     assert deep.alpha.shape == deep.pixels.shape[:2]
     assert read_image(folder / "00017_gray.png").channels == 1
+
+
+@pytest.mark.parametrize("suffix,bit_depth", [(".png", 8), (".jpg", 8), (".png", 16)])
+def test_a_large_picture_is_written_without_full_size_float_copies(tmp_path: Path, monkeypatch, suffix: str,
+                                                                    bit_depth: int) -> None:
+    """Clipping and rounding go a band of rows at a time: writing never holds a second float copy of the
+    picture (a 3840x2160 photo at x4 is 1.6 GB of float), and the samples are the rounded, clipped
+    values all the same."""
+    import tracemalloc
+
+    from archive_restore.media import image as image_module
+
+    monkeypatch.setattr(image_module, "QUANTISE_ROWS_BYTES", 64 << 10)
+    ramp = np.linspace(-0.2, 1.2, 500, dtype=np.float32)  # values outside [0, 1] too; smooth, so it compresses
+    pixels = (ramp[None, :, None] + np.linspace(0, 0.1, 600, dtype=np.float32)[:, None, None]
+              + np.float32([0, 0.05, -0.05])).astype(np.float32)  # 3.6 MB
+    like = Photo(pixels=np.zeros((2, 2, 3), np.float32), alpha=None, bit_depth=bit_depth,
+                 mode="RGB;16" if bit_depth == 16 else "RGB", format="PNG")
+    tracemalloc.start()
+    try:
+        write_image(tmp_path / f"out{suffix}", pixels, like)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    samples = (2 if bit_depth == 16 else 1) * pixels.size
+    assert peak < samples + pixels.nbytes // 4, peak  # the samples and a band; no float copy (3.6 MB)
+    if suffix == ".png":
+        back = read_image(tmp_path / f"out{suffix}").pixels
+        top = 65535 if bit_depth == 16 else 255
+        assert np.array_equal(np.round(back * top), np.floor(np.clip(pixels, 0, 1) * np.float32(top) + np.float32(0.5)))

@@ -454,19 +454,19 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:
-    """HxW or HxWxC float -> float32 HxWxC clipped to [0, 1]."""
+    """HxW or HxWxC float -> float32 HxWxC (not copied when it is already float32; ``_quantise`` clips)."""
     array = np.asarray(pixels, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3):
         raise ValueError(f"pixels must be HxW, HxWx1 or HxWx3, got shape {array.shape}")
-    return np.clip(array, 0.0, 1.0)
+    return array
 
 
 def _match_channels(color: np.ndarray, channels: int) -> np.ndarray:
     """Gray originals are written gray (ITU-R 601 luma, as Pillow's 'L'); gray results of colour become RGB."""
     if channels == 1 and color.shape[2] == 3:
-        return (color @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+        return (np.clip(color, 0.0, 1.0) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
     if channels == 3 and color.shape[2] == 1:
         return np.repeat(color, 3, axis=2)
     return color
@@ -484,10 +484,21 @@ def _output_alpha(alpha: np.ndarray | None, like: Photo, shape: tuple[int, int])
     return alpha.reshape(shape + (1,))
 
 
+QUANTISE_ROWS_BYTES = 64 << 20  # float rows clipped and rounded at a time: no full-size temporaries
+
+
 def _quantise(array: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float [0, 1] -> rounded uint8 or uint16."""
+    """Float -> clipped to [0, 1] and rounded to uint8 or uint16, a band of rows at a time (a 15360x8640
+    picture is 1.6 GB of float: whole-array arithmetic would hold two more of it)."""
     top, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
-    return (array * np.float32(top) + np.float32(0.5)).astype(dtype)
+    out = np.empty(array.shape, dtype)
+    rows = max(1, QUANTISE_ROWS_BYTES // max(1, array[:1].nbytes))
+    for start in range(0, array.shape[0], rows):
+        band = np.clip(array[start:start + rows], 0.0, 1.0)
+        band *= np.float32(top)
+        band += np.float32(0.5)
+        out[start:start + rows] = band  # truncated, as astype does
+    return out
 
 
 def _write_pillow(path: Path, fmt: str, color: np.ndarray, alpha: np.ndarray | None, like: Photo) -> None:
@@ -495,7 +506,7 @@ def _write_pillow(path: Path, fmt: str, color: np.ndarray, alpha: np.ndarray | N
     samples = color if alpha is None else np.dstack([color, alpha])
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]]
     size = (samples.shape[1], samples.shape[0])
-    image = Image.frombytes(mode, size, np.ascontiguousarray(samples).tobytes())
+    image = Image.frombuffer(mode, size, np.ascontiguousarray(samples), "raw", mode, 0, 1)  # no bytes copy
     if fmt == "BMP" and mode == "LA":
         image = image.convert("RGBA")  # BMP has no gray+alpha layout
     with open(path, "wb") as fh:
@@ -526,11 +537,6 @@ def _write_png_16(path: Path, samples: np.ndarray, like: Photo) -> None:
     """Write a 16-bit PNG (gray, gray+alpha, RGB or RGBA) with iCCP, pHYs and eXIf chunks."""
     height, width, channels = samples.shape
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = np.ascontiguousarray(samples.astype(">u2")).view(np.uint8).reshape(height, -1)
-    step = 2 * channels
-    filtered = rows.copy()
-    filtered[:, step:] -= rows[:, :-step]  # PNG "Sub" filter, modulo 256
-    scanlines = np.hstack([np.ones((height, 1), np.uint8), filtered])
     chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))]
     if like.icc_profile:
         chunks.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(like.icc_profile)))
@@ -541,15 +547,32 @@ def _write_png_16(path: Path, samples: np.ndarray, like: Photo) -> None:
         exif = reset_exif_orientation(like.exif)
         body = exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif
         chunks.append(_png_chunk(b"eXIf", body))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
+    chunks.append(_png_chunk(b"IDAT", _png_16_data(samples)))
     chunks.append(_png_chunk(b"IEND", b""))
     with open(path, "wb") as fh:
-        fh.write(b"\x89PNG\r\n\x1a\n" + b"".join(chunks))
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        for chunk in chunks:
+            fh.write(chunk)
+
+
+def _png_16_data(samples: np.ndarray) -> bytes:
+    """The compressed scanlines of 16-bit ``samples`` (H x W x C), "Sub"-filtered, a band of rows at a
+    time: no full-size copies of the picture besides the compressed stream."""
+    height, width, channels = samples.shape
+    step, rows = 2 * channels, max(1, QUANTISE_ROWS_BYTES // max(1, 2 * width * channels))
+    compressor, parts = zlib.compressobj(6), []
+    for start in range(0, height, rows):
+        band = np.ascontiguousarray(samples[start:start + rows].astype(">u2")).view(np.uint8).reshape(-1, width * step)
+        filtered = band.copy()
+        filtered[:, step:] -= band[:, :-step]  # PNG "Sub" filter, modulo 256
+        parts.append(compressor.compress(np.hstack([np.ones((len(band), 1), np.uint8), filtered]).tobytes()))
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     """One PNG chunk: length, type, data, CRC."""
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"".join((struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))))
 
 
 _TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL, _TIFF_UNDEFINED = 3, 4, 5, 7

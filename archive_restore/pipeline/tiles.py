@@ -37,21 +37,28 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, s
     if h <= tile and w <= tile:
         return fn(image).float()
     step = tile - overlap
-    shape, weight_shape = ((1, h * scale, w * scale, c), (1, h * scale, w * scale, 1)) if nhwc else \
-        ((1, c, h * scale, w * scale), (1, 1, h * scale, w * scale))
+    shape = (1, h * scale, w * scale, c) if nhwc else (1, c, h * scale, w * scale)
     out = torch.zeros(shape, dtype=torch.float32, device=image.device)
-    weight = torch.zeros(weight_shape, dtype=torch.float32, device=image.device)
     ys, xs = _starts(h, tile, step), _starts(w, tile, step)
+    # the tiles form a grid and each one's weight is a row ramp times a column ramp, so the weights
+    # summed over the grid are the row sums times the column sums: two vectors, no full-size plane
+    row_sum = np.zeros(h * scale, np.float32)
+    col_sum = np.zeros(w * scale, np.float32)
     for y in ys:
+        th = min(tile, h - y)
+        wy = _ramp(th * scale, overlap * scale, y == 0, y + th >= h)
+        row_sum[y * scale:(y + th) * scale] += wy
         for x in xs:
-            th, tw = min(tile, h - y), min(tile, w - x)
+            tw = min(tile, w - x)
             result = fn(image[..., y : y + th, x : x + tw]).float()
-            wy = _ramp(th * scale, overlap * scale, y == 0, y + th >= h)
             wx = _ramp(tw * scale, overlap * scale, x == 0, x + tw >= w)
+            if y == ys[0]:
+                col_sum[x * scale:(x + tw) * scale] += wx
             mask = torch.from_numpy(np.outer(wy, wx)).to(image.device)
             mask = mask[None, :, :, None] if nhwc else mask[None, None]
             rows, cols = slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale)
-            region = (out[:, rows, cols] if nhwc else out[..., rows, cols])
-            region.addcmul_(result, mask)
-            (weight[:, rows, cols] if nhwc else weight[..., rows, cols]).add_(mask)
-    return out.div_(weight)
+            (out[:, rows, cols] if nhwc else out[..., rows, cols]).addcmul_(result, mask)
+    rows_by, cols_by = torch.from_numpy(row_sum).to(image.device), torch.from_numpy(col_sum).to(image.device)
+    if nhwc:
+        return out.div_(rows_by[None, :, None, None]).div_(cols_by[None, None, :, None])
+    return out.div_(rows_by[None, None, :, None]).div_(cols_by[None, None, None, :])

@@ -169,9 +169,11 @@ def test_a_decoder_that_hangs_fails_its_item_instead_of_the_job_hanging(clips, t
     assert not out.exists()
 
 
-def test_frames_without_a_usable_timestamp_are_dropped_and_counted():
-    """A frame with no pts, or one not after the previous frame's, cannot be placed on the timeline:
-    it is dropped and counted, and the frames around it are kept (a stand-in demuxer and decoder)."""
+@pytest.mark.parametrize("pts,untimed", [((0, 40, None, 30, 80), 2), ((0, 40, 40, 80), 1)])
+def test_frames_without_a_usable_timestamp_are_dropped_and_counted(pts, untimed):
+    """A frame with no pts, or one not after the previous frame's (earlier, or at the same time), cannot
+    be placed on the timeline: it is dropped and counted, and the frames around it are kept (a stand-in
+    demuxer and decoder)."""
 
     class Frame:
         def __init__(self, pts):
@@ -192,9 +194,9 @@ def test_frames_without_a_usable_timestamp_are_dropped_and_counted():
 
     class Container:
         def demux(self, stream):
-            return iter([Packet(p) for p in (0, 40, None, 30, 80)])
+            return iter([Packet(p) for p in pts])
 
     tally = DecodeTally()
     kept = list(PyAVBackend._range(Container(), Stream(), None, None, False, tally))
-    assert [f.pts for f in kept] == [0, 40, 80] and tally.untimed == 2 and tally.packets == 5
+    assert [f.pts for f in kept] == [0, 40, 80] and tally.untimed == untimed and tally.packets == len(pts)
     assert tally.damaged

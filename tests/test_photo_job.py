@@ -488,3 +488,20 @@ def test_a_single_photo_is_never_restored_over_itself(tmp_path, tiny_models, rng
     assert photo.read_bytes() == original
     with Image.open(tmp_path / "album" / "portrait_restored" / "portrait.png") as im:
         assert im.size == (64, 48)
+
+
+def test_the_options_identity_holds_what_changes_the_result_and_rebuilds_the_options():
+    from archive_restore.pipeline.photo import PhotoJobOptions
+
+    defaults = PhotoJobOptions()
+    assert defaults.identity() == {"scale": 4, "face_detector": "auto", "max_pixels": 200_000_000}
+    chosen = PhotoJobOptions(scale=2, face_detector="haar", tile=128, device="cpu", max_pixels=1_000_000,
+                             face_restorer="none", face_fidelity=0.5, upscaler="/m/x.pth", upscaler_sha256="ab12",
+                             fidelity=0.3)
+    assert chosen.identity() == {"scale": 2, "face_detector": "haar", "max_pixels": 1_000_000, "tile": 128,
+                                 "face_restorer": "none", "face_fidelity": 0.5, "upscaler": "/m/x.pth",
+                                 "upscaler_sha256": "ab12", "fidelity": 0.3}
+    # `resume`: the stored identity (through JSON, as the store keeps it) and this run's device
+    stored = json.loads(json.dumps(chosen.identity()))
+    assert PhotoJobOptions.from_identity(stored, device="cpu") == chosen
+    assert PhotoJobOptions.from_identity(defaults.identity()) == defaults

@@ -121,13 +121,19 @@ def test_mark_done_records_results(store, job):
 def test_invalid_updates_are_refused(store, job):
     _add(store, job.id, "a.jpg")
     item = store.claim_next(job.id)
-    with pytest.raises(JobError, match="cannot update item field"):
-        store.update_item(item.id, status="done")
+    with pytest.raises(JobError) as refused:
+        store.update_item(item.id, status="done", attempts=0)
+    assert str(refused.value) == ("cannot update item field(s) attempts, status; "
+                                  "allowed: code, code_source, extra, faces, output, seconds")
     with pytest.raises(JobError, match="unknown code source"):
         store.update_item(item.id, code_source="guess")
     store.mark_done(item.id)
     with pytest.raises(JobError, match="is done, not running"):
         store.mark_done(item.id)
+    for missing in (store.item, store.mark_done, lambda i: store.update_item(i, faces=1)):
+        with pytest.raises(JobError) as unknown:
+            missing(item.id + 99)
+        assert str(unknown.value) == f"no item {item.id + 99} in {store.path}"
 
 
 def test_failed_error_is_one_line_and_job_status_follows_items(store, job):
@@ -150,18 +156,24 @@ def test_retry_failed_only_retries_failed_items(store, job):
     store.mark_done(a.id)
     store.mark_failed(b.id, "boom")
     store.mark_skipped(c.id, "nothing to do")
+    d = store.claim_next(job.id)
+    store.mark_done(d.id)
+    assert (store.job(job.id).status, bool(store.job(job.id).finished)) == ("failed", True)
     assert store.retry_failed(job.id) == 1
     statuses = {i.key: (i.status, i.attempts) for i in store.items(job.id)}
     assert statuses == {"a.jpg": ("done", 1), "b.jpg": ("pending", 1),
-                        "c.jpg": ("skipped", 1), "d.jpg": ("pending", 0)}
-    assert store.job(job.id).status == "pending"
+                        "c.jpg": ("skipped", 1), "d.jpg": ("done", 1)}
+    assert (store.job(job.id).status, store.job(job.id).finished) == ("pending", None)  # back to work
 
 
 def test_reset_starts_the_job_over(store, job):
     store.add_items(job.id, [ItemSpec("a.jpg", extra={"k": 1}), ItemSpec("b.jpg")])
     a = store.claim_next(job.id)
     store.mark_done(a.id, output="x", code=[1.0], code_source="blind")
+    store.mark_done(store.claim_next(job.id).id)
+    assert store.job(job.id).status == "done"
     assert store.reset(job.id) == 2
+    assert (store.job(job.id).status, store.job(job.id).finished) == ("pending", None)
     for item in store.items(job.id):
         assert (item.status, item.attempts, item.output, item.code) == ("pending", 0, None, None)
     assert store.items(job.id)[0].extra == {"k": 1}
@@ -258,6 +270,9 @@ def test_canonical_json_and_the_options_hash_are_stable_text(store, tmp_path):
     assert job.options_hash == hashlib.sha256(b'{"scale":2}').hexdigest()[:16]
     with pytest.raises(JobError, match=r"^unknown job kind 'audio'; expected one of photos, video$"):
         store.get_or_create_job("audio", tmp_path / "in", tmp_path / "out", {})
+    with pytest.raises(JobError) as unstorable:
+        store.get_or_create_job("photos", tmp_path / "in", tmp_path / "out", {"gain": 1j})
+    assert str(unstorable.value) == "job option value 1j (complex) cannot be stored as JSON"
 
 
 def test_errors_are_kept_on_one_line_of_at_most_1000_characters():
@@ -311,16 +326,29 @@ def test_the_lock_lives_in_a_new_folder_readable_by_all_and_names_its_holder(tmp
 def test_a_lock_file_with_garbage_in_it_reads_as_no_pid(tmp_path):
     import fcntl
 
-    from archive_restore.store import holder_pid
+    import time
+
+    from archive_restore.store import JobLock, holder_pid
 
     path = tmp_path / "job.lock"
     path.write_bytes(b"\xff\xfe not a pid")
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held, but what it says is not a number
+        started = time.monotonic()
         assert holder_pid(path) == 0
+        assert time.monotonic() - started < 0.5  # a few quick rereads, never a wait that holds up `jobs`
+        with pytest.raises(JobLockedError) as refused:
+            JobLock(path, "abc123").acquire(attempts=1)
+        assert str(refused.value).startswith("job abc123 is already being worked on by another process (lock")
     finally:
         os.close(fd)
+    lock = JobLock(path, "abc123")
+    lock.acquire()
+    lock.release()
+    lock.release()  # twice is harmless
+    with JobLock(path, "abc123"):  # and the lock is free again
+        assert holder_pid(path) == os.getpid()
 
 
 
@@ -359,7 +387,127 @@ def test_a_changed_input_puts_its_item_back_as_new(store, job):
     _add(store, job.id, "a")
     item = store.claim_next(job.id)
     store.mark_done(item.id, output="/o/a.png", code=[1.0], code_source="blind", faces=0, extra={"k": 1})
+    assert store.job(job.id).status == "done"
     again = store.source_changed(item.id, size=11, mtime=2.5, sha256="ab" * 32)
+    assert (store.job(job.id).status, store.job(job.id).finished) == ("pending", None)
     assert (again.status, again.attempts, again.output, again.code, again.faces, again.error) == (
         "pending", 0, None, None, None, None)
     assert (again.size, again.mtime, again.sha256) == (11, 2.5, "ab" * 32) and set(again.extra) == {"input_changed"}
+
+
+def test_a_write_waits_busy_timeout_s_for_another_programs_lock_then_says_so(tmp_path, monkeypatch):
+    import sqlite3
+    import threading
+    import time
+
+    import archive_restore.store as store_module
+    from archive_restore.errors import DatabaseBusyError
+
+    jobs = tmp_path / "jobs"
+    with JobStore.open(jobs) as store:
+        job = store.get_or_create_job("photos", tmp_path / "in", tmp_path / "out", {})
+        _add(store, job.id, "a.jpg")
+    other = sqlite3.connect(jobs / store_module.DB_NAME, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # a database browser holding a write, longer than the wait
+        monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
+        with JobStore.open(jobs) as store:
+            started = time.monotonic()
+            with pytest.raises(DatabaseBusyError, match="stayed locked by another program for 0 s"):
+                store.claim_next(job.id)
+            waited = time.monotonic() - started
+        other.execute("ROLLBACK")
+        # SQLite sleeps exactly the timeout before giving up; its own default (5 s) would be far longer
+        assert 0.29 <= waited < 2.0
+        monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 30.0)
+        with JobStore.open(jobs) as store:
+            other.execute("BEGIN EXCLUSIVE")  # released within the wait: the write goes through
+            threading.Timer(0.3, other.execute, ("ROLLBACK",)).start()
+            assert store.claim_next(job.id).key == "a.jpg"
+    finally:
+        other.close()
+
+
+def test_a_damaged_page_is_found_when_the_store_opens_and_sqlites_finding_is_named(tmp_path):
+    import sqlite3
+    from contextlib import closing
+
+    from archive_restore.errors import DatabaseDamagedError
+    from archive_restore.store import DB_NAME
+
+    jobs = tmp_path / "jobs"
+    with JobStore.open(jobs) as store:
+        job = store.get_or_create_job("photos", tmp_path / "in", tmp_path / "out", {})
+        _add(store, job.id, *(f"{n:03d}.jpg" for n in range(50)))
+    db = jobs / DB_NAME
+    with closing(sqlite3.connect(db)) as conn:
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'idx_items_job_id_status'").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    damaged = bytearray(db.read_bytes())
+    damaged[(page - 1) * size: page * size] = bytes(size)  # an index page zeroed: the file still opens
+    db.write_bytes(bytes(damaged))
+    with closing(sqlite3.connect(db)) as conn:
+        finding = conn.execute("PRAGMA quick_check(1)").fetchone()[0]  # SQLite's words for the damage
+    assert finding != "ok"
+    with pytest.raises(DatabaseDamagedError) as refused:
+        JobStore.open(jobs)
+    assert str(refused.value) == (
+        f"the job database {db} is damaged (quick check: {finding}); run `archive-restore jobs --repair "
+        f"--jobs-dir {jobs}` to salvage its jobs and finished items (the damaged file is kept beside it)")
+    assert db.read_bytes() == bytes(damaged)  # left as it was, for the repair
+
+
+def test_salvaged_rows_are_put_back_as_they_were_and_missing_columns_take_the_defaults(store, job, tmp_path):
+    _add(store, job.id, "kept.jpg")
+    kept = store.items(job.id)[0]
+    other = {"id": "0123456789ab", "kind": "video", "input": "/in/film.mp4", "output": "/out/film.mkv",
+             "options": '{"scale":2}', "options_hash": "x", "status": "pending", "created": "2026-01-01T00:00:00.000+00:00",
+             "updated": "2026-01-01T00:00:00.000+00:00", "finished": None, "version": "0.1"}
+    store.restore_rows([other, {**other, "id": job.id, "kind": "video"}], [
+        {"id": kept.id, "job_id": job.id, "key": "kept.jpg", "status": "done", "attempts": 3},  # there: kept
+        {"id": 7, "job_id": job.id, "key": "done.jpg", "status": "done", "attempts": 2, "output": "/o/done.png",
+         "code": "[0.5]", "code_source": "blind", "faces": 1, "extra": '{"k":1}', "sha256": "ab" * 32},
+        {"id": 9, "job_id": job.id, "key": "bare.jpg", "status": "pending"},  # only what identifies it was read
+        {"id": 3, "job_id": other["id"], "key": "shot-0001", "status": "done", "attempts": 1}])
+    assert [j.kind for j in store.jobs()] == ["video", "photos"] and store.job(job.id).kind == "photos"
+    got = {i.key: i for i in store.items(job.id)}
+    assert [i.key for i in store.items(job.id)] == ["kept.jpg", "done.jpg", "bare.jpg"]  # claim order: by id
+    assert (got["kept.jpg"].status, got["kept.jpg"].attempts) == ("pending", 0)
+    done = got["done.jpg"]
+    assert (done.id, done.status, done.attempts, done.output, done.code, done.code_source, done.faces, done.extra,
+            done.sha256) == (7, "done", 2, "/o/done.png", [0.5], "blind", 1, {"k": 1}, "ab" * 32)
+    bare = got["bare.jpg"]
+    assert (bare.attempts, bare.output, bare.code, bare.extra, bare.sha256) == (0, None, None, {}, None)
+    assert store.update_item(bare.id, faces=0, extra={"k": 2}).extra == {"k": 2}  # no extra stored: still merges
+    assert store.job(job.id).status == "pending" and store.job(other["id"]).status == "done"  # from their items now
+
+
+def test_the_database_itself_refuses_rows_without_what_identifies_them(store, job):
+    import sqlite3
+
+    _add(store, job.id, "a.jpg")
+    for column in ("job_id", "key", "status"):
+        values = {"job_id": job.id, "key": "b.jpg", "status": "pending", column: None}
+        with pytest.raises(sqlite3.IntegrityError, match=f"NOT NULL constraint failed: items.{column}"):
+            store.db.conn.execute("INSERT INTO items (job_id, key, status) VALUES (?, ?, ?)", tuple(values.values()))
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: items.job_id, items.key"):
+        store.db.conn.execute("INSERT INTO items (job_id, key, status) VALUES (?, 'a.jpg', 'pending')", (job.id,))
+    for column in ("kind", "input", "output", "status"):
+        values = {"id": "0123456789ab", "kind": "photos", "input": "/i", "output": "/o", "status": "pending",
+                  column: None}
+        with pytest.raises(sqlite3.IntegrityError, match=f"NOT NULL constraint failed: jobs.{column}"):
+            store.db.conn.execute("INSERT INTO jobs (id, kind, input, output, status) VALUES (?, ?, ?, ?, ?)",
+                                  tuple(values.values()))
+
+
+def test_a_prefix_two_jobs_share_is_ambiguous(store, tmp_path):
+    by_prefix: dict[str, list[str]] = {}
+    for n in range(257):  # 256 two-digit prefixes: two jobs share one by then
+        job_id = store.get_or_create_job("photos", tmp_path / "in", tmp_path / f"out{n}", {}).id
+        by_prefix.setdefault(job_id[:2], []).append(job_id)
+        if len(by_prefix[job_id[:2]]) == 2:
+            break
+    first, second = by_prefix[job_id[:2]]
+    with pytest.raises(JobError) as ambiguous:
+        store.job(job_id[:2])
+    assert str(ambiguous.value) == f"job id {job_id[:2]!r} is ambiguous; it matches {first}, {second}"

@@ -263,35 +263,6 @@ def test_one_tally_over_a_pass_in_two_ranges_holds_what_both_met(damaged_mkv):
     assert (tally.packets, tally.refused) == (9 + 4, 2)  # the first range read frame 8's packet to find its end
 
 
-def test_a_frame_not_after_the_one_before_is_dropped_and_counted():
-    """A frame at the same time as the previous one (a stand-in decoder) cannot be placed: dropped."""
-
-    class Frame:
-        def __init__(self, pts):
-            self.pts = pts
-
-        def to_ndarray(self, format):
-            return np.zeros((2, 2, 3), np.uint8)
-
-    class Packet:
-        def __init__(self, pts):
-            self.pts, self.size = pts, 1
-
-    class Stream:
-        time_base = Fraction(1, 1000)
-
-        def decode(self, packet):
-            return [] if packet is None else [Frame(packet.pts)]
-
-    class Container:
-        def demux(self, stream):
-            return iter([Packet(p) for p in (0, 40, 40, 80)])
-
-    tally = DecodeTally()
-    kept = list(PyAVBackend._range(Container(), Stream(), None, None, False, tally))
-    assert [f.pts for f in kept] == [0, 40, 80] and tally.untimed == 1
-
-
 def test_decord_records_the_frames_it_kept(tmp_path):
     _decord_or_skip()
     clip = make_clip(tmp_path / "clip.mp4", count=6, audio=False)

@@ -239,11 +239,13 @@ class Upscaler:
 
 def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu", runtime: str = "auto",
                   progress: bool = True) -> Upscaler:
-    """The upscaler ``ref`` names, on ``device``: spandrel reads model files (pickles only through its
-    restricted unpickler); ncnn files are rebuilt through :mod:`archive_restore.nets.ncnn`. On the
-    CPU it runs through ``runtime`` (``auto``: the fastest that matches torch, measured once per
-    machine; see :mod:`archive_restore.upscale_runtime`); on CUDA always through torch."""
-    import spandrel
+    """The upscaler ``ref`` names, on ``device``: Real-ESRGAN's two layouts are built by
+    :mod:`archive_restore.nets.realesrgan` (no spandrel in the process), any other file by spandrel
+    (pickles only through its restricted unpickler); ncnn files are rebuilt through
+    :mod:`archive_restore.nets.ncnn`. On the CPU it runs through ``runtime`` (``auto``: the fastest that
+    matches torch, measured once per machine; see :mod:`archive_restore.upscale_runtime`); on CUDA always
+    through torch."""
+    from .nets import realesrgan
 
     if ref.path is None:
         raise UsageError(f"{ref.name} is not an upscaler file; it runs as our own CondSR (no file to load)")
@@ -263,25 +265,40 @@ def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu", runtime:
             from .nets import ncnn as ncnn_reader
 
             ncnn = ncnn_reader.read_ncnn(path)
-            _, state = ncnn_reader.to_state_dict(ncnn)
+            _, wrapped = ncnn_reader.to_state_dict(ncnn)
+            state = realesrgan.unwrap(wrapped) or wrapped
         else:
-            state = spandrel.ModelLoader().load_state_dict_from_file(path)  # restricted unpickler
-        state = spandrel.canonicalize_state_dict(state)
-        architecture = _detect(path, state)  # refuses face restorers and the like before building them
-        descriptor = architecture.load(state)
+            state = realesrgan.read_state(path)
+        built = realesrgan.build(state) if state is not None else None
+        if built is not None:
+            model, name, minimum = built
+            scale, multiple_of = model.scale, 1
+        else:
+            model, scale, name, multiple_of, minimum = _load_with_spandrel(path, state)
     except ArchiveRestoreError:
         raise
     except Exception as exc:  # unpickling refused, a truncated file, a wrong extension, missing keys...
         raise CheckpointError(f"cannot read {path} as an upscaler: {type(exc).__name__}: {exc}") from exc
-    _check_kind(path, descriptor)
-    model = descriptor.model.eval().requires_grad_(False)
     if ncnn is not None:
         ncnn_reader.check_same_output(ncnn, model)
-    size = descriptor.size_requirements
     model = model.to(device)
     run = upscale_runtime.select(runtime, model, upscale_runtime.Weights(path, digest), torch.device(device), progress)
-    return Upscaler(ref, model, int(descriptor.scale), descriptor.architecture.name,
-                    multiple_of=size.multiple_of, minimum=size.minimum, runtime=run)
+    return Upscaler(ref, model, scale, name, multiple_of=multiple_of, minimum=minimum, runtime=run)
+
+
+def _load_with_spandrel(path: Path, state: dict | None) -> tuple[torch.nn.Module, int, str, int, int]:
+    """(model, scale, architecture name, multiple of, minimum side) of a file spandrel reads."""
+    import spandrel
+
+    if state is None:
+        state = spandrel.ModelLoader().load_state_dict_from_file(path)  # restricted unpickler
+    state = spandrel.canonicalize_state_dict(state)
+    architecture = _detect(path, state)  # refuses face restorers and the like before building them
+    descriptor = architecture.load(state)
+    _check_kind(path, descriptor)
+    size = descriptor.size_requirements
+    return (descriptor.model.eval().requires_grad_(False), int(descriptor.scale), descriptor.architecture.name,
+            size.multiple_of, size.minimum)
 
 
 def _detect(path: Path, state: dict):

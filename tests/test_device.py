@@ -1,9 +1,6 @@
 """The device: which one, what it computes in, out-of-memory on every supported torch, and how work is
 sized to it (whole frames batched when they fit, tiles when they do not). What needs a GPU runs where
 there is one; the rest is shown on the CPU with torch's CUDA queries stood in for."""
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -202,36 +199,3 @@ def test_frames_rounded_on_the_device_are_what_the_encoder_would_round(tile):
     assert all(i.dtype == np.uint8 and i.shape == (80, 144, 3) for i in ints)
     assert all(np.array_equal(to_uint8(f), i) for f, i in zip(floats, ints))
     assert len(np.unique(ints[0])) > 50  # real pictures, not a constant
-
-
-HUGE_PAGE_CHECK = """
-import torch
-from archive_restore.pipeline.forward import tune_for
-tune_for(torch.device("cpu"))
-tensor = torch.empty(40 << 20, dtype=torch.uint8)
-address, flags = tensor.data_ptr(), None
-for line in open("/proc/self/smaps"):
-    head = line.split()[0]
-    if "-" in head and ":" not in head:
-        start, end = (int(part, 16) for part in head.split("-"))
-        inside = start <= address < end
-    elif inside and head == "VmFlags:":
-        flags = line.split()[1:]
-print("hg" in flags)
-"""
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
-def test_after_tune_for_cpu_large_tensors_are_advised_onto_huge_pages():
-    """torch reads $THP_MEM_ALLOC_ENABLE at its first large allocation: tune_for sets it before any, so a
-    large tensor's memory is advised onto transparent huge pages (the kernel's "hg" flag on its
-    mapping). In a fresh process, as a job's; a user's own setting is kept."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    for setting, expected in ((None, "True"), ("0", "False")):
-        run_env = env if setting is None else {**env, "THP_MEM_ALLOC_ENABLE": setting}
-        out = subprocess.run([sys.executable, "-c", HUGE_PAGE_CHECK], env=run_env, capture_output=True, text=True,
-                             timeout=120)
-        assert out.stdout.strip() == expected, (setting, out.stdout, out.stderr[-2000:])

@@ -227,6 +227,40 @@ def test_a_pth_in_the_official_layout_loads_by_path_and_matches_the_module(tmp_p
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("make, wrap, suffix", [(_rrdb, "params_ema", ".pth"), (_srvgg, "params", ".pth"),
+                                                (_srvgg, None, ".safetensors")])
+def test_real_esrgan_layouts_load_without_spandrel_and_compute_what_spandrel_computes(tmp_path, make, wrap, suffix):
+    """Real-ESRGAN's RRDBNet and SRVGGNetCompact are built by nets.realesrgan: spandrel (and the
+    torchvision it imports, ~165 MB of a job) stays out of the process, and the output, the scale, the
+    name and the smallest input side are spandrel's for the same file."""
+    import subprocess
+    import sys
+
+    import spandrel
+
+    module = make()
+    path = tmp_path / f"MyUpscaler_x4{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(module.state_dict(), str(path))
+    else:
+        _save(module, path, wrap)
+    code = ("import sys; from archive_restore.upscalers import load_upscaler, resolve_upscaler; "
+            f"up = load_upscaler(resolve_upscaler({str(path)!r}), runtime='torch', progress=False); "
+            "print(type(up.model).__module__, 'spandrel' in sys.modules, 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["archive_restore.nets.realesrgan", "False", "False"], out.stderr[-2000:]
+
+    ours = load_upscaler(resolve_upscaler(str(path)), runtime="torch", progress=False)
+    theirs = spandrel.ModelLoader().load_from_file(path)
+    assert (ours.scale, ours.architecture, ours.minimum, ours.multiple_of) == \
+        (theirs.scale, theirs.architecture.name, theirs.size_requirements.minimum, theirs.size_requirements.multiple_of)
+    lq = _lq(16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(lq), theirs.model.eval()(lq), atol=1e-6, rtol=1e-6)
+
+
 def test_output_is_not_clamped(tmp_path):
     module = _srvgg()
     with torch.no_grad():

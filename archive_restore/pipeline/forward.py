@@ -105,10 +105,10 @@ def threads_for(speedup: float, cores: int) -> int:
 
 
 def tune_for(device: torch.device) -> None:
-    """Process settings for inference on ``device``. CPU: large tensors on huge pages and glibc's malloc
-    told to keep some freed memory for the next frame (``_tune_cpu_memory``), then torch's thread count
-    (``cpu_threads``). CUDA: the device made current (``--device cuda:1`` means GPU 1 for every library)
-    and cuDNN's autotuner on, since every frame of a job has the same size."""
+    """Process settings for inference on ``device``. CPU: glibc's malloc told to keep some freed memory
+    for the next frame (``_tune_cpu_memory``), then torch's thread count (``cpu_threads``). CUDA: the
+    device made current (``--device cuda:1`` means GPU 1 for every library) and cuDNN's autotuner on,
+    since every frame of a job has the same size."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -117,23 +117,16 @@ def tune_for(device: torch.device) -> None:
     torch.set_num_threads(cpu_threads())
 
 
-THP_ENV = "THP_MEM_ALLOC_ENABLE"  # torch's own switch: tensors of 2 MiB or more on transparent huge pages
-
-
 def _tune_cpu_memory() -> None:
-    """Two settings, measured on a 24-frame 480x352 -> x4 video job through the SRVGG stack, 2 threads,
-    a quiet machine (``models/MODELS.md``):
-
-    * torch puts tensors of 2 MiB and more on transparent huge pages (``$THP_MEM_ALLOC_ENABLE``, unless
-      the user set it; read by torch at its first large allocation, so this comes before any): far
-      fewer TLB misses over a frame's 43 MB activations. Render 0.690 -> 0.920-0.939 frames/s, peak
-      RSS 1426 -> 1542-1566 MB.
-    * glibc's malloc keeps up to 256 MiB of freed heap instead of handing it back at once, so that a
-      frame's large tensors do not page-fault afresh every frame, in at most two arenas shared by the
-      threads (decode, network, encode), so that each thread does not keep its own: glibc's defaults
-      peaked at 1294 MB and rendered 0.555 frames/s (11.7 s of system time against 1.4 s); keeping up to
-      1 GiB per arena, as before, peaked at 1569-1633 MB."""
-    os.environ.setdefault(THP_ENV, "1")
+    """glibc's malloc keeps up to 256 MiB of freed heap instead of handing it back at once, so that a
+    frame's large tensors do not page-fault afresh every frame, in at most two arenas shared by the
+    threads (decode, network, encode), so that each thread does not keep its own. Measured on a 24-frame
+    480x352 -> x4 video job through the SRVGG stack, 2 threads, each in a fresh process (history in
+    ``models/MODELS.md``): glibc's defaults peaked at 1294 MB and rendered 0.555 frames/s (11.7 s of
+    system time against 1.4 s); keeping up to 1 GiB per arena, as before, peaked at 1569-1633 MB; these
+    settings at 1264-1267 MB, 0.674-0.675 frames/s. Torch's own ``THP_MEM_ALLOC_ENABLE=1`` (tensors on
+    transparent huge pages) is left to the user: there it rendered 0.726-0.797 frames/s but peaked at
+    1463-1565 MB."""
     if not sys.platform.startswith("linux"):
         return
     try:

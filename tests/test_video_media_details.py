@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from video_clips import TB, frame_pixels, make_clip, packet_hashes
+from video_clips import TB, frame_pixels, make_audio_only, make_clip, packet_hashes
 
 from archive_restore.errors import InputError, UnsupportedFormatError, UsageError
 from archive_restore.media.quiet import ffmpeg_messages
@@ -19,7 +19,6 @@ from archive_restore.media.video import (
     Colour,
     DecodeTally,
     EncodeSettings,
-    PyAVBackend,
     Segment,
     SegmentWriter,
     StreamInfo,
@@ -98,16 +97,7 @@ def test_the_frame_count_a_header_claims_is_kept_for_the_record(tmp_path):
 
 def test_a_file_without_video_lists_the_streams_it_holds(tmp_path):
     path = tmp_path / "sound.mp4"
-    with av.open(str(path), "w") as out:
-        streams = [out.add_stream("aac", rate=16000, layout="mono") for _ in range(2)]
-        for stream in streams:
-            for i in range(3):
-                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = 16000, i * 1024
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
+    make_audio_only(path, streams=2)
     with pytest.raises(InputError) as caught:
         probe(path)
     assert str(caught.value) == f"{path}: no video stream (streams found: audio (aac), audio (aac))"

@@ -153,14 +153,14 @@ def stream_start(path: Path, kind: str) -> Fraction | None:
         return None if stream.start_time is None else stream.start_time * Fraction(stream.time_base)
 
 
-def make_audio_only(path: Path) -> None:
-    """An mp4 with an AAC stream and no video stream (a bad input for the video job)."""
+def make_audio_only(path: Path, streams: int = 1) -> None:
+    """An mp4 with ``streams`` AAC streams and no video stream (a bad input for the video job)."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000, layout="mono")
-        for i in range(4):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
+        for stream in [out.add_stream("aac", rate=16000, layout="mono") for _ in range(streams)]:
+            for i in range(4):
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = 16000, i * 1024
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
                 out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)

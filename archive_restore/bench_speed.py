@@ -25,7 +25,6 @@ ours with the thread count ``pipeline.forward.cpu_threads`` chooses (``threads``
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import platform
@@ -48,7 +47,7 @@ from .media.video import EncodeSettings, SegmentWriter, open_backend, probe
 from .models import find_model
 from .nets import CondSR, build_condsr, load_checkpoint
 from .nets.condsr import SIZES
-from .pipeline.forward import FrameRestorer, cpu_threads
+from .pipeline.forward import FrameRestorer, cpu_threads, release_freed_heap
 from .upscale_runtime import ENV_VAR as RUNTIME_ENV
 from .upscalers import CONDSR
 
@@ -117,10 +116,7 @@ def reset_peak_rss() -> bool:
     memory the earlier stages freed is handed back to the system first (the jobs tell glibc to keep
     freed memory, ``pipeline.forward.tune_for``), so that the peak is the job's own."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    release_freed_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True

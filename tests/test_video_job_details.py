@@ -592,3 +592,16 @@ def test_a_probe_is_answered_or_fails_with_the_reason_and_its_own_error():
     stuck = [t for t in threading.enumerate() if t.name == "probe" and t.is_alive()]
     assert stuck and all(t.daemon for t in stuck)  # left behind, it does not keep the program from exiting
     release.set()
+
+
+def test_each_render_chunk_hands_its_freed_buffers_back_before_the_next(tmp_path, tiny_models, monkeypatch):
+    """A chunk's encoder (x264's lookahead) and decoder buffers are freed when it ends; the heap is then
+    trimmed, once per chunk, after its segment is written, so the next chunk does not add its own on top."""
+    clip = make_clip(tmp_path / "m.mp4", count=5, audio=False)
+    trimmed: list[list[str]] = []
+    monkeypatch.setattr(video, "release_freed_heap", lambda: trimmed.append(
+        sorted(p.name for p in (tmp_path / "jobs").rglob("shot*.mp4"))))
+    result = _video([str(clip.path), "--scale", "1", "--chunk-frames", "2"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    chunks = ["shot0000.000.mp4", "shot0000.001.mp4", "shot0000.002.mp4"]  # 2 + 2 + 1 frames
+    assert trimmed == [chunks[:1], chunks[:2], chunks]

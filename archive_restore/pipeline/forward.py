@@ -139,6 +139,19 @@ def _tune_cpu_memory() -> None:
         pass
 
 
+def release_freed_heap() -> None:
+    """Hand the heap memory freed so far back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+    A video job calls it after each render chunk: the chunk's encoder and decoder buffers, freed, would
+    otherwise stay resident beside the next chunk's (a 150-frame job in two chunks peaked at 1738 MB
+    against 1344 MB for 50 frames in one)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Autocast to ``dtype`` on ``device``; nothing for None (fp32)."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -64,6 +64,7 @@ from ..media.video import (
 from ..runner import ItemResult, Summary, Work, atomic_output, run_job
 from ..store import DONE, Item, ItemSpec, Job, JobStore
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
+from .forward import release_freed_heap
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY
 
@@ -364,6 +365,7 @@ class VideoJob:
                 if writer.frames != x["frames"]:
                     raise InputError(f"{self.source}: decoded {writer.frames} frames for {item.key}, "
                                      f"the analysis counted {x['frames']}")
+        release_freed_heap()  # this chunk's encoder and decoder buffers, before the next chunk's
         seconds = time.monotonic() - started
         faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,

@@ -128,7 +128,7 @@ class StackNet:
         size = (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
         out = resize_to(self.upscaler(cleaned).float(), size).clamp_(0, 1).permute(0, 2, 3, 1)
         if self.fidelity > 0:  # blended in place: one full-size tensor besides the upscaled one
-            faithful = restore_nhwc(self.faithful, lq, code, self.scale)
+            faithful = restore_nhwc(self.faithful, lq, code, self.scale).float()  # fp32 whatever autocast gave
             out = faithful.mul_(self.fidelity).add_(out, alpha=1 - self.fidelity).clamp_(0, 1)
         return out
 

@@ -127,16 +127,13 @@ def _tune_cpu_memory() -> None:
     settings at 1264-1267 MB, 0.674-0.675 frames/s. Torch's own ``THP_MEM_ALLOC_ENABLE=1`` (tensors on
     transparent huge pages) is left to the user: there it rendered 0.726-0.797 frames/s but peaked at
     1463-1565 MB."""
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX (before the threads that would make more arenas start)
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: trim the heap only above 256 MiB free
-        libc.mallopt(-2, 64 << 20)  # M_TOP_PAD: grow the heap 64 MiB at a time
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: heap (reused) up to 32 MiB blocks, glibc's maximum
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+    libc.mallopt(-8, 2)  # M_ARENA_MAX (before the threads that would make more arenas start)
+    libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: trim the heap only above 256 MiB free
+    libc.mallopt(-2, 64 << 20)  # M_TOP_PAD: grow the heap 64 MiB at a time
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: heap (reused) up to 32 MiB blocks, glibc's maximum
 
 
 def release_freed_heap() -> None:
@@ -144,12 +141,21 @@ def release_freed_heap() -> None:
     A video job calls it after each render chunk: the chunk's encoder and decoder buffers, freed, would
     otherwise stay resident beside the next chunk's (a 150-frame job in two chunks peaked at 1738 MB
     against 1344 MB for 50 frames in one)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, or None where the C library is another (macOS, Windows, musl) and there is nothing to tune."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

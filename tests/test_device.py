@@ -199,3 +199,38 @@ def test_frames_rounded_on_the_device_are_what_the_encoder_would_round(tile):
     assert all(i.dtype == np.uint8 and i.shape == (80, 144, 3) for i in ints)
     assert all(np.array_equal(to_uint8(f), i) for f, i in zip(floats, ints))
     assert len(np.unique(ints[0])) > 50  # real pictures, not a constant
+
+
+def test_half_precision_on_the_cpu_only_where_it_is_fast():
+    """fp16 where it convolves at least HALF_SPEEDUP x faster than fp32 (the more precise half), else
+    bf16 where that is, else fp32 (None)."""
+    from archive_restore.pipeline.forward import HALF_SPEEDUP, half_for
+
+    fp16, bf16 = torch.float16, torch.bfloat16
+    assert half_for(6.9, {fp16: 1.12, bf16: 1.11}) is fp16  # AMX-FP16 (this project's CPU): fp16 though bf16 ties
+    assert half_for(6.9, {fp16: 7.5, bf16: 1.2}) is bf16  # AMX-BF16 only (Sapphire Rapids)
+    assert half_for(6.9, {bf16: 1.2}) is bf16  # a build without fp16 convolutions
+    assert half_for(6.9, {fp16: 6.0, bf16: 9.0}) is None and half_for(6.9, {}) is None  # no AMX
+    assert half_for(2 * HALF_SPEEDUP, {fp16: 2.0}) is fp16 and half_for(2 * HALF_SPEEDUP - 0.01, {fp16: 2.0}) is None
+
+
+def test_the_cpu_half_precision_probe_times_each_on_one_thread(monkeypatch):
+    from archive_restore.pipeline import forward
+
+    seen = []
+
+    def seconds(threads, repeats=9, dtype=torch.float32):
+        seen.append((threads, dtype))
+        if dtype is torch.float16:
+            raise RuntimeError("no fp16 convolution in this build")
+        return {torch.float32: 6.9, torch.bfloat16: 1.2}[dtype]
+
+    monkeypatch.setattr(forward, "_conv_seconds", seconds)
+    forward.cpu_half_dtype.cache_clear()
+    before = torch.get_num_threads()
+    try:
+        assert forward.cpu_half_dtype() is torch.bfloat16
+        assert forward.cpu_half_dtype() is torch.bfloat16 and len(seen) == 3  # measured once per process
+    finally:
+        forward.cpu_half_dtype.cache_clear()
+    assert {threads for threads, _ in seen} == {1} and torch.get_num_threads() == before

@@ -107,3 +107,66 @@ def test_the_stack_on_cuda_matches_the_cpu(nets):
     assert auto.plan(frames[0].shape[:2]) == (2, 56)  # the default on a GPU: whole frames, batched
     whole = auto.restore(frames[:1] * 3, code)
     assert np.abs(whole[0] - cpu[0]).max() < CUDA_TOLERANCE
+
+
+def _textured(height=96, width=128, seed=8) -> np.ndarray:
+    """A picture with what photos have: smooth shading, edges and fine texture, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    shade = 0.25 + 0.5 * (x / width)[..., None] * np.array([1.0, 0.8, 0.6], np.float32)
+    shade[20:60, 30:70] = (0.85, 0.3, 0.2)  # a block with sharp edges
+    return np.clip(shade + 0.08 * rng.standard_normal((height, width, 3)).astype(np.float32), 0, 1)
+
+
+@pytest.mark.parametrize("dtype, bound", [(torch.float16, 2e-4), (torch.bfloat16, 1e-3)])
+def test_the_faithful_branch_in_half_precision_moves_the_picture_by_fidelity_times_its_error(nets, dtype, bound):
+    """The shipped CondSR in fp16/bf16 as the faithful branch: the stack's picture moves by at most
+    ``fidelity`` times CondSR's own half-precision error, within ``bound`` of the fp32 stack (fp16:
+    4.2e-5 at most on real photos); and it did run in half precision (the pictures differ)."""
+    from archive_restore.models import find_model
+    from archive_restore.nets import load_checkpoint
+
+    condsr = load_checkpoint(find_model("condsr_compact", ()), "cpu", expect="CondSR").model
+    cleanup = _randomise(Cleanup(code_dim=condsr.code_dim, width=8, blocks=1), 0)
+    upscaler = nets[2]
+    picture = _textured()
+    code = np.random.default_rng(9).standard_normal(condsr.code_dim).astype(np.float32) * 0.5
+    device, fidelity = torch.device("cpu"), 0.1
+
+    def stack(faithful):
+        restorer = StackRestorer(cleanup, upscaler, 4, faithful, fidelity, 4, device, 1, tile=256)
+        return restorer.restore([picture], code)[0]
+
+    full, half = stack(FastCondSR(condsr, device)), stack(FastCondSR(condsr, device, dtype=dtype))
+    lq = torch.from_numpy(picture).permute(2, 0, 1)[None]
+    z = torch.from_numpy(code)[None]
+    own_error = (FastCondSR(condsr, device, dtype=dtype)(lq, z) - FastCondSR(condsr, device)(lq, z)).abs().max()
+    moved = np.abs(half - full).max()
+    assert 0 < moved <= fidelity * float(own_error) + 1e-6
+    assert moved <= bound
+
+
+def test_the_stack_runs_its_faithful_branch_in_the_precision_the_cpu_is_fast_in(monkeypatch, nets):
+    """``faithful_dtype``: on the CPU what ``cpu_half_dtype`` measured (fp16 here, where AMX has it;
+    None, fp32, where no half precision is fast); the Engine's stack takes it, CondSR alone never."""
+    from archive_restore.pipeline import engine as engine_module
+    from archive_restore.pipeline import stack as stack_module
+
+    cpu = torch.device("cpu")
+    for measured in (torch.float16, torch.bfloat16, None):
+        monkeypatch.setattr(stack_module, "cpu_half_dtype", lambda m=measured: m)
+        assert stack_module.faithful_dtype(cpu) is measured
+
+    class Options:
+        scale, tile, fidelity = 4, None, 0.1
+
+    class Bare(engine_module.Engine):
+        def __init__(self, upscaler):  # no files: only what frame_restorer reads
+            self.sr, self.cleanup, self.upscaler, self.device = nets[1], nets[0], upscaler, cpu
+            self.options, self._restorer = Options(), None
+
+    monkeypatch.setattr(engine_module, "faithful_dtype", lambda device: torch.float16)
+    upscaler = nets[2]
+    upscaler.scale = 4
+    assert Bare(upscaler).frame_restorer().net.faithful.dtype is torch.float16
+    assert Bare(None).frame_restorer().net.dtype is None  # CondSR alone: fp32 on the CPU

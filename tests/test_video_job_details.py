@@ -605,3 +605,40 @@ def test_each_render_chunk_hands_its_freed_buffers_back_before_the_next(tmp_path
     assert result.exit_code == 0, result.output
     chunks = ["shot0000.000.mp4", "shot0000.001.mp4", "shot0000.002.mp4"]  # 2 + 2 + 1 frames
     assert trimmed == [chunks[:1], chunks[:2], chunks]
+
+
+def test_restored_frames_wait_for_the_encoder_in_a_short_queue(tmp_path, tiny_models, monkeypatch):
+    """Each restored frame is a whole output frame (8.1 MB at 1920x1408): at most ENCODE_QUEUE_FRAMES (4)
+    wait for the encoder, while up to QUEUE_FRAMES small decoded ones wait for the network."""
+    sizes = []
+    real = video._Background
+
+    class Recorded(real):
+        def __init__(self, fn, size, name):
+            sizes.append((name, size))
+            super().__init__(fn, size, name)
+
+    monkeypatch.setattr(video, "_Background", Recorded)
+    clip = make_clip(tmp_path / "m.mp4", count=3, audio=False)
+    result = _video([str(clip.path), "--scale", "1"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    assert sizes == [("encode", 4)] and video.ENCODE_QUEUE_FRAMES == 4 < video.QUEUE_FRAMES
+
+
+def test_the_heap_is_trimmed_every_so_many_rendered_frames_and_after_each_chunk(tmp_path, tiny_models, monkeypatch):
+    """Within a chunk the freed heap is handed back every HEAP_TRIM_FRAMES frames (16), besides once at
+    its end: freed buffers reused in another order would otherwise leave ever more of it resident."""
+    clip = make_clip(tmp_path / "m.mp4", count=5, audio=False)
+    restored, trims = [0], []
+    to_uint8 = video.to_uint8
+
+    def counted(picture):
+        restored[0] += 1
+        return to_uint8(picture)
+
+    monkeypatch.setattr(video, "to_uint8", counted)
+    monkeypatch.setattr(video, "release_freed_heap", lambda: trims.append(restored[0]))
+    monkeypatch.setattr(video, "HEAP_TRIM_FRAMES", 2)
+    result = _video([str(clip.path), "--scale", "1", "--batch", "1"], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    assert trims == [2, 4, 5]  # frames restored at each trim: every 2, then the chunk's end

@@ -29,7 +29,7 @@ from ..models import find_model, models_dirs
 from ..nets import load_checkpoint
 from ..upscalers import CONDSR, Upscaler, UpscalerRef, load_upscaler
 from .forward import FastCondSR, FrameRestorer, tune_for
-from .stack import DEFAULT_FIDELITY, StackRestorer
+from .stack import DEFAULT_FIDELITY, StackRestorer, faithful_dtype
 
 ALIGNED_SIZE = 512
 
@@ -237,11 +237,13 @@ class Engine:
         out-of-memory error taught it)."""
         key = (id(self.sr), batch)
         if self._restorer is None or self._restorer[0] != key:
-            fast = FastCondSR(self.sr, self.device)
             o = self.options
-            restorer = (FrameRestorer(fast, o.scale, batch, o.tile) if self.upscaler is None else
-                        StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, fast, o.fidelity, o.scale,
-                                      self.device, batch, o.tile))
+            if self.upscaler is None:
+                restorer = FrameRestorer(FastCondSR(self.sr, self.device), o.scale, batch, o.tile)
+            else:  # the faithful branch, blended in at `fidelity`, in half precision where the CPU has AMX
+                faithful = FastCondSR(self.sr, self.device, dtype=faithful_dtype(self.device))
+                restorer = StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, faithful, o.fidelity,
+                                         o.scale, self.device, batch, o.tile)
             self._restorer = (key, restorer)
         return self._restorer[1]
 

@@ -75,6 +75,14 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".m
 NEAR_SHOTS = 2  # a shot without faces borrows from a shot with faces at most this far away
 BLIND_FRAMES = 3  # frames of a shot read for its blind code
 QUEUE_FRAMES = 16  # decoded frames waiting for the network, at most
+# restored frames waiting for the encoder, at most: each is a full output frame (8.1 MB at 1920x1408), and
+# the encoder keeps up with the network, so a short queue is enough to overlap them
+ENCODE_QUEUE_FRAMES = 4
+# the heap's freed memory handed back every this many rendered frames (and after each chunk): the network's
+# and the encoder's large buffers, freed and reused in a different order, otherwise leave more and more of the
+# heap resident (a 150-frame 480x352 -> x4 job through the SRVGG stack, two chunks: 1539 MB without, 1336 MB
+# every 16 frames, at no measurable cost in speed; see models/MODELS.md)
+HEAP_TRIM_FRAMES = 16
 DECODE_STALL_S = 60.0  # an item whose decoder gives nothing for this long fails (a damaged file hangs it)
 
 
@@ -355,13 +363,18 @@ class VideoJob:
             with SegmentWriter(tmp, self.info, self.info.width * scale, self.info.height * scale,
                                self.options.encode, origin=x["start_pts"]) as writer:
                 steady, pasted = SteadyFaces(), 0  # a chunk lies within one shot; it starts without history
-                with _Background(writer.write, QUEUE_FRAMES, "encode") as encode:
+                since_trim = 0
+                with _Background(writer.write, ENCODE_QUEUE_FRAMES, "encode") as encode:
                     for batch in _batches(frames, self.options.batch):
                         for frame, restored in zip(batch, self.restore(batch, code)):
                             picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
                             encode.put(to_uint8(picture), frame.pts)  # the queue holds 8-bit frames
                             pasted += faces
                         self.render_bar().update(len(batch))
+                        since_trim += len(batch)
+                        if since_trim >= HEAP_TRIM_FRAMES:
+                            since_trim = 0
+                            release_freed_heap()
                 if writer.frames != x["frames"]:
                     raise InputError(f"{self.source}: decoded {writer.frames} frames for {item.key}, "
                                      f"the analysis counted {x['frames']}")

@@ -29,7 +29,7 @@ from . import upscale_runtime as rt
 from .upscalers import available_upscalers, load_upscaler, resolve_upscaler
 
 COMPILE = "torch-compile"
-ROWS = rt.RUNTIMES + (COMPILE,)
+ROWS = rt.RUNTIMES + rt.OPT_IN + (COMPILE,)
 
 
 class CompiledRuntime:
@@ -53,6 +53,11 @@ def bench_one(path: Path, size: int, runs: int, compile_too: bool, tick) -> dict
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     reference = rt.TorchRuntime(model)(x).float()
     built, absent = rt.runners(model, weights)
+    half, why = rt.opt_in_half(model)
+    if half is not None:
+        built[rt.HALF] = half
+    else:
+        absent.append(rt.Measured(rt.HALF, None, None, why))
     if compile_too:
         built[COMPILE] = CompiledRuntime(model)
     else:

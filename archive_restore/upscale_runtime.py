@@ -10,6 +10,15 @@ the input and calls one of these:
                    ONNX Runtime; the ``.onnx`` is cached in :func:`cache_dir` by the weights' sha256
 ``ncnn``           the ncnn ``.param``/``.bin`` pair itself (ncnn files only), fp32 arithmetic and storage
 
+and one that ``auto`` never picks, because it does not match torch fp32 within :data:`TOLERANCE`:
+
+``half``           the module in fp16, channels-last, its first convolution kept in fp32 (the picture is
+                   not rounded), on CPUs that convolve fp16 fast (AMX-FP16); Real-ESRGAN's two layouts
+                   only. On this project's CPU SRVGG ran 3.9 x faster than channels-last fp32 (480x352)
+                   and RRDB x4plus 5-6 x, but up to 1.5e-3 (SRVGG) and 4.3e-3 (RRDB) from fp32 on real
+                   photos, about one 8-bit level at most: what Real-ESRGAN accepts on GPUs (fp16). Asked
+                   for by name only (``$ARCHIVE_RESTORE_UPSCALER_RUNTIME=half``, ``--runtime half``).
+
 ``auto`` on the CPU: ``$ARCHIVE_RESTORE_UPSCALER_RUNTIME`` when set, else the fastest runtime whose
 output matches torch's, found by a short probe (:func:`probe`: all of them on the same seeded 64x64
 input, in turns, the fastest of two rounds each) and remembered per machine, thread count, package
@@ -41,8 +50,10 @@ from tqdm import tqdm
 from .errors import CheckpointError, UsageError
 
 AUTO = "auto"
-RUNTIMES = ("torch", "channels-last", "onnxruntime", "ncnn")
-CHOICES = (AUTO,) + RUNTIMES
+RUNTIMES = ("torch", "channels-last", "onnxruntime", "ncnn")  # auto's candidates: they match torch fp32
+HALF = "half"
+OPT_IN = (HALF,)  # asked for by name only: faster, but not within TOLERANCE of torch fp32
+CHOICES = (AUTO,) + RUNTIMES + OPT_IN
 ENV_VAR = "ARCHIVE_RESTORE_UPSCALER_RUNTIME"  # the runtime `auto` uses, without a probe
 TOLERANCE = 1e-3       # max |difference| from torch fp32 on [0, 1] pictures
 PROBE_SIZE = 64        # the probe's input side (pixels)
@@ -92,6 +103,63 @@ class ChannelsLastRuntime:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+class _Fp32Entry(torch.nn.Module):
+    """A network's first convolution kept in fp32 inside an fp16 network: the picture itself is not
+    rounded to fp16 (that rounding alone was half of SRVGG's fp16 error)."""
+
+    def __init__(self, conv: torch.nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.float()).half()
+
+
+class HalfRuntime:
+    """The module in fp16 (channels-last), its first convolution in fp32; a copy, so the loaded module
+    stays the fp32 reference. Not within TOLERANCE of torch fp32: never one of ``auto``'s candidates."""
+
+    name = HALF
+
+    def __init__(self, model: torch.nn.Module):
+        import copy
+
+        from .nets.realesrgan import entry_conv
+
+        found = entry_conv(model)
+        if found is None:
+            raise UsageError(f"upscaler runtime {HALF}: it runs Real-ESRGAN's RRDBNet and SRVGGNetCompact "
+                             f"layouts only, not {type(model).__name__}")
+        entry = copy.deepcopy(found[0]).float().to(memory_format=torch.channels_last)
+        self.model = copy.deepcopy(model).half().to(memory_format=torch.channels_last)
+        found[1](self.model, _Fp32Entry(entry))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(x.float().contiguous(memory_format=torch.channels_last)).float().contiguous()
+
+
+def half_missing() -> str | None:
+    """Why ``half`` would not pay on this CPU (no fast fp16 convolution), or None when it would."""
+    from .pipeline.forward import cpu_half_dtype
+
+    if cpu_half_dtype() is not torch.float16:
+        return ("this CPU has no fast fp16 convolution (AMX-FP16, Intel Xeon 6 and later): in fp16 the "
+                "upscaler would not run faster than fp32 here")
+    return None
+
+
+def opt_in_half(model: torch.nn.Module) -> tuple[HalfRuntime | None, str]:
+    """``half`` for ``model`` when it runs here, else None and why (for ``bench runtime``'s row)."""
+    why = half_missing()
+    if why is not None:
+        return None, why
+    try:
+        return HalfRuntime(model), ""
+    except UsageError as exc:
+        return None, str(exc)
 
 
 class OnnxRuntime:
@@ -188,15 +256,17 @@ def missing(name: str, weights: Weights) -> str | None:
 
 def build(name: str, model: torch.nn.Module, weights: Weights) -> Runtime:
     """Runtime ``name`` for ``model`` (loaded from ``weights``); a UsageError when it cannot run here."""
-    if name not in RUNTIMES:
+    if name not in RUNTIMES + OPT_IN:
         raise UsageError(f"unknown upscaler runtime {name!r}; choose one of {', '.join(CHOICES)}")
-    why = missing(name, weights)
+    why = half_missing() if name == HALF else missing(name, weights)
     if why:
         raise UsageError(f"upscaler runtime {name}: {why}")
     if name == "torch":
         return TorchRuntime(model)
     if name == "channels-last":
         return ChannelsLastRuntime(model)
+    if name == HALF:
+        return HalfRuntime(model)
     if name == "onnxruntime":
         return OnnxRuntime(onnx_file(model, weights.sha256))
     return NcnnRuntime(weights.path)
@@ -349,8 +419,10 @@ def choose(model: torch.nn.Module, weights: Weights, progress: bool = True) -> s
     (whose answer is then remembered)."""
     chosen = os.environ.get(ENV_VAR, "").strip()
     if chosen and chosen != AUTO:
-        if chosen not in RUNTIMES:
+        if chosen not in RUNTIMES + OPT_IN:
             raise UsageError(f"${ENV_VAR}={chosen!r}: choose one of {', '.join(CHOICES)}")
+        if chosen == HALF:  # asked for by name: `build` says why when it cannot run here
+            return chosen
         return "torch" if missing(chosen, weights) else chosen
     path, key = cache_dir() / "choices.json", machine_key(weights)
     known = _read_choices(path).get(key)

@@ -193,10 +193,55 @@ def test_bench_runtime_prints_and_writes_every_runtime(tmp_path):
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
     item = figures["upscalers"]["tiny-srvgg"]
-    assert sorted(item["runtimes"]) == sorted(rt.RUNTIMES + ("torch-compile",))
+    assert sorted(item["runtimes"]) == sorted(rt.RUNTIMES + rt.OPT_IN + ("torch-compile",))
     torch_row = item["runtimes"]["torch"]
     assert torch_row["max_diff"] == 0.0 and len(torch_row["runs"]) == 2 and torch_row["seconds"] > 0
-    ran = [name for name, row in item["runtimes"].items() if row["seconds"] is not None]
+    half = item["runtimes"]["half"]  # measured where this CPU has fast fp16, else a row saying why not
+    assert (half["seconds"] is not None) == (rt.half_missing() is None)
+    assert half["seconds"] is not None or "no fast fp16 convolution" in half["note"]
+    ran = [name for name, row in item["runtimes"].items() if row["seconds"] is not None and name in rt.RUNTIMES]
     assert all(item["runtimes"][name]["max_diff"] <= rt.TOLERANCE for name in ran)
     assert item["fastest"] in ran and item["auto"] in rt.RUNTIMES
     assert f"auto picks: {item['auto']}" in result.output and "16x16 input" in result.output
+
+
+@pytest.mark.parametrize("kind", ["rrdb.pth", "srvgg.pth"])
+def test_half_runs_the_network_in_fp16_but_reads_the_picture_in_fp32(tmp_path, kind, monkeypatch):
+    """``half``, asked for by name: a copy of the network in fp16 whose first convolution stays fp32; the
+    output is float32, close to torch fp32 but not equal; the loaded module stays the fp32 reference."""
+    monkeypatch.setattr(rt, "half_missing", lambda: None)  # the mechanics, on any CPU (fast or not)
+    ref = resolve_upscaler(str(FILES[kind](tmp_path)))
+    reference = load_upscaler(ref, runtime="torch")
+    up = load_upscaler(ref, runtime="half")
+    assert up.runtime.name == "half"
+    entry, _ = __import__("archive_restore.nets.realesrgan", fromlist=["entry_conv"]).entry_conv(up.runtime.model)
+    weights = [p.dtype for p in up.runtime.model.parameters()]
+    assert entry.conv.weight.dtype == torch.float32 and weights.count(torch.float32) == 2  # its weight and bias
+    assert set(weights) == {torch.float16, torch.float32} and next(up.model.parameters()).dtype == torch.float32
+    lq = _lq()
+    out, expected = up(lq), reference(lq)
+    assert out.dtype == torch.float32 and out.shape == expected.shape == (2, 3, 48, 48)
+    assert 0 < float((out - expected).abs().max()) < 2e-2
+
+
+def test_auto_never_picks_half_but_it_can_be_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "half_missing", lambda: None)
+    path = _save(_srvgg(), tmp_path / "srvgg.pth", "params")
+    assert "half" not in rt.runners(load_upscaler(resolve_upscaler(str(path)), runtime="torch").model,
+                                    rt.Weights(path, "x"))[0]
+    assert load_upscaler(resolve_upscaler(str(path)), progress=False).runtime.name in rt.RUNTIMES
+    monkeypatch.setenv(rt.ENV_VAR, "half")
+    assert load_upscaler(resolve_upscaler(str(path))).runtime.name == "half"
+
+
+def test_half_is_refused_where_it_would_not_pay_or_cannot_run(tmp_path, monkeypatch):
+    from archive_restore.pipeline import forward
+
+    path = _save(_srvgg(), tmp_path / "srvgg.pth", "params")
+    monkeypatch.setattr(forward, "cpu_half_dtype", lambda: torch.bfloat16)  # AMX-BF16 only: fp16 is not fast
+    with pytest.raises(UsageError, match=r"half: this CPU has no fast fp16 convolution \(AMX-FP16"):
+        load_upscaler(resolve_upscaler(str(path)), runtime="half")
+    monkeypatch.setattr(forward, "cpu_half_dtype", lambda: torch.float16)
+    assert load_upscaler(resolve_upscaler(str(path)), runtime="half").runtime.name == "half"
+    with pytest.raises(UsageError, match="RRDBNet and SRVGGNetCompact layouts only, not Conv2d"):
+        rt.HalfRuntime(torch.nn.Conv2d(3, 3, 3))

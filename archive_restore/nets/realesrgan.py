@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,16 @@ class SRVGGNetCompact(nn.Module):
         for layer in self.body:
             out = layer(out)
         return F.pixel_shuffle(out, self.scale) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+def entry_conv(model: nn.Module) -> tuple[nn.Module, Callable[[nn.Module, nn.Module], None]] | None:
+    """The network's first convolution (the one that reads the picture) and how to put another module in
+    its place in a copy of the network, for the two layouts built here; None for any other network."""
+    if isinstance(model, RRDBNet):
+        return model.conv_first, lambda net, module: setattr(net, "conv_first", module)
+    if isinstance(model, SRVGGNetCompact):
+        return model.body[0], lambda net, module: net.body.__setitem__(0, module)
+    return None
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor] | None:

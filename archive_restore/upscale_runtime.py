@@ -179,6 +179,9 @@ class OnnxRuntime:
         if self._session is None or threads != self._threads:
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            # no memory arena: ONNX Runtime's keeps the largest pass's buffers for good (a 640x360 photo
+            # through RRDB x4plus in tiles peaked at 2345 MB with it, 1855 MB without, at the same speed)
+            options.enable_cpu_mem_arena = False
             options.log_severity_level = 3  # errors only
             try:
                 self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])

@@ -168,7 +168,9 @@ def test_runtimes_take_torchs_thread_count(tmp_path, runtime):
             torch.set_num_threads(threads)
             up(_lq())
             if runtime == "onnxruntime":
-                assert up.runtime.session().get_session_options().intra_op_num_threads == threads
+                options = up.runtime.session().get_session_options()
+                assert options.intra_op_num_threads == threads
+                assert not options.enable_cpu_mem_arena  # the largest pass's buffers are not kept for good
             else:
                 assert up.runtime.net.opt.num_threads == threads
     finally:

@@ -114,7 +114,8 @@ def cpu_half_dtype() -> torch.dtype | None:
     convolution, on one thread (what the instructions give, not how busy the other cores are). CPUs
     with AMX (Intel Xeon from Sapphire Rapids on: bf16; Granite Rapids: fp16 too) run them several times
     faster (this project's CPU: fp16 1.1 ms against fp32 6.9 ms); without AMX, half precision is emulated
-    or converted and is no faster. Only the stack's faithful branch uses it (``pipeline.stack``)."""
+    or converted and is no faster. The stack's faithful branch runs in it (``pipeline.stack``); the
+    upscaler's ``half`` runtime runs only where it is fp16 (``upscale_runtime.half_missing``)."""
     before = torch.get_num_threads()
     try:
         fp32 = _conv_seconds(1, repeats=3)

@@ -151,17 +151,6 @@ def half_missing() -> str | None:
     return None
 
 
-def opt_in_half(model: torch.nn.Module) -> tuple[HalfRuntime | None, str]:
-    """``half`` for ``model`` when it runs here, else None and why (for ``bench runtime``'s row)."""
-    why = half_missing()
-    if why is not None:
-        return None, why
-    try:
-        return HalfRuntime(model), ""
-    except UsageError as exc:
-        return None, str(exc)
-
-
 class OnnxRuntime:
     """The module's ONNX export run by ONNX Runtime on the CPU, with torch's thread count (a new
     session when that count changes)."""

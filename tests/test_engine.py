@@ -165,3 +165,28 @@ def test_tiles_blend_in_nhwc_as_in_nchw():
         nhwc = run_tiled(lambda x: fn(x).permute(0, 2, 3, 1), image, scale=2, tile=32, overlap=8, nhwc=True)
     assert nhwc.shape == (1, 100, 140, 3) and nhwc.is_contiguous()
     assert torch.allclose(nhwc, nchw.permute(0, 2, 3, 1), atol=1e-6)
+
+
+def test_tiles_are_finished_a_row_of_tiles_at_a_time():
+    """With ``finish``, the output rows that no later row of tiles touches go through it as soon as the
+    row of tiles above is done (only that much is ever held in float32), and the result is what
+    finishing the whole float picture gives, exactly."""
+    from archive_restore.pipeline.forward import _to_uint8
+
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(3, 3 * 4, 3, padding=1)
+    fn = lambda x: torch.nn.functional.pixel_shuffle(conv(x), 2).permute(0, 2, 3, 1)  # noqa: E731
+    image = torch.rand(1, 3, 70, 90)
+    bands = []
+
+    def finish(band):
+        bands.append(band.shape[1])
+        return _to_uint8(band)
+
+    with torch.no_grad():
+        whole = run_tiled(fn, image, scale=2, tile=32, overlap=8, nhwc=True)
+        finished = run_tiled(fn, image, scale=2, tile=32, overlap=8, nhwc=True, finish=finish)
+    assert finished.dtype == torch.uint8 and finished.shape == (1, 140, 180, 3)
+    assert torch.equal(finished, _to_uint8(whole.clone()))
+    # tile rows start at 0, 24 and 38 (x2): rows 0-47 are final once the second row of tiles starts
+    assert bands == [48, 28, 64]

@@ -334,3 +334,34 @@ def test_a_large_picture_is_written_without_full_size_float_copies(tmp_path: Pat
         back = read_image(tmp_path / f"out{suffix}").pixels
         top = 65535 if bit_depth == 16 else 255
         assert np.array_equal(np.round(back * top), np.floor(np.clip(pixels, 0, 1) * np.float32(top) + np.float32(0.5)))
+
+
+@pytest.mark.parametrize("suffix,bit_depth,mode,channels", [(".png", 8, "RGB", 3), (".jpg", 8, "RGB", 3),
+                                                             (".png", 16, "RGB;16", 3), (".png", 8, "L", 1)])
+def test_uint8_pixels_are_written_as_the_floats_they_round_from(tmp_path: Path, suffix: str, bit_depth: int,
+                                                                mode: str, channels: int) -> None:
+    """A picture rounded to 8 bits already (a photo rendered straight to uint8) is written as its float
+    original would have been: the same file for 8-bit outputs, each sample x 257 for 16-bit ones, and a
+    gray original's luma computed from it."""
+    rng = np.random.default_rng(5)
+    floats = rng.random((30, 40, 3), dtype=np.float32)
+    rounded = (floats * 255 + 0.5).astype(np.uint8)
+    like = Photo(pixels=np.zeros((2, 2, channels), np.float32), alpha=None, bit_depth=bit_depth, mode=mode,
+                 format="PNG")
+    write_image(tmp_path / f"int{suffix}", rounded, like)
+    write_image(tmp_path / f"float{suffix}", rounded.astype(np.float32) / np.float32(255.0), like)
+    assert (tmp_path / f"int{suffix}").read_bytes() == (tmp_path / f"float{suffix}").read_bytes()
+    if bit_depth == 16:
+        back = read_image(tmp_path / f"int{suffix}")
+        assert back.bit_depth == 16
+        np.testing.assert_array_equal(np.round(back.pixels * 65535).astype(np.uint16),
+                                      rounded.astype(np.uint16) * 257)
+
+
+def test_written_bit_depth_follows_the_original_and_the_format() -> None:
+    from archive_restore.media.image import written_bit_depth
+
+    deep = Photo(pixels=np.zeros((2, 2, 3), np.float32), alpha=None, bit_depth=16, mode="RGB;16", format="PNG")
+    flat = Photo(pixels=np.zeros((2, 2, 3), np.float32), alpha=None, bit_depth=8, mode="RGB", format="PNG")
+    assert written_bit_depth("a.png", deep) == 16 and written_bit_depth("a.tif", deep) == 16
+    assert written_bit_depth("a.jpg", deep) == 8 and written_bit_depth("a.png", flat) == 8

@@ -418,27 +418,38 @@ def write_image(
     like: Photo,
     alpha: np.ndarray | None = None,
 ) -> None:
-    """Write float [0, 1] `pixels` (HxW, HxWx1 or HxWx3, RGB) to exactly `path`, stored like `like`.
+    """Write float [0, 1] `pixels` (HxW, HxWx1 or HxWx3, RGB) to exactly `path`, stored like `like`;
+    uint8 `pixels` are taken as already rounded (``written_bit_depth`` says when the output is 8-bit).
 
     The format follows the extension of `path` (or `like.format` when the extension is not one
     of ours, e.g. a temporary name). 16-bit originals stay 16-bit in PNG/TIFF; gray originals stay
     gray; alpha is `alpha`, or `like.alpha` resized to fit when `alpha` is None; ICC profile, EXIF
     (orientation 1) and resolution are copied where the format holds them. JPEG: quality 95, 4:4:4.
     """
-    path = Path(path)
-    fmt = FORMAT_BY_EXTENSION.get(path.suffix.lower(), like.format)
-    if fmt not in _SUPPORTED_FORMATS:
-        raise UnsupportedFormatError(f"{path}: cannot write {fmt} images")
+    fmt = _written_format(Path(path), like)
     color = _match_channels(_as_hwc(pixels), like.channels)
     alpha = _output_alpha(alpha, like, color.shape[:2])
     if fmt == "JPEG":
         alpha = None
-    if like.bit_depth == 16 and fmt in ("PNG", "TIFF"):
+    if written_bit_depth(path, like) == 16:
         samples = _quantise(color if alpha is None else np.dstack([color, alpha]), 16)
         writer = _write_png_16 if fmt == "PNG" else _write_tiff_16
         writer(path, samples, like)
     else:
         _write_pillow(path, fmt, _quantise(color, 8), None if alpha is None else _quantise(alpha, 8), like)
+
+
+def written_bit_depth(path: str | os.PathLike[str], like: Photo) -> int:
+    """8 or 16: the sample depth ``write_image`` stores ``like`` at in ``path`` (16-bit originals stay
+    16-bit in PNG and TIFF)."""
+    return 16 if like.bit_depth == 16 and _written_format(Path(path), like) in ("PNG", "TIFF") else 8
+
+
+def _written_format(path: Path, like: Photo) -> str:
+    fmt = FORMAT_BY_EXTENSION.get(path.suffix.lower(), like.format)
+    if fmt not in _SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(f"{path}: cannot write {fmt} images")
+    return fmt
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -454,8 +465,11 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:
-    """HxW or HxWxC float -> float32 HxWxC (not copied when it is already float32; ``_quantise`` clips)."""
-    array = np.asarray(pixels, dtype=np.float32)
+    """HxW or HxWxC -> HxWxC: float as float32 (not copied when it is already float32; ``_quantise``
+    clips), uint8 as it is (already rounded)."""
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32, copy=False)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3):
@@ -465,6 +479,8 @@ def _as_hwc(pixels: np.ndarray) -> np.ndarray:
 
 def _match_channels(color: np.ndarray, channels: int) -> np.ndarray:
     """Gray originals are written gray (ITU-R 601 luma, as Pillow's 'L'); gray results of colour become RGB."""
+    if color.shape[2] != channels and color.dtype == np.uint8:
+        color = color.astype(np.float32) / np.float32(255.0)  # the luma is computed in float
     if channels == 1 and color.shape[2] == 3:
         return (np.clip(color, 0.0, 1.0) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
     if channels == 3 and color.shape[2] == 1:
@@ -488,8 +504,11 @@ QUANTISE_ROWS_BYTES = 64 << 20  # float rows clipped and rounded at a time: no f
 
 
 def _quantise(array: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float -> clipped to [0, 1] and rounded to uint8 or uint16, a band of rows at a time (a 15360x8640
+    """Float -> clipped to [0, 1] and rounded to uint8 or uint16 (uint8 -> as it is, or scaled to
+    16 bits), a band of rows at a time (a 15360x8640
     picture is 1.6 GB of float: whole-array arithmetic would hold two more of it)."""
+    if array.dtype == np.uint8:  # rounded already
+        return array if bit_depth == 8 else array.astype(np.uint16) * np.uint16(257)
     top, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
     out = np.empty(array.shape, dtype)
     rows = max(1, QUANTISE_ROWS_BYTES // max(1, array[:1].nbytes))

@@ -175,6 +175,8 @@ class Engine:
         restored and pasted back, and the number of faces pasted; unchanged without a restorer.
 
         ``restored``: the faces of ``lq`` restored already (by the analysis), pasted as they are.
+        ``picture`` may be uint8 (a photo rendered straight to 8 bits): it becomes float32 when a face
+        is pasted, and stays as it is otherwise.
         ``steady``: the video frames' faces followed along tracks (smoothed landmarks, so a steady
         crop and mask; each restored face and its parsed mask blended with its track's previous ones
         while still).
@@ -199,6 +201,8 @@ class Engine:
         crops = [c if s is None else s.face(a, c) for s, a, c in zip(smoothers, aligned, crops)]
         masks = self.face_masks(crops)
         masks = [m if m is None or s is None else s.mask(a, m) for s, a, m in zip(smoothers, aligned, masks)]
+        if aligned and picture.dtype == np.uint8:  # a photo rendered straight to 8 bits: faces blend in float
+            picture = picture.astype(np.float32) / np.float32(255.0)
         for face, crop, mask in zip(aligned, crops, masks):
             picture = compose_face(picture, crop, face, self.options.scale, self.options.face_fidelity, gray, mask)
         return picture, len(aligned)
@@ -218,9 +222,9 @@ class Engine:
         """A code from the LQ image alone (no face to read one from)."""
         return blind_code(self.blind, image_to_tensor(rgb, self.device)).float().cpu().numpy()[0]
 
-    def restore(self, rgb: np.ndarray, code: np.ndarray) -> np.ndarray:
+    def restore(self, rgb: np.ndarray, code: np.ndarray, as_uint8: bool = False) -> np.ndarray:
         """The picture restored with ``code`` at the engine's output scale (``restore_frames``)."""
-        return self.restore_frames([rgb], code)[0]
+        return self.restore_frames([rgb], code, as_uint8=as_uint8)[0]
 
     def restore_frames(self, frames: Sequence[np.ndarray], code: np.ndarray, batch: int = 1,
                        as_uint8: bool = False) -> list[np.ndarray]:

@@ -384,8 +384,8 @@ class FrameRestorer:
         if max(height, width) <= tile:
             return self.download(finish(self._restore(lq, z)))
 
-        return [self.download(finish(run_tiled(lambda part: self._restore(part, z), lq[i:i + 1], self.scale, tile,
-                                               self.overlap, nhwc=True)))[0]
+        return [self.download(run_tiled(lambda part: self._restore(part, z), lq[i:i + 1], self.scale, tile,
+                                        self.overlap, nhwc=True, finish=finish))[0]
                 for i in range(len(group))]
 
     def _restore(self, lq: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:

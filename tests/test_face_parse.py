@@ -192,3 +192,18 @@ def test_the_parser_runs_on_cuda_like_on_the_cpu(bisenet_dir, monkeypatch):
     cpu = load_face_parser("bisenet", bisenet_dir / "parsing_bisenet.pth", "cpu").labels([face])
     cuda = load_face_parser("bisenet", bisenet_dir / "parsing_bisenet.pth", "cuda").labels([face])
     assert (cpu == cuda).mean() > 0.99
+
+
+def test_a_picture_rendered_to_uint8_is_pasted_into_as_its_float(tiny_models, random_restorer, face_rgb):
+    """A photo rendered straight to 8 bits gets its faces pasted in float, as the float picture would:
+    the same numbers; a picture without faces stays uint8, untouched."""
+    engine = Engine(EngineOptions(scale=1, device="cpu", face_detector="haar", models_dirs=(tiny_models, random_restorer)))
+    lq = face_rgb.astype(np.float32) / 255
+    rounded = (np.random.default_rng(1).random(lq.shape) * 255).astype(np.uint8)
+    from_uint8, count = engine.paste_faces(lq, rounded)
+    from_float, _ = engine.paste_faces(lq, rounded.astype(np.float32) / np.float32(255.0))
+    assert count == 1 and from_uint8.dtype == np.float32
+    np.testing.assert_array_equal(from_uint8, from_float)
+    blank = np.zeros((40, 40, 3), np.float32)
+    untouched, none = engine.paste_faces(blank, np.zeros((40, 40, 3), np.uint8))
+    assert none == 0 and untouched.dtype == np.uint8

@@ -504,9 +504,9 @@ QUANTISE_ROWS_BYTES = 64 << 20  # float rows clipped and rounded at a time: no f
 
 
 def _quantise(array: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float -> clipped to [0, 1] and rounded to uint8 or uint16 (uint8 -> as it is, or scaled to
-    16 bits), a band of rows at a time (a 15360x8640
-    picture is 1.6 GB of float: whole-array arithmetic would hold two more of it)."""
+    """Float -> clipped to [0, 1] and rounded to uint8 or uint16, a band of rows at a time (a 15360x8640
+    picture is 1.6 GB of float: whole-array arithmetic would hold two more of it). uint8 (rounded
+    already) -> as it is, or x 257 for 16 bits."""
     if array.dtype == np.uint8:  # rounded already
         return array if bit_depth == 8 else array.astype(np.uint16) * np.uint16(257)
     top, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)

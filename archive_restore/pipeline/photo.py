@@ -257,9 +257,11 @@ class PhotoJob:
         rgb = _rgb(photo.pixels)
         code, source = self.code_for(item, rgb)
         out = self.destination(item)
-        # an 8-bit output is rounded to 8 bits as the picture is made: a 3840x2160 photo at x4 is then
-        # 0.4 GB instead of 1.6 GB of float32 (its tiles finish a row at a time, ``run_tiled``)
-        eight_bit = written_bit_depth(out, photo) == 8
+        # an 8-bit output without faces to paste is rounded to 8 bits as the picture is made: a 3840x2160
+        # photo at x4 is then 0.4 GB instead of 1.6 GB of float32 (its tiles finish a row at a time,
+        # ``run_tiled``); faces are pasted into the float picture, which is rounded once, after them
+        pastes = self.engine.restorer is not None and bool(item.faces)
+        eight_bit = written_bit_depth(out, photo) == 8 and not pastes
         restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code, as_uint8=eight_bit), item)
         with atomic_output(out) as tmp:
             write_image(tmp, restored, like=photo)

@@ -431,7 +431,7 @@ def write_image(
     alpha = _output_alpha(alpha, like, color.shape[:2])
     if fmt == "JPEG":
         alpha = None
-    if written_bit_depth(path, like) == 16:
+    if _bit_depth(fmt, like) == 16:
         samples = _quantise(color if alpha is None else np.dstack([color, alpha]), 16)
         writer = _write_png_16 if fmt == "PNG" else _write_tiff_16
         writer(path, samples, like)
@@ -442,7 +442,11 @@ def write_image(
 def written_bit_depth(path: str | os.PathLike[str], like: Photo) -> int:
     """8 or 16: the sample depth ``write_image`` stores ``like`` at in ``path`` (16-bit originals stay
     16-bit in PNG and TIFF)."""
-    return 16 if like.bit_depth == 16 and _written_format(Path(path), like) in ("PNG", "TIFF") else 8
+    return _bit_depth(_written_format(Path(path), like), like)
+
+
+def _bit_depth(fmt: str, like: Photo) -> int:
+    return 16 if like.bit_depth == 16 and fmt in ("PNG", "TIFF") else 8
 
 
 def _written_format(path: Path, like: Photo) -> str:

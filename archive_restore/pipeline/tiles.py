@@ -43,17 +43,19 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, s
     if h <= tile and w <= tile:
         return finish(fn(image).float())
     axis = 1 if nhwc else 2  # the output's row axis
-    ys, xs = _starts(h, tile, tile - overlap), _starts(w, tile, tile - overlap)
+    # (start, length, weight ramp at the output scale) of each row and each column of tiles
+    rows = [(y, min(tile, h - y)) for y in _starts(h, tile, tile - overlap)]
+    rows = [(y, th, _ramp(th * scale, overlap * scale, y == 0, y + th >= h)) for y, th in rows]
+    cols = [(x, min(tile, w - x)) for x in _starts(w, tile, tile - overlap)]
+    cols = [(x, tw, _ramp(tw * scale, overlap * scale, x == 0, x + tw >= w)) for x, tw in cols]
     # the tiles form a grid and each one's weight is a row ramp times a column ramp, so the weights
     # summed over the grid are the row sums times the column sums: two vectors, no full-size plane
     row_sum = np.zeros(h * scale, np.float32)
-    for y in ys:
-        th = min(tile, h - y)
-        row_sum[y * scale:(y + th) * scale] += _ramp(th * scale, overlap * scale, y == 0, y + th >= h)
+    for y, th, wy in rows:
+        row_sum[y * scale:(y + th) * scale] += wy
     col_sum = np.zeros(w * scale, np.float32)
-    for x in xs:
-        tw = min(tile, w - x)
-        col_sum[x * scale:(x + tw) * scale] += _ramp(tw * scale, overlap * scale, x == 0, x + tw >= w)
+    for x, tw, wx in cols:
+        col_sum[x * scale:(x + tw) * scale] += wx
     cols_by = torch.from_numpy(col_sum).to(image.device)
     cols_by = cols_by[None, None, :, None] if nhwc else cols_by[None, None, None, :]
     out: torch.Tensor | None = None
@@ -73,8 +75,7 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, s
         out.narrow(axis, top, rows).copy_(done)
         band, top = band.narrow(axis, rows, band.shape[axis] - rows), top + rows
 
-    for y in ys:
-        th = min(tile, h - y)
+    for y, th, wy in rows:
         if band is not None and y * scale > top:
             flush(y * scale - top)
         shape = (1, th * scale, w * scale, c) if nhwc else (1, c, th * scale, w * scale)
@@ -82,14 +83,11 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, s
         if band is not None:  # what the rows of tiles above left in the overlap
             fresh.narrow(axis, 0, band.shape[axis]).copy_(band)
         band = fresh
-        wy = _ramp(th * scale, overlap * scale, y == 0, y + th >= h)
-        for x in xs:
-            tw = min(tile, w - x)
+        for x, tw, wx in cols:
             result = fn(image[..., y : y + th, x : x + tw]).float()
-            wx = _ramp(tw * scale, overlap * scale, x == 0, x + tw >= w)
             mask = torch.from_numpy(np.outer(wy, wx)).to(image.device)
             mask = mask[None, :, :, None] if nhwc else mask[None, None]
-            cols = slice(x * scale, (x + tw) * scale)
-            (band[:, :, cols] if nhwc else band[..., cols]).addcmul_(result, mask)
+            span = slice(x * scale, (x + tw) * scale)
+            (band[:, :, span] if nhwc else band[..., span]).addcmul_(result, mask)
     flush(band.shape[axis])
     return out

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the releases this project is built and tested with.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo clean
+.PHONY: install test demo docs clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: install
 
 demo: install
 	$(PY) -m archive_restore.demo
+
+# docs/commands.md from the command line's own --help (a test fails when they disagree).
+docs: install
+	$(PY) -m archive_restore.cli.reference
 
 clean:
 	rm -rf $(VENV) build *.egg-info

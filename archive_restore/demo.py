@@ -34,8 +34,8 @@ from PIL import Image
 
 from .degrade import Degradation
 from .errors import ArchiveRestoreError, ModelNotFoundError
-from .metrics import psnr_y
-from .models import MODEL_FILES, REPO_MODELS
+from .quality.metrics import psnr_y
+from .weights.folders import MODEL_FILES, REPO_MODELS
 
 SCALE = 4
 MAX_SIDE = 384
@@ -179,7 +179,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def demo_job(root: Path):
     """The demo's job (the latest on its scans): its options and its items by key."""
-    from .store import JobStore, absolute
+    from .jobs.store import JobStore, absolute
 
     with JobStore.open(root / "jobs") as store:
         jobs = [j for j in store.jobs() if j.input == absolute(root / "scans")]
@@ -192,7 +192,7 @@ def demo_job(root: Path):
 def upscaler_alone(job) -> Callable[[np.ndarray], np.ndarray] | None:
     """The job's upscaler run on its own on a scan (x4, in tiles), or None when the job used CondSR alone."""
     from .pipeline.stack import upscale_alone
-    from .upscalers import UpscalerRef, load_upscaler
+    from .upscalers.upscaler import UpscalerRef, load_upscaler
 
     path = job.options.get("upscaler")
     if not path or path == "condsr":
@@ -204,7 +204,7 @@ def upscaler_alone(job) -> Callable[[np.ndarray], np.ndarray] | None:
 def measure(root: Path, keys: Sequence[str]) -> list[Row]:
     """PSNR-Y (border of 4 px left out) and NIQE of the bicubic x4 scan, of the job's upscaler alone and
     of the restored photo; writes ``root/sheet.png`` (bicubic | upscaler alone | restored | original)."""
-    from .niqe import niqe_or_none as niqe
+    from .quality.niqe import niqe_or_none as niqe
 
     job, items = demo_job(root)
     alone = upscaler_alone(job)

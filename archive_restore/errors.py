@@ -1,4 +1,4 @@
-"""Small, specific exceptions. `cli.py` is the one place they become messages and exit codes."""
+"""Small, specific exceptions. The CLI (``archive_restore.cli``) is the one place they become messages and exit codes."""
 
 
 class ArchiveRestoreError(Exception):

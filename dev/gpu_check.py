@@ -92,7 +92,7 @@ def pick_upscaler(dry: bool) -> str | None:
     x4plus where present); in a dry run the small SRVGG animevideov3 when present (the CPU is slow
     with RRDB). None when there is none (CondSR alone)."""
     from archive_restore.errors import ArchiveRestoreError
-    from archive_restore.upscalers import CONDSR, resolve_upscaler
+    from archive_restore.upscalers.upscaler import CONDSR, resolve_upscaler
 
     if dry:
         try:
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "--device", device), report, timeout)
             report["train_all"]["checkpoints"] = sorted(p.name for p in models.glob("*.safetensors"))
         if "jobs" not in args.skip:
-            from archive_restore.bench_speed import synth_clip
+            from archive_restore.bench.common import synth_clip
 
             photos = photo_folder(work / "photos", (64, 48) if dry else (640, 480))
             _run("photo_job", _cli("run", str(photos), "-o", str(work / "photos_out"), "--device", device,

@@ -52,8 +52,8 @@ MODULES = {
         "test_colour_matching_needs_16_pixels_of_ring_and_takes_any_float",
         "test_colour_matching_moves_each_lab_channels_mean_and_contrast_within_limits",
         "test_the_pictures_own_face_is_read_where_the_face_was_found")] + [PAIRED_AND_PASTED, "tests/test_face_parse.py"]),
-    "store": ("archive_restore/store.py", UNIT),
-    "runner": ("archive_restore/runner.py", UNIT),
+    "store": ("archive_restore/jobs/store.py", UNIT),
+    "runner": ("archive_restore/jobs/runner.py", UNIT),
     "photo": ("archive_restore/pipeline/photo.py", ["tests/test_photo_job.py", PAIRED_AND_PASTED,
               "tests/test_face_restore.py::test_each_face_is_restored_once_the_render_pastes_what_the_analysis_kept",
               "tests/test_nothing_lost.py"]),
@@ -171,7 +171,7 @@ def sql_case_only(name: str) -> bool:
     can tell (an equivalent mutant)."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    from archive_restore.store import _ITEMS_SCHEMA, _JOBS_SCHEMA
+    from archive_restore.jobs.store import _ITEMS_SCHEMA, _JOBS_SCHEMA
 
     columns = re.compile(r'"(%s)"' % "|".join(sorted({*_ITEMS_SCHEMA, *_JOBS_SCHEMA})), re.I)
 

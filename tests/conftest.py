@@ -66,7 +66,7 @@ def tiny_models(tmp_path_factory) -> Path:
     loading code runs, in milliseconds. (Untrained CondSR is bicubic plus a small residual.)"""
     import torch
 
-    from archive_restore.models import MODEL_FILES
+    from archive_restore.weights.folders import MODEL_FILES
     from archive_restore.nets import BlindDegEncoder, Cleanup, CondSR, DegEncoder, DegSynth, save_checkpoint
 
     folder = tmp_path_factory.mktemp("models")
@@ -89,7 +89,7 @@ def conditioned_models(tmp_path_factory) -> Path:
     visible cast). Still tiny: job tests stay fast; the networks are what ``direct_render`` calls."""
     import torch
 
-    from archive_restore.models import MODEL_FILES
+    from archive_restore.weights.folders import MODEL_FILES
     from archive_restore.nets import BlindDegEncoder, Cleanup, CondSR, DegEncoder, DegSynth, save_checkpoint
     from archive_restore.nets.layers import FiLM
 

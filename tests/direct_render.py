@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from archive_restore.media.image import read_image
-from archive_restore.models import MODEL_FILES
+from archive_restore.weights.folders import MODEL_FILES
 from archive_restore.nets import load_checkpoint
 from archive_restore.nets.condsr import restore_at_scale
 from archive_restore.pipeline.stack import stack_restore

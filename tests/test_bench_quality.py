@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from archive_restore.bench import center_crop
+from archive_restore.bench.quality import center_crop
 from archive_restore.cli import cli
 from archive_restore.codes import image_to_tensor, tensor_to_image
 from archive_restore.degrade import Degradation
-from archive_restore.metrics import psnr_y, ssim_y
+from archive_restore.media.folders import load_rgb, to_float
 from archive_restore.nets import BlindDegEncoder, CondSR, DegEncoder, save_checkpoint
 from archive_restore.nets.layers import FiLM
-from archive_restore.train.data import load_rgb, to_float
+from archive_restore.quality.metrics import psnr_y, ssim_y
 
 torch.set_num_threads(1)
 
@@ -71,7 +71,7 @@ def test_bench_quality_on_a_tiny_folder(tmp_path):
 
 
 def test_bench_quality_without_models_says_how_to_get_them(tmp_path, monkeypatch):
-    import archive_restore.models as models
+    import archive_restore.weights.folders as models
 
     monkeypatch.setattr(models, "REPO_MODELS", tmp_path / "no-repo-models")
     monkeypatch.setenv("HOME", str(tmp_path))

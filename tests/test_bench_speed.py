@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from archive_restore.bench_speed import KEYS
+from archive_restore.bench.speed import KEYS
 from archive_restore.cli import cli
 from archive_restore.errors import DeviceError
 from archive_restore.nets import BlindDegEncoder, CondSR, restore_at_scale, save_checkpoint
@@ -185,7 +185,7 @@ def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkey
     upscaler = tmp_path / "tiny-x4.pth"
     torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
     out = tmp_path / "speed.json"
-    from archive_restore import upscale_runtime as rt
+    from archive_restore.upscalers import runtime as rt
 
     frames_through = {"torch": 0, "channels-last": 0}  # the baselines run the upscaler eagerly, ours as chosen
     for runtime in (rt.TorchRuntime, rt.ChannelsLastRuntime):

@@ -20,7 +20,7 @@ from archive_restore.cli import cli
 from archive_restore.media import video as media_video
 from archive_restore.media.video import DecodeTally, PyAVBackend, probe
 from archive_restore.pipeline import video as video_pipeline
-from archive_restore.store import JobStore
+from archive_restore.jobs.store import JobStore
 
 SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "video" / "old_movie_1.mp4"
 SECONDS = 1.5

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from archive_restore import device as device_module
-from archive_restore.device import autocast_dtype, is_out_of_memory, resolve_device
+from archive_restore.compute import device as device_module
+from archive_restore.compute.device import autocast_dtype, is_out_of_memory, resolve_device
 from archive_restore.errors import DeviceError
 from archive_restore.nets import CondSR
-from archive_restore.pipeline.forward import FastCondSR, FrameRestorer, threads_for
+from archive_restore.compute.cpu import threads_for
+from archive_restore.pipeline.forward import FastCondSR, FrameRestorer
 
 torch.set_num_threads(1)
 
@@ -204,7 +205,7 @@ def test_frames_rounded_on_the_device_are_what_the_encoder_would_round(tile):
 def test_half_precision_on_the_cpu_only_where_it_is_fast():
     """fp16 where it convolves at least HALF_SPEEDUP x faster than fp32 (the more precise half), else
     bf16 where that is, else fp32 (None)."""
-    from archive_restore.pipeline.forward import HALF_SPEEDUP, half_for
+    from archive_restore.compute.cpu import HALF_SPEEDUP, half_for
 
     fp16, bf16 = torch.float16, torch.bfloat16
     assert half_for(6.9, {fp16: 1.12, bf16: 1.11}) is fp16  # AMX-FP16 (this project's CPU): fp16 though bf16 ties
@@ -215,7 +216,7 @@ def test_half_precision_on_the_cpu_only_where_it_is_fast():
 
 
 def test_the_cpu_half_precision_probe_times_each_on_one_thread(monkeypatch):
-    from archive_restore.pipeline import forward
+    from archive_restore.compute import cpu
 
     seen = []
 
@@ -225,12 +226,12 @@ def test_the_cpu_half_precision_probe_times_each_on_one_thread(monkeypatch):
             raise RuntimeError("no fp16 convolution in this build")
         return {torch.float32: 6.9, torch.bfloat16: 1.2}[dtype]
 
-    monkeypatch.setattr(forward, "_conv_seconds", seconds)
-    forward.cpu_half_dtype.cache_clear()
+    monkeypatch.setattr(cpu, "_conv_seconds", seconds)
+    cpu.cpu_half_dtype.cache_clear()
     before = torch.get_num_threads()
     try:
-        assert forward.cpu_half_dtype() is torch.bfloat16
-        assert forward.cpu_half_dtype() is torch.bfloat16 and len(seen) == 3  # measured once per process
+        assert cpu.cpu_half_dtype() is torch.bfloat16
+        assert cpu.cpu_half_dtype() is torch.bfloat16 and len(seen) == 3  # measured once per process
     finally:
-        forward.cpu_half_dtype.cache_clear()
+        cpu.cpu_half_dtype.cache_clear()
     assert {threads for threads, _ in seen} == {1} and torch.get_num_threads() == before

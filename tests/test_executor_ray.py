@@ -22,8 +22,8 @@ from PIL import Image
 from video_clips import make_clip
 
 from archive_restore.cli import cli
-from archive_restore.cluster_worker import AccessCheck
-from archive_restore.store import JobStore
+from archive_restore.executors.ray_cluster.worker import AccessCheck
+from archive_restore.jobs.store import JobStore
 
 START_TIMEOUT_S = 90
 

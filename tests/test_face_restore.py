@@ -28,7 +28,7 @@ from archive_restore.faces.compose import compose_face, is_gray, match_colour, p
 from archive_restore.faces.detect import Face, make_detector
 from archive_restore.faces.parse import missing_notice as parse_missing_notice
 from archive_restore.faces.restore import FaceRestorer, blend, find_gfpgan, load_face_restorer
-from archive_restore.models import MODEL_FILES
+from archive_restore.weights.folders import MODEL_FILES
 from archive_restore.nets import load_checkpoint
 from archive_restore.pipeline import engine as engine_module
 from archive_restore.pipeline import face_cache
@@ -391,7 +391,7 @@ def test_a_paste_failure_costs_the_photo_its_pasted_faces_not_its_result(tmp_pat
 def test_each_face_is_restored_once_the_render_pastes_what_the_analysis_kept(tmp_path, tiny_models, stand_in,
                                                                              face_rgb, monkeypatch):
     from archive_restore.pipeline.photo import PhotoJob, PhotoJobOptions, open_photo_job
-    from archive_restore.store import JobStore
+    from archive_restore.jobs.store import JobStore
 
     restored: list[int] = []  # faces per call of the restorer
     original = FaceRestorer.restore

@@ -1,4 +1,4 @@
-"""NIQE (archive_restore/niqe.py), its shipped pristine model and `archive-restore bench niqe`."""
+"""NIQE (archive_restore/quality/niqe.py), its shipped pristine model and `archive-restore bench niqe`."""
 import json
 import math
 
@@ -7,11 +7,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from archive_restore.bench_niqe import bicubic_x4
+from archive_restore.bench.niqe import bicubic_x4
 from archive_restore.cli import cli
 from archive_restore.errors import InputError
-from archive_restore.niqe import (
-    MIN_SIDE, N_FEATURES, PATCH, fit_aggd, fit_ggd, fit_pristine, half_bicubic, load_pristine, niqe, patch_features,
+from archive_restore.quality.niqe import (
+    MIN_SIDE,
+    N_FEATURES,
+    PATCH,
+    fit_aggd,
+    fit_ggd,
+    fit_pristine,
+    half_bicubic,
+    load_pristine,
+    niqe,
+    patch_features,
 )
 
 
@@ -51,7 +60,7 @@ def test_noise_raises_niqe(photo):
 
 
 def test_real_hq_photo_beats_its_bicubic_x4_and_its_noisy_copy(shared_data):
-    from archive_restore.train.data import image_files, load_rgb
+    from archive_restore.media.folders import image_files, load_rgb
 
     files = image_files(shared_data / "eval" / "hq_natural")
     if not files:
@@ -170,7 +179,7 @@ def test_bench_niqe_scores_the_photos_enlarged_by_bicubic_and_by_an_upscaler(tmp
     import torch
     from spandrel.architectures.Compact import Compact
 
-    from archive_restore.bench_niqe import upscale_view
+    from archive_restore.bench.niqe import upscale_view
 
     _write(tmp_path / "a" / "one.png", scene(96, seed=1))
     torch.manual_seed(0)

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from archive_restore import store as store_module
+from archive_restore.jobs import store as store_module
 from archive_restore.cli import cli
 from archive_restore.media import walk
 from archive_restore.media.image import Photo, write_image
-from archive_restore.store import DB_NAME, ItemSpec, JobStore
+from archive_restore.jobs.store import DB_NAME, ItemSpec, JobStore
 
 
 def _run(args: list, jobs: Path, models: Path | None = None, expect: int | None = 0) -> Result:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from archive_restore.cli import cli
 from archive_restore.media.image import read_image
-from archive_restore.store import DONE, JobStore
+from archive_restore.jobs.store import DONE, JobStore
 
 START_TIMEOUT_S = 180  # the first output waits for torch's import, slow on a loaded machine
 TESTS = Path(__file__).resolve().parent

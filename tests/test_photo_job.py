@@ -28,11 +28,11 @@ from PIL import Image, ImageCms
 import direct_render
 from archive_restore.cli import cli
 from archive_restore.codes import blind_code
-from archive_restore.models import MODEL_FILES
+from archive_restore.weights.folders import MODEL_FILES
 from archive_restore.nets import load_checkpoint
 from archive_restore.pipeline.engine import combine
 from archive_restore.pipeline.photo import PhotoJob
-from archive_restore.store import DB_NAME
+from archive_restore.jobs.store import DB_NAME
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 OLD_MTIME = 1_000_000_000  # outputs are stamped with this; a rewrite changes it
@@ -368,7 +368,7 @@ def test_rerun_resumes_without_recomputing_and_restart_redoes_everything(tmp_pat
 
 _HOLD_LOCK = """
 import sys
-from archive_restore.store import JobStore
+from archive_restore.jobs.store import JobStore
 with JobStore.open(sys.argv[1]) as store, store.lock(sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.read()

@@ -22,7 +22,7 @@ from archive_restore.report import pictures as pictures_module
 from archive_restore.report.collect import plain_reason
 from archive_restore.report.pictures import detail_box
 from archive_restore.report.preview import spread
-from archive_restore.store import Item, JobStore
+from archive_restore.jobs.store import Item, JobStore
 
 HAAR = ["--face-detector", "haar"]
 

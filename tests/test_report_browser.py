@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from archive_restore.report import write_report
-from archive_restore.store import ItemSpec, JobStore
+from archive_restore.jobs.store import ItemSpec, JobStore
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

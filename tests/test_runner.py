@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 
 from archive_restore.errors import DiskFullError, InputError
-from archive_restore.runner import (ItemResult, Summary, atomic_output, remove_stale_temps,
+from archive_restore.jobs.runner import (ItemResult, Summary, atomic_output, remove_stale_temps,
                                     run_job, temp_path)
-from archive_restore.store import ItemSpec, JobStore
+from archive_restore.jobs.store import ItemSpec, JobStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEAD_PID = 2**31 - 2  # above any pid_max, so never a live process
@@ -167,7 +167,7 @@ def test_each_result_is_recorded_as_returned(store, tmp_path):
 
 
 def test_run_job_gives_prepare_and_work_the_job_and_times_the_run(store, tmp_path, monkeypatch, capsys):
-    import archive_restore.runner as runner
+    import archive_restore.jobs.runner as runner
 
     job = _job(store, tmp_path, ["a", "b"])
     seen, clock = [], iter([100.0, 102.34567])
@@ -230,7 +230,7 @@ def test_a_full_disk_without_a_file_name_names_the_output_folder(store, tmp_path
 
 
 def test_errors_that_refer_to_each_other_in_a_loop_are_not_a_full_disk():
-    from archive_restore.runner import disk_full
+    from archive_restore.jobs.runner import disk_full
 
     first, second = ValueError("a"), OSError(errno.EACCES, "Permission denied")
     first.__context__, second.__context__ = second, first
@@ -238,7 +238,7 @@ def test_errors_that_refer_to_each_other_in_a_loop_are_not_a_full_disk():
 
 
 def test_a_temp_file_someone_else_removes_first_or_of_another_users_live_process(tmp_path, monkeypatch):
-    import archive_restore.runner as runner
+    import archive_restore.jobs.runner as runner
 
     stale = tmp_path / f".a.{DEAD_PID}.tmp.jpg"
     stale.write_bytes(b"x")
@@ -272,8 +272,8 @@ def test_stale_temps_beside_an_output_file_are_removed_there_only(store, tmp_pat
 WORKER = """
 import os, sys, time
 from pathlib import Path
-from archive_restore.runner import ItemResult, atomic_output, run_job
-from archive_restore.store import ItemSpec, JobStore
+from archive_restore.jobs.runner import ItemResult, atomic_output, run_job
+from archive_restore.jobs.store import ItemSpec, JobStore
 
 jobs_dir, src, out, log, delay = sys.argv[1:6]
 store = JobStore.open(jobs_dir)

@@ -123,7 +123,7 @@ def test_the_faithful_branch_in_half_precision_moves_the_picture_by_fidelity_tim
     """The shipped CondSR in fp16/bf16 as the faithful branch: the stack's picture moves by at most
     ``fidelity`` times CondSR's own half-precision error, within ``bound`` of the fp32 stack (fp16:
     4.2e-5 at most on real photos); and it did run in half precision (the pictures differ)."""
-    from archive_restore.models import find_model
+    from archive_restore.weights.folders import find_model
     from archive_restore.nets import load_checkpoint
 
     condsr = load_checkpoint(find_model("condsr_compact", ()), "cpu", expect="CondSR").model

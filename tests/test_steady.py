@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from archive_restore.bench_steady import face_region, flicker, measure, still_face_clip
+from archive_restore.bench.steady import face_region, flicker, measure, still_face_clip
 from archive_restore.cli import cli
 from archive_restore.faces import align_face, feather_mask, paste_back
 from archive_restore.faces.align import FFHQ_TEMPLATE_512, box_to_landmarks

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from archive_restore.errors import JobError, JobLockedError
-from archive_restore.store import (JOBS_DIR_ENV, ItemSpec, JobStore, job_identity,
+from archive_restore.jobs.store import (JOBS_DIR_ENV, ItemSpec, JobStore, job_identity,
                                    resolve_jobs_dir)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +213,7 @@ def test_concurrent_writers_claim_each_item_once(tmp_path, store, job):
 
 HOLDER = """
 import sys, time
-from archive_restore.store import JobStore
+from archive_restore.jobs.store import JobStore
 store = JobStore.open(sys.argv[1])
 with store.open_for_work(sys.argv[2]):
     print("locked", flush=True)
@@ -263,7 +263,7 @@ def test_lock_is_exclusive_within_one_process_too(store, job):
 # -- exact texts and values ---------------------------------------------------------------------
 
 def test_canonical_json_and_the_options_hash_are_stable_text(store, tmp_path):
-    from archive_restore.store import canonical_json
+    from archive_restore.jobs.store import canonical_json
 
     assert canonical_json({"b": 1, "a": [1, 2], "p": Path("/x"), "s": {3, 1}}) == '{"a":[1,2],"b":1,"p":"/x","s":[1,3]}'
     job = store.get_or_create_job("photos", tmp_path / "in", tmp_path / "out", {"scale": 2})
@@ -276,7 +276,7 @@ def test_canonical_json_and_the_options_hash_are_stable_text(store, tmp_path):
 
 
 def test_errors_are_kept_on_one_line_of_at_most_1000_characters():
-    from archive_restore.store import one_line
+    from archive_restore.jobs.store import one_line
 
     assert one_line("a\n  b\tc ") == "a b c"
     assert one_line("x" * 1000) == "x" * 1000  # exactly the limit: kept whole
@@ -299,7 +299,7 @@ def test_results_and_timings_are_stored_as_given(store, job):
 
 
 def test_seconds_default_to_the_time_since_the_claim_in_milliseconds(store, job, monkeypatch):
-    import archive_restore.store as store_module
+    import archive_restore.jobs.store as store_module
 
     _add(store, job.id, "a")
     now = ["2026-01-01T00:00:00.000+00:00"]
@@ -310,7 +310,7 @@ def test_seconds_default_to_the_time_since_the_claim_in_milliseconds(store, job,
 
 
 def test_the_lock_lives_in_a_new_folder_readable_by_all_and_names_its_holder(tmp_path):
-    from archive_restore.store import JobLock
+    from archive_restore.jobs.store import JobLock
 
     path = tmp_path / "a" / "b" / "job.lock"
     umask = os.umask(0o022)
@@ -328,7 +328,7 @@ def test_a_lock_file_with_garbage_in_it_reads_as_no_pid(tmp_path):
 
     import time
 
-    from archive_restore.store import JobLock, holder_pid
+    from archive_restore.jobs.store import JobLock, holder_pid
 
     path = tmp_path / "job.lock"
     path.write_bytes(b"\xff\xfe not a pid")
@@ -356,7 +356,7 @@ def test_database_errors_become_messages_that_say_what_to_do(tmp_path):
     import sqlite3
 
     from archive_restore.errors import DatabaseBusyError, DiskFullError
-    from archive_restore.store import BUSY_TIMEOUT_S, database_error
+    from archive_restore.jobs.store import BUSY_TIMEOUT_S, database_error
 
     db = tmp_path / "jobs" / "jobs.db"
     full = database_error(sqlite3.OperationalError("database or disk is full"), db)
@@ -400,7 +400,7 @@ def test_a_write_waits_busy_timeout_s_for_another_programs_lock_then_says_so(tmp
     import threading
     import time
 
-    import archive_restore.store as store_module
+    import archive_restore.jobs.store as store_module
     from archive_restore.errors import DatabaseBusyError
 
     jobs = tmp_path / "jobs"
@@ -433,7 +433,7 @@ def test_a_damaged_page_is_found_when_the_store_opens_and_sqlites_finding_is_nam
     from contextlib import closing
 
     from archive_restore.errors import DatabaseDamagedError
-    from archive_restore.store import DB_NAME
+    from archive_restore.jobs.store import DB_NAME
 
     jobs = tmp_path / "jobs"
     with JobStore.open(jobs) as store:

@@ -17,10 +17,10 @@ import torch
 from click.testing import CliRunner
 from test_upscalers import _rrdb, _save, _srvgg, write_rrdb_ncnn, write_srvgg_ncnn
 
-from archive_restore import upscale_runtime as rt
+from archive_restore.upscalers import runtime as rt
 from archive_restore.cli import cli
 from archive_restore.errors import UsageError
-from archive_restore.upscalers import load_upscaler, resolve_upscaler
+from archive_restore.upscalers.upscaler import load_upscaler, resolve_upscaler
 
 
 @pytest.fixture(autouse=True)
@@ -237,13 +237,13 @@ def test_auto_never_picks_half_but_it_can_be_asked_for(tmp_path, monkeypatch):
 
 
 def test_half_is_refused_where_it_would_not_pay_or_cannot_run(tmp_path, monkeypatch):
-    from archive_restore.pipeline import forward
+    from archive_restore.compute import cpu
 
     path = _save(_srvgg(), tmp_path / "srvgg.pth", "params")
-    monkeypatch.setattr(forward, "cpu_half_dtype", lambda: torch.bfloat16)  # AMX-BF16 only: fp16 is not fast
+    monkeypatch.setattr(cpu, "cpu_half_dtype", lambda: torch.bfloat16)  # AMX-BF16 only: fp16 is not fast
     with pytest.raises(UsageError, match=r"half: this CPU has no fast fp16 convolution \(AMX-FP16"):
         load_upscaler(resolve_upscaler(str(path)), runtime="half")
-    monkeypatch.setattr(forward, "cpu_half_dtype", lambda: torch.float16)
+    monkeypatch.setattr(cpu, "cpu_half_dtype", lambda: torch.float16)
     assert load_upscaler(resolve_upscaler(str(path)), runtime="half").runtime.name == "half"
     with pytest.raises(UsageError, match="RRDBNet and SRVGGNetCompact layouts only, not Conv2d"):
         rt.HalfRuntime(torch.nn.Conv2d(3, 3, 3))

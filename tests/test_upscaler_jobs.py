@@ -17,11 +17,11 @@ from video_clips import decoded, make_clip
 
 from archive_restore.cli import cli
 from archive_restore.media.image import read_image
-from archive_restore.models import MODEL_FILES
+from archive_restore.weights.folders import MODEL_FILES
 from archive_restore.nets import Cleanup, load_checkpoint, save_checkpoint
 from archive_restore.pipeline.stack import stack_restore
-from archive_restore.store import JobStore
-from archive_restore.upscalers import load_upscaler, resolve_upscaler
+from archive_restore.jobs.store import JobStore
+from archive_restore.upscalers.upscaler import load_upscaler, resolve_upscaler
 
 torch.set_num_threads(1)
 

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from archive_restore import models as models_module
-from archive_restore import upscalers
+from archive_restore.weights import folders as models_module
+from archive_restore.upscalers import upscaler as upscalers
 from archive_restore.cli import cli
 from archive_restore.errors import CheckpointError, ModelNotFoundError, UsageError
 from archive_restore.nets import ncnn
-from archive_restore.upscalers import UpscalerRef, available_upscalers, load_upscaler, resolve_upscaler
+from archive_restore.upscalers.upscaler import UpscalerRef, available_upscalers, load_upscaler, resolve_upscaler
 
 TAG_FP16 = 0x01306B47
 
@@ -246,7 +246,7 @@ def test_real_esrgan_layouts_load_without_spandrel_and_compute_what_spandrel_com
         save_file(module.state_dict(), str(path))
     else:
         _save(module, path, wrap)
-    code = ("import sys; from archive_restore.upscalers import load_upscaler, resolve_upscaler; "
+    code = ("import sys; from archive_restore.upscalers.upscaler import load_upscaler, resolve_upscaler; "
             f"up = load_upscaler(resolve_upscaler({str(path)!r}), runtime='torch', progress=False); "
             "print(type(up.model).__module__, 'spandrel' in sys.modules, 'torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from video_clips import decoded, make_clip
 
 from archive_restore.cli import cli
-from archive_restore.store import JobStore
+from archive_restore.jobs.store import JobStore
 
 START_TIMEOUT_S = 180  # the first segment waits for torch's import, slow on a loaded machine
 ARGS = ["--scale", "2", "--chunk-frames", "4", "--preset", "ultrafast", "--face-detector", "haar"]

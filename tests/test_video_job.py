@@ -18,7 +18,7 @@ from video_clips import (SUBTITLES, TB, decoded, frame_pixels, make_audio_only, 
 import direct_render
 from archive_restore.cli import cli
 from archive_restore.media.video import probe
-from archive_restore.store import JobStore
+from archive_restore.jobs.store import JobStore
 
 FAST = ["--preset", "ultrafast", "--face-detector", "haar"]
 

@@ -26,7 +26,7 @@ from archive_restore.faces.steady import SteadyFaces
 from archive_restore.pipeline.engine import ALIGNED_SIZE, Engine, combine
 from archive_restore.pipeline.video import (BLIND, FACES, NEIGHBOUR, WHOLE, Analysis, Shot, VideoJobOptions,
                                             damage_note, find_videos, open_video_job, output_for, shot_lines)
-from archive_restore.store import Item, JobStore
+from archive_restore.jobs.store import Item, JobStore
 
 FAST = ["--preset", "ultrafast", "--face-detector", "haar", "--face-restorer", "none"]
 
@@ -336,7 +336,7 @@ def test_segments_recorded_without_their_origin_join_at_origin_zero(tmp_path, ti
 
 def test_a_plain_run_neither_restarts_nor_retries_and_another_loop_can_do_the_work(tmp_path, tiny_models,
                                                                                   monkeypatch, capsys):
-    from archive_restore.runner import process_one
+    from archive_restore.jobs.runner import process_one
 
     clip = make_clip(tmp_path / "p.mp4", count=4, audio=False)
     render, failures = video.VideoJob.render, []

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from archive_restore import weights
+from archive_restore.weights import downloads as weights
 from archive_restore.cli import cli
 from archive_restore.errors import DownloadError, ModelNotFoundError, UsageError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from archive_restore.errors import InputError
+from ..errors import InputError
 
 # Rec. 601 luma weights, the ones JPEG and OpenCV's YCrCb use.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from archive_restore.errors import InputError
-
+from ..errors import InputError
 from ._image import as_hwc, clip01
 from .params import params_vector
 from .resample import Resize, size_for

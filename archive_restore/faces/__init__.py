@@ -1,5 +1,5 @@
 """Faces: detection (RetinaFace, YuNet, Haar behind one interface), FFHQ alignment and paste-back."""
-from archive_restore.faces.align import (
+from .align import (
     FFHQ_TEMPLATE_512,
     AlignedFace,
     align_face,
@@ -9,7 +9,7 @@ from archive_restore.faces.align import (
     feather_mask,
     paste_back,
 )
-from archive_restore.faces.detect import Face, FaceDetector, find_model_file, make_detector
+from .detect import Face, FaceDetector, find_model_file, make_detector
 
 __all__ = [
     "FFHQ_TEMPLATE_512",

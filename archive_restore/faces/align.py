@@ -16,8 +16,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from archive_restore.errors import InputError
-from archive_restore.faces.detect import Face
+from ..errors import InputError
+from .detect import Face
 
 #: FFHQ 5-point template for a 512x512 crop: left eye, right eye, nose, left and right mouth corner
 #: (image left/right), as used by the face-restoration community (facexlib's face helper).

@@ -26,7 +26,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from archive_restore.errors import CheckpointError, DeviceError, InputError, ModelNotFoundError, UsageError
+from ..errors import CheckpointError, DeviceError, InputError, ModelNotFoundError, UsageError
 
 RETINAFACE_FILES = {
     "mobile0.25": "detection_mobilenet0.25_Final.pth",

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..weights import MANIFEST, locate
+from ..weights.downloads import MANIFEST, locate
 from .align import feather_mask
 
 PARSE_SIZE = 512

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, UsageError
-from ..weights import MANIFEST, locate
+from ..weights.downloads import MANIFEST, locate
 
 FACE_SIZE = 512
 GFPGAN_MODELS = ("gfpgan-v1.4", "gfpgan-v1.3")  # preference order

@@ -40,12 +40,12 @@ try:  # LittleCMS support is optional in Pillow builds; without it CMYK converts
 except ImportError:  # pragma: no cover - depends on the Pillow build
     ImageCms = None
 
-from archive_restore.errors import (
+from ..errors import (
     ImageTooLargeError,
     InputError,
     UnsupportedFormatError,
 )
-from archive_restore.media.quiet import native_stderr
+from .quiet import native_stderr
 
 DEFAULT_MAX_PIXELS = 200_000_000
 

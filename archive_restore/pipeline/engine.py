@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..codes import blind_code, image_to_tensor, paired_face_code, robust_mean
-from ..device import resolve_device
+from ..compute.device import resolve_device, tune_for
 from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
 from ..faces.compose import compose_face, is_gray, to_gray
@@ -25,10 +25,10 @@ from ..faces.parse import FaceParser, find_parser, load_face_parser
 from ..faces.parse import missing_notice as parse_missing_notice
 from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
 from ..faces.steady import SteadyFaces, TrackSmoother
-from ..models import find_model, models_dirs
 from ..nets import load_checkpoint
-from ..upscalers import CONDSR, Upscaler, UpscalerRef, load_upscaler
-from .forward import FastCondSR, FrameRestorer, tune_for
+from ..upscalers.upscaler import CONDSR, Upscaler, UpscalerRef, load_upscaler
+from ..weights.folders import find_model, models_dirs
+from .forward import FastCondSR, FrameRestorer
 from .stack import DEFAULT_FIDELITY, StackRestorer, faithful_dtype
 
 ALIGNED_SIZE = 512

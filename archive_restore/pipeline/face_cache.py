@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..faces import Face
-from ..runner import atomic_output
+from ..jobs.runner import atomic_output
 from .engine import RestoredFaces
 
 FOLDER = "faces"

@@ -35,6 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..jobs.runner import ItemResult, Summary, Work, atomic_output, run_job
+from ..jobs.store import DONE, PENDING, Item, ItemSpec, Job, JobStore
 from ..media.image import DEFAULT_MAX_PIXELS, read_image, write_image, written_bit_depth
 from ..media.walk import (
     FileStamp,
@@ -45,8 +47,6 @@ from ..media.walk import (
     file_stamp,
     find_photos,
 )
-from ..runner import ItemResult, Summary, Work, atomic_output, run_job
-from ..store import DONE, PENDING, Item, ItemSpec, Job, JobStore
 from . import face_cache
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
 from .stack import DEFAULT_FIDELITY
@@ -296,7 +296,7 @@ class PhotoJob:
                           "faces_from": "analysis" if kept is not None else "render"}
 
     def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
-        """``work``: another executor's loop (``cluster``), else the runner's."""
+        """``work``: another executor's loop (``executors.ray_cluster``), else the runner's."""
         return run_job(self.store, self.job, self.process, self.progress, restart=restart,
                        retry_failed=retry_failed, prepare=self.prepare, work=work)
 

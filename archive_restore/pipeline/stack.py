@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import autocast_dtype
-from .forward import FastCondSR, FrameRestorer, autocast, cpu_half_dtype, restore_nhwc
+from ..compute.cpu import cpu_half_dtype
+from ..compute.device import autocast_dtype
+from .forward import FastCondSR, FrameRestorer, autocast, restore_nhwc
 from .tiles import run_tiled
 
 #: The default blend towards CondSR (``--fidelity``): see models/MODELS.md for how it was chosen.
@@ -66,7 +67,7 @@ def upscale_alone(upscaler: Net, upscaler_scale: int, rgb: np.ndarray, scale: in
 def faithful_dtype(device: torch.device) -> torch.dtype | None:
     """What the stack's faithful branch (CondSR, blended in at ``fidelity``) computes in on ``device``:
     the device's autocast dtype on a GPU; on a CPU, half precision where the CPU convolves it fast
-    (``forward.cpu_half_dtype``; AMX), else fp32 (None). Only ``fidelity`` (0.1) of its difference
+    (``compute.cpu.cpu_half_dtype``; AMX), else fp32 (None). Only ``fidelity`` (0.1) of its difference
     from fp32 reaches the picture: at most 4.2e-5 with fp16 and 2.8e-4 with bf16, against the fp32
     stack on five real photos at 480x352 (models/MODELS.md), while its convolutions run 4-6 times
     faster. The cleanup is not: its output feeds the upscaler, which carries fp16's error into the

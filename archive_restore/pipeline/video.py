@@ -44,10 +44,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..compute.cpu import release_freed_heap
 from ..errors import InputError, JobError, UsageError
 from ..faces import align_face, face_quality
 from ..faces.steady import SteadyFaces
 from ..faces.track import Crop, FaceTracker
+from ..jobs.runner import ItemResult, Summary, Work, atomic_output, run_job
+from ..jobs.store import DONE, Item, ItemSpec, Job, JobStore
 from ..media.video import (
     DecodeTally,
     EncodeSettings,
@@ -61,10 +64,7 @@ from ..media.video import (
     to_uint8,
     with_ffmpeg_said,
 )
-from ..runner import ItemResult, Summary, Work, atomic_output, run_job
-from ..store import DONE, Item, ItemSpec, Job, JobStore
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
-from .forward import release_freed_heap
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY
 
@@ -287,7 +287,7 @@ class VideoJob:
         return self.render(item)
 
     def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
-        """``work``: another executor's loop (``cluster``), else the runner's."""
+        """``work``: another executor's loop (``executors.ray_cluster``), else the runner's."""
         try:
             return run_job(self.store, self.job, self.process, False, restart=restart,
                            retry_failed=retry_failed, prepare=self.prepare, work=work)

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from ..errors import ArchiveRestoreError, UsageError
-from ..models import models_dirs
-from ..store import Job, JobStore
+from ..jobs.store import Job, JobStore
+from ..weights.folders import models_dirs
 from .collect import photo_cards, summarise, video_view
 from .page import GENERATOR, page, photos_html, video_html
 from .pictures import Detect, Pictures

@@ -12,9 +12,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ArchiveRestoreError
+from ..jobs.store import DONE, FAILED, PENDING, RUNNING, SKIPPED, Item, Job, JobStore
 from ..media.image import read_image
 from ..media.video import open_backend, probe
-from ..store import DONE, FAILED, PENDING, RUNNING, SKIPPED, Item, Job, JobStore
 from .pictures import Pair, Pictures, rgb8
 
 ANALYSIS, FINISH = "analysis", "finish"  # the video job's own items (pipeline.video)

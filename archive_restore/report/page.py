@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from ..store import ITEM_STATUSES
+from ..jobs.store import ITEM_STATUSES
 from .collect import Chunk, PhotoCard, ShotView, Summary, VideoView
 from .pictures import Pair
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..errors import ArchiveRestoreError
 from ..media.image import read_image
-from ..weights import sha256_file
+from ..weights.downloads import sha256_file
 
 WEB_SIDE = 1024    # longer side of the slider pictures, in pixels
 CROP_SIDE = 256    # side of the 1:1 detail crop, in output pixels

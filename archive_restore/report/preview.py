@@ -26,14 +26,14 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..jobs.runner import ItemResult, Summary, atomic_output
+from ..jobs.store import Item, JobStore, job_identity
 from ..media.video import open_backend
 from ..media.walk import default_output_dir, find_photos
 from ..pipeline.photo import KIND as PHOTOS
 from ..pipeline.photo import PhotoJobOptions, open_photo_job
 from ..pipeline.video import ANALYSIS, FINISH, VideoJob, VideoJobOptions, open_video_job
 from ..pipeline.video import KIND as VIDEO
-from ..runner import ItemResult, Summary, atomic_output
-from ..store import Item, JobStore, job_identity
 from . import write_report
 from .collect import PREVIEW_FRAMES
 from .pictures import rgb8

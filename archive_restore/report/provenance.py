@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..models import find_model
-from ..weights import sha256_file
+from ..weights.downloads import sha256_file
+from ..weights.folders import find_model
 
 RUNS_FILE = "runs.json"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from ..models import MODEL_FILES
-from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_condsr, build_cleanup, load_checkpoint, save_checkpoint
+from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_cleanup, build_condsr, load_checkpoint, save_checkpoint
+from ..weights.folders import MODEL_FILES
+from .cleanup_stage import CleanupStep
 from .data import HELD_OUT_FACES, FaceBank, ImageBank, load_real_pairs
 from .degradation_stage import DegradationStep, code_spread, make_param_head
-from .cleanup_stage import CleanupStep
 from .distill_stage import DistillStep
 from .loop import Budget, RunState, load_state, run_steps, save_state, seed_everything
 from .sr_stage import RestorerStep

@@ -1,0 +1,249 @@
+"""``archive-restore bench quality``: does a code read off a *face* restore a *natural image* under
+the same degradation? A seeded protocol that runs on any folders of HQ images and HQ faces.
+
+With ``--upscaler FILE`` it also measures the restoration stack (``pipeline.stack``): the upscaler
+alone on the LQ (row ``NAME``, the file's stem) and the code-steered cleanup before it, blended
+towards CondSR at ``--fidelity``, with the face, blind and oracle codes (``NAME+face_code`` ...);
+several ``--fidelity`` values give a row per value (``NAME+face_code@0.3``), the trade-off curve.
+Every row has PSNR-Y and SSIM (fidelity) and NIQE (naturalness, no reference; on 256 px crops it
+rests on few patches, so judge naturalness on full-size photos with ``bench niqe``)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..codes import blind_code, image_to_tensor, paired_face_code, paired_image_code, tensor_to_image
+from ..degrade import Degradation
+from ..errors import DataError, UsageError
+from ..media.folders import image_files, load_rgb, to_float
+from ..nets import load_checkpoint
+from ..pipeline.stack import DEFAULT_FIDELITY, stack_restore
+from ..quality.metrics import psnr_y, ssim_y
+from ..quality.niqe import niqe_or_none
+from ..upscalers.upscaler import Upscaler, load_upscaler, resolve_upscaler
+from ..weights.folders import find_model
+
+FACE_SIZE = 256  # held-out faces at their own size; at x4 their LQ faces are 64 px wide
+
+
+@dataclass
+class QualityConfig:
+    images: Path
+    faces: Path
+    degradations: int = 12
+    scale: int = 4
+    seed: int = 0
+    crop: int = 256
+    max_images: int | None = None
+    models: Sequence[Path] = ()
+    upscalers: Sequence[Path] = ()
+    fidelities: Sequence[float] = (DEFAULT_FIDELITY,)
+    sheet: Path | None = None
+
+
+def center_crop(img: np.ndarray, size: int, multiple: int) -> np.ndarray:
+    """The central ``size`` square (or the largest that fits), sides a multiple of ``multiple``."""
+    side = min(size, min(img.shape[:2])) // multiple * multiple
+    y, x = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+    return img[y : y + side, x : x + side]
+
+
+def _load_folder(folder: Path, what: str) -> list[tuple[str, np.ndarray]]:
+    files = image_files(folder)
+    if not files:
+        raise DataError(f"no {what} images found in {folder}")
+    return [(str(p.relative_to(folder)), to_float(load_rgb(p))) for p in files]
+
+
+def _up(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(lq, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+class Models:
+    """The shipped networks the protocol measures, loaded once (the cleanup only with upscalers)."""
+
+    def __init__(self, dirs: Sequence[Path], cleanup: bool = False):
+        self.encoder = load_checkpoint(find_model("deg_encoder", dirs), expect="DegEncoder").model
+        self.blind = load_checkpoint(find_model("blind_encoder", dirs), expect="BlindDegEncoder").model
+        self.sr = load_checkpoint(find_model("condsr_compact", dirs), expect="CondSR").model
+        self.uncond = load_checkpoint(find_model("condsr_uncond_compact", dirs), expect="CondSR").model
+        self.cleanup = load_checkpoint(find_model("cleanup_compact", dirs), expect="Cleanup").model if cleanup else None
+
+
+def _upscaler(path: Path) -> Upscaler:
+    upscaler = load_upscaler(resolve_upscaler(str(path)))
+    if upscaler.scale != 4:
+        raise UsageError(f"--upscaler {path}: a x{upscaler.scale} model; the protocol measures x4 models")
+    return upscaler
+
+
+def method_outputs(models: Models, upscalers: dict[str, Upscaler], lq: torch.Tensor, size: tuple[int, int],
+                   codes: dict[str, torch.Tensor], fidelities: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Every method's x4 restoration of one LQ image; ``codes``: its face, blind and oracle codes. The
+    stack's rows are named ``NAME+CODE``, or ``NAME+CODE@F`` when several fidelities are measured
+    (the upscaled cleanup and CondSR's picture are computed once and blended per fidelity)."""
+    outputs = {
+        "bicubic": _up(lq, size),
+        "uncond": models.uncond(lq),
+        **{name: models.sr(lq, z) for name, z in codes.items()},
+    }
+    for name, upscaler in upscalers.items():
+        outputs[name] = upscaler(lq)
+        for code_name, z in codes.items():
+            sharp = stack_restore(lq, z, models.cleanup, upscaler, fidelity=0.0)
+            faithful = outputs[code_name].clamp(0, 1)
+            for f in fidelities:
+                key = f"{name}+{code_name}" if len(fidelities) == 1 else f"{name}+{code_name}@{f:g}"
+                outputs[key] = sharp * (1 - f) + faithful * f
+    return outputs
+
+
+def face_codes(models: Models, faces: list[np.ndarray], degs: list[Degradation]) -> torch.Tensor:
+    """For degradation k, the paired code of held-out face k (cyclically) carrying that degradation,
+    read as the photo and video jobs read a face (``paired_face_code``, at the face's own scale)."""
+    codes = []
+    for k, deg in enumerate(degs):
+        hq = faces[k % len(faces)]
+        lq = np.clip(deg.apply(hq), 0, 1)
+        codes.append(paired_face_code(models.encoder, image_to_tensor(lq), image_to_tensor(hq), source_pixels=lq.shape[1]))
+    return torch.cat(codes)
+
+
+def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
+    torch.manual_seed(cfg.seed)
+    images = _load_folder(cfg.images, "HQ")[: cfg.max_images]
+    faces = load_faces(cfg.faces, FACE_SIZE)
+    degs = [Degradation.sample(np.random.default_rng([cfg.seed, k]), scale=cfg.scale) for k in range(cfg.degradations)]
+    upscalers = {Path(p).stem: _upscaler(Path(p)) for p in cfg.upscalers}
+    models = Models(cfg.models, cleanup=bool(upscalers))
+    z_face = face_codes(models, faces, degs)
+    scores: dict[str, list[tuple[float, float, float]]] = {}
+    sheet = Sheet(cfg.sheet) if cfg.sheet else None
+    hits, hq_niqe = [], []
+    bar = tqdm(images, desc="bench quality", unit="image", disable=not progress)
+    with torch.inference_mode():
+        for index, (_, img) in enumerate(bar):
+            hq = center_crop(img, cfg.crop, cfg.scale)
+            hq_t = image_to_tensor(hq)
+            hq_niqe.append(niqe_or_none(hq))
+            lqs = [image_to_tensor(np.clip(d.apply(hq), 0, 1)) for d in degs]
+            z_oracle = torch.cat([paired_image_code(models.encoder, lq, hq_t) for lq in lqs])
+            hits += (torch.cdist(z_face, z_oracle).argmin(dim=1) == torch.arange(len(degs))).tolist()
+            for k, lq in enumerate(lqs):
+                codes = {"face_code": z_face[k : k + 1], "blind_code": blind_code(models.blind, lq, cfg.scale),
+                         "oracle_code": z_oracle[k : k + 1]}
+                outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities)
+                restored = {name: tensor_to_image(out) for name, out in outputs.items()}
+                for name, image in restored.items():
+                    scores.setdefault(name, []).append(
+                        (psnr_y(image, hq, cfg.scale), ssim_y(image, hq, cfg.scale), niqe_or_none(image)))
+                if sheet is not None and k == index % len(lqs):
+                    sheet.add(hq, restored)
+    if sheet is not None:
+        sheet.write()
+    result = {
+        name: {"psnr_y": float(np.mean([s[0] for s in vals])), "ssim": float(np.mean([s[1] for s in vals])),
+               "niqe": _mean_of_measured([s[2] for s in vals])}
+        for name, vals in scores.items()
+    }
+    result.update(
+        retrieval_top1=float(np.mean(hits)),
+        hq_niqe=_mean_of_measured(hq_niqe),
+        images=len(images),
+        faces=len(faces),
+        degradations=cfg.degradations,
+        scale=cfg.scale,
+        seed=cfg.seed,
+        crop=cfg.crop,
+        images_dir=str(cfg.images),
+        faces_dir=str(cfg.faces),
+        cpu_seconds_per_256=cpu_time_per_256(models.sr),
+        upscalers={name: {"file": u.ref.path, "sha256": u.ref.sha256, "source": u.ref.source}
+                   for name, u in upscalers.items()},
+        fidelity=list(cfg.fidelities),
+    )
+    return result
+
+
+def _mean_of_measured(values: Sequence[float | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    return float(np.mean(measured)) if measured else None
+
+
+class Sheet:
+    """A few crops per method side by side, one PNG: a row per example (HQ, then every method)."""
+
+    def __init__(self, path: Path, examples: int = 4, crop: int = 128):
+        self.path, self.examples, self.crop = Path(path), examples, crop
+        self.rows: list[tuple[list[str], list[np.ndarray]]] = []
+
+    def add(self, hq: np.ndarray, restored: dict[str, np.ndarray]) -> None:
+        if len(self.rows) < self.examples:
+            names = ["HQ", *restored]
+            self.rows.append((names, [center_crop(im, self.crop, 1) for im in (hq, *restored.values())]))
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        names, crops = self.rows[0]
+        label = np.ones((24, crops[0].shape[1], 3), np.float32)
+        header = np.concatenate([_label(label.copy(), n) for n in names], axis=1)
+        body = [np.concatenate(crops, axis=1) for _, crops in self.rows]
+        sheet = np.concatenate([header, *body], axis=0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(self.path), cv2.cvtColor(np.round(np.clip(sheet, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+
+def _label(canvas: np.ndarray, text: str) -> np.ndarray:
+    scale = min(0.4, 0.4 * canvas.shape[1] / max(1, 8 * len(text)))
+    cv2.putText(canvas, text, (2, 16), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def load_faces(folder: Path, size: int) -> list[np.ndarray]:
+    """Aligned HQ faces resized (area) to ``size`` x ``size``, as the encoders saw them in training."""
+    files = image_files(folder)
+    if not files:
+        raise DataError(f"no face images found in {folder}")
+    return [to_float(cv2.resize(load_rgb(p), (size, size), interpolation=cv2.INTER_AREA)) for p in files]
+
+
+def cpu_time_per_256(model: torch.nn.Module, repeats: int = 3) -> float:
+    """Seconds for one 256x256 input through the restorer on the CPU (best of ``repeats``)."""
+    lq = torch.rand(1, 3, 256, 256)
+    z = torch.zeros(1, model.code_dim)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(lq, z)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def format_table(result: dict) -> str:
+    rows = [name for name in result if isinstance(result[name], dict) and "psnr_y" in result[name]]
+    lines = [f"{'method':<36} {'PSNR-Y (dB)':>11} {'SSIM':>7} {'NIQE':>7}"]
+    for name in rows:
+        r = result[name]
+        niqe_text = "-" if r.get("niqe") is None else f"{r['niqe']:.3f}"
+        lines.append(f"{name:<36} {r['psnr_y']:>11.3f} {r['ssim']:>7.4f} {niqe_text:>7}")
+    if result.get("hq_niqe") is not None:
+        lines.append(f"NIQE of the HQ crops themselves: {result['hq_niqe']:.3f} (the floor the NIQE column is read against)")
+    lines.append(f"code retrieval top-1 (face -> natural, among {result['degradations']}): {result['retrieval_top1']:.1%}")
+    lines.append(
+        f"{result['images']} images x {result['degradations']} degradations, x{result['scale']}, seed {result['seed']}; "
+        f"CondSR CPU time per 256x256 input: {result['cpu_seconds_per_256']:.3f} s"
+    )
+    if result.get("upscalers"):
+        lines.append(f"upscaler rows: the upscaler alone, and NAME+CODE = cleanup steered by CODE, the upscaler, "
+                     f"blended towards CondSR at fidelity {', '.join(f'{f:g}' for f in result['fidelity'])}")
+    return "\n".join(lines)

@@ -1,0 +1,349 @@
+"""The job commands: ``run`` (photos) and ``video`` start or resume a job, ``resume`` carries on with one by
+its id, ``jobs``, ``status`` and ``report`` show them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
+from .options import executor_options, jobs_dir_option, models_dir_option, upscaler_options, upscaler_settings
+
+
+def _run_recorded(store, pipeline_job, **run_options):
+    """Run a photo or video job and record in its folder the device and network files it ran with (for
+    ``report``)."""
+    from ..report import run_recorded
+
+    return run_recorded(store, pipeline_job, **run_options)
+
+
+def _preview_done(preview, what: str) -> None:
+    """What a preview did and where its report is; exit 1 when a sample failed."""
+    s = preview.summary
+    click.echo(f"preview: {preview.samples} {what} (its job's items: {s.done} done, {s.failed} failed, {s.skipped} "
+               f"skipped) in {s.seconds:.1f} s; report: {preview.index.as_uri()}")
+    if s.failed:
+        raise click.exceptions.Exit(1)
+
+
+def _finish(store, job, summary) -> None:
+    """The end-of-job summary; exit 1 when anything failed."""
+    click.echo(
+        f"job {job.id}: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped, "
+        f"{summary.pending} pending in {summary.seconds:.1f} s -> {job.output}"
+    )
+    click.echo(f"job database: {store.path} (details: archive-restore status {job.id})")
+    if summary.failed:
+        for item in store.items(job.id, status="failed")[:10]:
+            click.echo(f"  failed: {item.key}: {item.error}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("input_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: <DIR>_restored beside DIR), mirroring DIR's structure.")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="auto",
+              show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
+@click.option("--tile", type=click.IntRange(min=32), default=None,
+              help="LQ tile size [default: whole pictures when they fit the device's free memory, else tiles as "
+                   "large as fit].")
+@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
+              help="GFPGAN restores faces and gives paired codes; auto uses it when GFPGANv1.4.pth (or v1.3) is "
+                   "present and says so when it is not (`archive-restore models fetch gfpgan-v1.4`).")
+@click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Pasted faces: 0 the restored face, 1 the face as the rest of the photo was restored.")
+@upscaler_options
+@click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
+@click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Restore only N photos spread over the folders, in a preview folder under the jobs folder, write "
+                   "their report and stop; the real job and its outputs are not touched.")
+@executor_options
+@models_dir_option
+@jobs_dir_option
+def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
+        restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+    """Restore a photo collection (recursively). Running it again resumes where it stopped."""
+    from ..executors import open_executor
+    from ..jobs.store import JobStore
+    from ..pipeline.photo import PhotoJobOptions, open_photo_job
+
+    options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
+                              models_dirs=tuple(models_dirs), face_restorer=face_restorer,
+                              face_fidelity=face_fidelity,
+                              **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
+    if preview:
+        from ..jobs.store import resolve_jobs_dir
+        from ..report.preview import preview_photos
+
+        return _preview_done(preview_photos(resolve_jobs_dir(jobs_dir), input_dir, output, options, preview), "photos")
+    with JobStore.open(jobs_dir) as store:
+        photo_job = open_photo_job(store, input_dir, output, options)
+        with open_executor(executor) as chosen:
+            summary = _run_recorded(store, photo_job, restart=restart, retry_failed=retry_failed,
+                                    work=chosen.work_for(photo_job))
+        _finish(store, photo_job.job, summary)
+
+
+@click.command()
+@click.option("--repair", is_flag=True,
+              help="The job database is damaged: move it aside and build a new one from every row it still "
+                   "holds (finished items are kept).")
+@jobs_dir_option
+def jobs(repair, jobs_dir) -> None:
+    """List the jobs in the job database, newest first."""
+    from ..jobs.store import JobStore
+
+    if repair:
+        from ..jobs.repair import repair_database
+
+        click.echo("\n".join(repair_database(jobs_dir).lines()))
+    with JobStore.open(jobs_dir) as store:
+        rows = sorted(store.jobs(), key=lambda j: j.created, reverse=True)
+        if not rows:
+            click.echo(f"no jobs in {store.path}")
+            return
+        for job in rows:
+            counts = store.summary(job.id)
+            done = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+            click.echo(f"{job.id}  {job.kind:<6} {job.status:<8} {done or 'no items'}  {job.input} -> {job.output}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="The job and every item as JSON, for scripts.")
+@jobs_dir_option
+def status(job_id, as_json, jobs_dir) -> None:
+    """A job's state and its items (status, error, code source, faces, output)."""
+    from dataclasses import asdict
+
+    from ..jobs.store import JobStore
+
+    with JobStore.open(jobs_dir) as store:
+        job = store.job(job_id)
+        items = store.items(job.id)
+        if as_json:
+            data = {"job": asdict(job), "summary": store.summary(job.id), "locked_by": store.locked_by(job.id),
+                    "items": [asdict(i) for i in items]}
+            click.echo(json.dumps(data, indent=2, default=str))
+            return
+        click.echo(f"job {job.id} ({job.kind}, {job.status}): {job.input} -> {job.output}")
+        click.echo(f"options: {json.dumps(job.options, sort_keys=True)}")
+        holder = store.locked_by(job.id)
+        if holder:
+            click.echo(f"being worked on by process {holder}")
+        if job.kind == "video":
+            from ..pipeline.video import shot_lines
+
+            click.echo("\n".join(shot_lines(items)))
+            return
+        for item in items:
+            faces = "" if item.faces is None else f" faces={item.faces}"
+            source = f" code={item.code_source}" if item.code_source else ""
+            error = f"  {item.error}" if item.error else ""
+            gone = "  (the photo is gone from the input; its output is kept)" if item.extra.get("gone") else ""
+            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{error}{gone}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the report [default: the job's folder report/].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@jobs_dir_option
+def report(job_id, folder, quiet, jobs_dir) -> None:
+    """A job as a web page, FOLDER/index.html (works offline, from file://): before/after sliders, detail
+    crops, face boxes and why anything failed; per video its shots, face tracks and chunk timings."""
+    from ..jobs.store import JobStore
+    from ..report import write_report
+
+    with JobStore.open(jobs_dir) as store:
+        index = write_report(store, store.job(job_id), folder, progress=not quiet)
+    click.echo(f"report: {index.as_uri()}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@upscaler_options
+@executor_options
+@models_dir_option
+@jobs_dir_option
+def resume(job_id, device, retry_failed, upscaler, fidelity, executor, models_dirs, jobs_dir) -> None:
+    """Carry on with a job by its id (or a unique prefix), with the options it was started with.
+    --upscaler or --fidelity other than the job's make a new job for the same input and output."""
+    from ..errors import JobError
+    from ..executors import open_executor
+    from ..jobs.store import JobStore
+    from ..pipeline.photo import KIND, PhotoJob, PhotoJobOptions, open_photo_job
+
+    with JobStore.open(jobs_dir) as store:
+        job = store.job(job_id)
+        if job.kind == "video":
+            return _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs, executor)
+        if job.kind != KIND:
+            raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
+        options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+        job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_photo_job)
+        photo_job = PhotoJob(store, job, options)
+        with open_executor(executor) as chosen:
+            summary = _run_recorded(store, photo_job, retry_failed=retry_failed, work=chosen.work_for(photo_job))
+        _finish(store, job, summary)
+
+
+def _with_upscaler(store, job, options, upscaler: str | None, fidelity: float | None, models_dirs, open_job):
+    """The job and options ``resume`` runs: the job itself, or, when ``--upscaler``/``--fidelity`` ask for
+    other ones than its own, the job for the same input and output with those (said once)."""
+    if upscaler is None and fidelity is None:
+        return job, options
+    options = _changed_upscaler(options, upscaler, fidelity, models_dirs)
+    if options.identity() == job.options:
+        return job, options
+    other = open_job(store, Path(job.input), Path(job.output), options).job
+    click.echo(f"note: another upscaler or fidelity than job {job.id}'s: job {other.id}", err=True)
+    return other, options
+
+
+def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, models_dirs):
+    """``options`` with the upscaler and fidelity asked for on ``resume`` (the job's own where not given)."""
+    from dataclasses import replace
+
+    from ..upscalers.upscaler import CONDSR
+
+    if upscaler is None:
+        if options.upscaler == CONDSR:
+            return options
+        return replace(options, fidelity=options.fidelity if fidelity is None else fidelity)
+    return replace(options, **{"upscaler_sha256": None, **upscaler_settings(upscaler, fidelity, models_dirs)})
+
+
+# --------------------------------------------------------------------------------------------- video
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Output file (one input) or folder (several); default <name>_restored.<ext> beside each input.")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Output size factor.")
+@click.option("--codec", default="libx264", show_default=True, help="Video encoder (libx264, libx265, ffv1, ...).")
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="Quality for libx264/libx265.")
+@click.option("--preset", default="medium", show_default=True, help="Speed preset for libx264/libx265.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per forward pass.")
+@click.option("--backend", type=click.Choice(["pyav", "decord"]), default="pyav", show_default=True,
+              help="Video decoder.")
+@click.option("--face-detector", type=click.Choice(["auto", "retinaface", "yunet", "haar"]), default="auto",
+              show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
+@click.option("--detect-every", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Detect faces every N frames of a shot (tracked in between).")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Longest render chunk; a crash loses at most one chunk.")
+@click.option("--tile", type=click.IntRange(min=32), default=None,
+              help="LQ tile size [default: whole frames, batched, when they fit the device's free memory, else "
+                   "tiles as large as fit].")
+@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
+              help="GFPGAN restores faces (steadied along their tracks) and gives paired codes; auto uses it when "
+                   "GFPGANv1.4.pth (or v1.3) is present and says once per job when it is not.")
+@click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
+@upscaler_options
+@click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
+@click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
+@click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Analyse each video, restore only N frames spread over its shots, in a preview folder under the "
+                   "jobs folder, write their report and stop; the real job and its output are not touched.")
+@executor_options
+@models_dir_option
+@jobs_dir_option
+def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
+          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, restart, retry_failed, preview,
+          executor, models_dirs, jobs_dir) -> None:
+    """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
+    Running it again resumes where it stopped."""
+    from ..errors import UsageError
+    from ..executors import open_executor
+    from ..jobs.store import JobStore
+    from ..media.video import check_encoder
+    from ..pipeline.video import VideoJobOptions, find_videos, open_video_job, output_for
+
+    check_encoder(codec)
+    options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
+                              face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
+                              tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
+                              face_restorer=face_restorer, face_fidelity=face_fidelity,
+                              **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
+    videos = find_videos(inputs)
+    if not videos:
+        raise UsageError(f"no video files in {', '.join(map(str, inputs))}")
+    if preview:
+        return _preview_videos(videos, output, options, preview, jobs_dir)
+    worst = 0
+    with JobStore.open(jobs_dir) as store, open_executor(executor) as chosen:
+        for path in videos:
+            try:
+                video_job = open_video_job(store, path, output_for(path, output, len(videos) > 1), options)
+                summary = _run_recorded(store, video_job, restart=restart, retry_failed=retry_failed,
+                                        work=chosen.work_for(video_job))
+                worst = max(worst, _video_report(store, video_job.job, summary))
+            except (DiskFullError, DatabaseError):
+                raise  # the next video would meet the same full disk or database: stop here
+            except ArchiveRestoreError as exc:
+                click.echo(f"error: {path}: {exc}", err=True)
+                worst = max(worst, exc.exit_code)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _preview_videos(videos, output, options, n: int, jobs_dir) -> None:
+    """``video --preview N`` for each video; exit 1 when one failed."""
+    from ..jobs.store import resolve_jobs_dir
+    from ..pipeline.video import output_for
+    from ..report.preview import preview_video
+
+    worst = 0
+    for path in videos:
+        try:
+            _preview_done(preview_video(resolve_jobs_dir(jobs_dir), path, output_for(path, output, len(videos) > 1),
+                                        options, n), f"frames of {path.name}")
+        except click.exceptions.Exit as done:
+            worst = max(worst, done.exit_code)
+        except ArchiveRestoreError as exc:
+            click.echo(f"error: {path}: {exc}", err=True)
+            worst = max(worst, exc.exit_code)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _video_report(store, job, summary) -> int:
+    """One video job's outcome; returns its exit code (1 when anything failed)."""
+    if summary.failed:
+        first = store.items(job.id, status="failed")[0]
+        click.echo(f"error: {first.key} failed: {first.error} ({summary.failed} failed item(s) in job {job.id}; "
+                   f"nothing written at {job.output})", err=True)
+        return 1
+    click.echo(f"job {job.id}: {job.input} -> {job.output} ({summary.done} items in {summary.seconds:.1f} s)")
+    from ..pipeline.video import damage_note
+
+    if note := damage_note(store.items(job.id)):
+        click.echo(f"note: {note}", err=True)
+    return 0
+
+
+def _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs, executor) -> None:
+    from ..executors import open_executor
+    from ..pipeline.video import VideoJob, VideoJobOptions, open_video_job
+
+    options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+    job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_video_job)
+    video_job = VideoJob(store, job, options)
+    with open_executor(executor) as chosen:
+        summary = _run_recorded(store, video_job, retry_failed=retry_failed, work=chosen.work_for(video_job))
+    if _video_report(store, job, summary):
+        raise click.exceptions.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- train

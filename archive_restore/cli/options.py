@@ -1,0 +1,89 @@
+"""Options several commands share: the job database and models folders, the upscaler, the executor,
+and the JSON file a benchmark writes."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from ..paths import SHARED_DATA
+
+
+def shared_default(*parts: str) -> dict:
+    """``default`` and ``show_default`` of an option whose default is a folder of the team's data beside the
+    checkout: the help names it relative to the checkout, the same on every machine (docs/commands.md)."""
+    return {"default": SHARED_DATA.joinpath(*parts), "show_default": "../shared/data/" + "/".join(parts)}
+
+
+def write_json(path: Path | None, data: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        click.echo(f"wrote {path}")
+
+
+def jobs_dir_option(f):
+    return click.option("--jobs-dir", type=click.Path(path_type=Path), default=None,
+                        help="Job database and working folders (default ./jobs, or $ARCHIVE_RESTORE_JOBS_DIR).")(f)
+
+
+def models_dir_option(f):
+    return click.option("--models-dir", "models_dirs", multiple=True, type=click.Path(path_type=Path),
+                        help="Folder searched first for model files (repeatable; then $ARCHIVE_RESTORE_MODELS, "
+                             "the repository's models/, ~/.cache/archive-restore).")(f)
+
+
+def upscaler_options(f):
+    f = click.option("--fidelity", type=click.FloatRange(0.0, 1.0), default=None,
+                     help="Blend of the upscaler's picture towards the faithful CondSR result: 0 the upscaler's "
+                          "alone, 1 CondSR's [default: 0.1, the best trade-off measured; see models/MODELS.md].")(f)
+    return click.option("--upscaler", default=None, metavar="auto|condsr|NAME|PATH",
+                        help="The upscaler after the code-steered cleanup: auto (the best one present, said once), "
+                             "condsr (CondSR alone, no cleanup), a name from `archive-restore models list`, or a "
+                             "file spandrel loads (Real-ESRGAN, SRVGG, SwinIR...) or an ncnn .param "
+                             "[default: auto].")(f)
+
+
+def upscaler_settings(choice: str, fidelity: float | None, models_dirs) -> dict:
+    """The job options for ``--upscaler`` / ``--fidelity``: the upscaler resolved to a file (and its
+    sha256, part of the job's identity); which one is used is said once."""
+    from ..pipeline.stack import DEFAULT_FIDELITY
+    from ..upscalers.upscaler import CONDSR, resolve_upscaler
+
+    ref = resolve_upscaler(choice, models_dirs)
+    if ref.path is None:
+        click.echo("note: upscaler: CondSR alone (no cleanup stage)", err=True)
+        return {"upscaler": CONDSR}
+    click.echo(f"note: upscaler: {ref.name} ({ref.source})", err=True)
+    return {"upscaler": ref.path, "upscaler_sha256": ref.sha256,
+            "fidelity": DEFAULT_FIDELITY if fidelity is None else fidelity}
+
+
+def executor_options(f):
+    """``--executor`` and its Ray options, handed to the command as one ``executor`` (ExecutorSettings)."""
+    @functools.wraps(f)
+    def command(*args, executor, ray_address, workers, gpus_per_worker, cpus_per_worker, **kwargs):
+        from ..executors import ExecutorSettings
+
+        settings = ExecutorSettings(executor, ray_address, workers, gpus_per_worker, cpus_per_worker)
+        return f(*args, executor=settings, **kwargs)
+
+    for decorate in (
+        click.option("--cpus-per-worker", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+                     help="CPUs each Ray worker reserves (also its torch threads)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="GPUs each Ray worker reserves (1: one worker per GPU)."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Ray workers, each holding the networks once [default: as many as the cluster's CPUs, "
+                          "or GPUs with --gpus-per-worker, hold]."),
+        click.option("--ray-address", default=None, metavar="HOST:PORT",
+                     help="The Ray cluster's head node [default: $RAY_ADDRESS, else a local Ray instance started "
+                          "for the job]."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where the items run: this process, or the workers of a Ray cluster "
+                          "(pip install 'archive-restore[ray]')."),
+    ):
+        command = decorate(command)
+    return command

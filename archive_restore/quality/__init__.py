@@ -1,0 +1,1 @@
+"""Quality measures: PSNR and SSIM on luma against a reference (``metrics``), NIQE without one (``niqe``)."""

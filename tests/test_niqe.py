@@ -11,16 +11,7 @@ from archive_restore.bench.niqe import bicubic_x4
 from archive_restore.cli import cli
 from archive_restore.errors import InputError
 from archive_restore.quality.niqe import (
-    MIN_SIDE,
-    N_FEATURES,
-    PATCH,
-    fit_aggd,
-    fit_ggd,
-    fit_pristine,
-    half_bicubic,
-    load_pristine,
-    niqe,
-    patch_features,
+    MIN_SIDE, N_FEATURES, PATCH, fit_aggd, fit_ggd, fit_pristine, half_bicubic, load_pristine, niqe, patch_features,
 )
 
 

@@ -1,6 +1,7 @@
 """The command line, one module per command group: ``jobs`` (run, video, resume, jobs, status, report),
-``bench``, ``models``, ``train``; the options they share in ``options``. This is the one place where
-errors become messages and exit codes: 0 all done, 1 something failed, 2 usage errors."""
+``bench``, ``models``, ``train``; the options they share in ``options``; ``reference`` writes their help
+into docs/commands.md. This is the one place where errors become messages and exit codes: 0 all done,
+1 something failed, 2 usage errors."""
 from __future__ import annotations
 
 import click

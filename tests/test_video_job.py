@@ -226,6 +226,21 @@ def test_decord_backend_job(tmp_path, tiny_models):
     assert _seconds(pts, time_base) == _seconds(clip.pts, TB) and _order(frames, clip.frames) == list(range(8))
 
 
+def test_an_output_the_encoder_cannot_write_is_refused_before_any_work(tmp_path, tiny_models):
+    """``-o NAME`` without a container suffix, or a container that cannot hold the codec: exit 2 with one line
+    saying what to pass, before the job exists (a job used to render every frame, then fail at the join)."""
+    clip = make_clip(tmp_path / "c.mp4", count=4)
+    jobs = tmp_path / "jobs"
+    for output, said in ((tmp_path / "restored", "has no suffix"), (tmp_path / "r.webm", "does not support")):
+        result = _video([str(clip.path), "-o", str(output), "--scale", "1"], tiny_models, jobs)
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1, result.output
+        assert said in errors[0] and "give -o a file name ending in .mp4, .mkv or .mov" in errors[0]
+        assert not output.exists()
+    with JobStore.open(jobs) as store:
+        assert store.jobs() == []  # refused before any job was made, let alone rendered
+
+
 def test_video_help_and_usage_errors(tmp_path):
     assert "--backend" in CliRunner().invoke(cli, ["video", "--help"]).output
     bad = CliRunner().invoke(cli, ["video", str(tmp_path / "x.mp4"), "--codec", "nope", "--jobs-dir", str(tmp_path)])

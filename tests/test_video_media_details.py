@@ -24,6 +24,8 @@ from archive_restore.media.video import (
     StreamInfo,
     VideoInfo,
     check_encoder,
+    check_output,
+    container_format,
     join_segments,
     open_backend,
     packet_table,
@@ -438,3 +440,21 @@ def test_a_large_frame_is_encoded_with_the_shorter_lookahead(tmp_path):
             writer.write(np.zeros((48, 64, 3), np.uint8), pts)
     assert b"rc_lookahead=21 " in (tmp_path / "big.mp4").read_bytes()
     assert b"rc_lookahead=40 " in (tmp_path / "small.mp4").read_bytes()
+
+
+def test_the_output_check_tries_the_container_and_codec_elsewhere(tmp_path):
+    """``check_output``: a name FFmpeg knows and a container that holds the codec pass, writing nothing beside
+    the output; each way of failing says what to pass."""
+    check_output(tmp_path / "new" / "out.mp4", EncodeSettings())  # a folder the job will make is fine
+    check_output(tmp_path / "out.mkv", EncodeSettings("ffv1"))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UsageError, match=r"out: the name has no suffix .* ending in \.mp4, \.mkv or \.mov"):
+        check_output(tmp_path / "out", EncodeSettings())
+    with pytest.raises(UsageError, match=r"out\.xyz with libx264: .*output format"):
+        check_output(tmp_path / "out.xyz", EncodeSettings())
+    with pytest.raises(UsageError, match=r"'webm' format does not support 'libx264'.*another --codec"):
+        check_output(tmp_path / "out.webm", EncodeSettings())
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match="a-file cannot be written to"):
+        check_output(tmp_path / "a-file" / "out.mp4", EncodeSettings())
+    assert container_format(Path("x.MKV")) == "matroska" and container_format(Path("x.avi")) is None

@@ -267,7 +267,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     from ..errors import UsageError
     from ..executors import open_executor
     from ..jobs.store import JobStore
-    from ..media.video import check_encoder
+    from ..media.video import EncodeSettings, check_encoder, check_output
     from ..pipeline.video import VideoJobOptions, find_videos, open_video_job, output_for
 
     check_encoder(codec)
@@ -279,6 +279,8 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     videos = find_videos(inputs)
     if not videos:
         raise UsageError(f"no video files in {', '.join(map(str, inputs))}")
+    for path in videos:  # every output can be written, before hours of work on the first video
+        check_output(output_for(path, output, len(videos) > 1), EncodeSettings(codec, crf, preset))
     if preview:
         return _preview_videos(videos, output, options, preview, jobs_dir)
     worst = 0

@@ -490,6 +490,46 @@ def check_encoder(codec: str) -> None:
                          "(try libx264, libx265, ffv1 or mpeg4)")
 
 
+_CONTAINERS = {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".m4v": "mp4", ".mp4": "mp4"}
+CHECK_SIZE = 64  # the side of the frames the output check encodes
+
+
+def container_format(path: Path) -> str | None:
+    """The muxer for a video written to ``path`` (its temporary name ends differently): named for the
+    suffixes FFmpeg would not guess from a temporary name, else None (FFmpeg guesses from the suffix)."""
+    return _CONTAINERS.get(Path(path).suffix.lower())
+
+
+def check_output(output: Path, settings: EncodeSettings) -> None:
+    """Raise UsageError unless a video encoded with ``settings`` can be written as ``output``: a container
+    FFmpeg knows from the name, which can hold the codec, in a folder that can be written. Two small frames
+    are encoded and muxed into a temporary folder (nothing is written beside the output), so a job learns
+    this before its first frame instead of at its end."""
+    import tempfile
+
+    output = Path(output)
+    hint = "give -o a file name ending in .mp4, .mkv or .mov"
+    if not output.suffix:
+        raise UsageError(f"cannot write the video {output}: the name has no suffix to choose a container by; {hint}")
+    folder = next((p for p in (output.parent, *output.parent.parents) if p.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the video {output}: {folder or output.parent} cannot be written to; "
+                         "choose another -o")
+    with tempfile.TemporaryDirectory(prefix="archive-restore-check-") as tmp:
+        try:
+            with av.open(str(Path(tmp) / f"check{output.suffix}"), "w", format=container_format(output)) as out:
+                stream = out.add_stream(settings.codec, rate=25, options=settings.options(CHECK_SIZE, CHECK_SIZE))
+                stream.width, stream.height, stream.pix_fmt = CHECK_SIZE, CHECK_SIZE, settings.pix_fmt
+                for i in range(2):
+                    frame = av.VideoFrame.from_ndarray(np.full((CHECK_SIZE, CHECK_SIZE, 3), 128, np.uint8), "rgb24")
+                    frame.pts = i
+                    out.mux(stream.encode(frame.reformat(format=settings.pix_fmt)))
+                out.mux(stream.encode(None))
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            raise UsageError(f"cannot write the video {output} with {settings.codec}: {_reason(exc)}; {hint}, "
+                             "or choose another --codec") from None
+
+
 def even_size(width: int, height: int) -> tuple[int, int]:
     """The encoded size for a frame of ``width x height``: each odd side grows by one pixel."""
     return width + width % 2, height + height % 2

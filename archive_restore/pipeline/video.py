@@ -58,6 +58,7 @@ from ..media.video import (
     SegmentWriter,
     VideoFrame,
     VideoInfo,
+    container_format,
     join_segments,
     open_backend,
     probe,
@@ -415,7 +416,7 @@ class VideoJob:
             # segments rendered before origins were recorded hold absolute pts: origin 0 for them
             segments = [Segment(Path(i.output), i.extra.get("segment_origin", 0)) for i in chunks]
             written = join_segments(segments, self.source, self.info, tmp,
-                                    container_format=_format_for(Path(self.job.output)))
+                                    container_format=container_format(Path(self.job.output)))
             if written != expected:
                 raise JobError(f"joined {written} frames, expected {expected}")
         return ItemResult(output=self.job.output, extra={"frames": written})
@@ -560,10 +561,6 @@ class _Background:
         self._thread.join()
         if exc_type is None:
             self._raise()
-
-
-def _format_for(path: Path) -> str | None:
-    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".m4v": "mp4", ".mp4": "mp4"}.get(path.suffix.lower())
 
 
 # ------------------------------------------------------------------------------------- status

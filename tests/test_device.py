@@ -227,11 +227,11 @@ def test_the_cpu_half_precision_probe_times_each_on_one_thread(monkeypatch):
         return {torch.float32: 6.9, torch.bfloat16: 1.2}[dtype]
 
     monkeypatch.setattr(cpu, "_conv_seconds", seconds)
-    cpu.cpu_half_dtype.cache_clear()
+    cpu.half_seconds.cache_clear()
     before = torch.get_num_threads()
     try:
         assert cpu.cpu_half_dtype() is torch.bfloat16
         assert cpu.cpu_half_dtype() is torch.bfloat16 and len(seen) == 3  # measured once per process
     finally:
-        cpu.cpu_half_dtype.cache_clear()
+        cpu.half_seconds.cache_clear()
     assert {threads for threads, _ in seen} == {1} and torch.get_num_threads() == before

@@ -116,8 +116,8 @@ def test_auto_probes_once_and_remembers_its_answer(tmp_path, home, monkeypatch):
     first = load_upscaler(resolve_upscaler(str(path)), progress=False)
     choices = json.loads((home / ".cache" / "archive-restore" / "runtimes" / "choices.json").read_text())
     (entry,) = choices.values()
-    assert first.runtime.name == entry["runtime"] == rt.fastest([rt.Measured(**m) for m in entry["measured"]])
-    assert [m["runtime"] for m in entry["measured"]] == list(rt.RUNTIMES)
+    assert first.runtime.name == entry["runtime"] == rt.pick([rt.Measured(**m) for m in entry["measured"]])
+    assert [m["runtime"] for m in entry["measured"]] == list(rt.RUNTIMES + rt.OPT_IN)
     assert any("ncnn runs ncnn .param/.bin files only" in m["note"] for m in entry["measured"])
     second = load_upscaler(resolve_upscaler(str(path)), progress=False)
     assert second.runtime.name == first.runtime.name and len(probes) == 1  # read back, not measured again
@@ -199,7 +199,7 @@ def test_bench_runtime_prints_and_writes_every_runtime(tmp_path):
     torch_row = item["runtimes"]["torch"]
     assert torch_row["max_diff"] == 0.0 and len(torch_row["runs"]) == 2 and torch_row["seconds"] > 0
     half = item["runtimes"]["half"]  # measured where this CPU has fast fp16, else a row saying why not
-    assert (half["seconds"] is not None) == (rt.half_missing() is None)
+    assert (half["seconds"] is not None) == (rt.reduced_missing("half") is None)
     assert half["seconds"] is not None or "no fast fp16 convolution" in half["note"]
     ran = [name for name, row in item["runtimes"].items() if row["seconds"] is not None and name in rt.RUNTIMES]
     assert all(item["runtimes"][name]["max_diff"] <= rt.TOLERANCE for name in ran)
@@ -211,7 +211,7 @@ def test_bench_runtime_prints_and_writes_every_runtime(tmp_path):
 def test_half_runs_the_network_in_fp16_but_reads_the_picture_in_fp32(tmp_path, kind, monkeypatch):
     """``half``, asked for by name: a copy of the network in fp16 whose first convolution stays fp32; the
     output is float32, close to torch fp32 but not equal; the loaded module stays the fp32 reference."""
-    monkeypatch.setattr(rt, "half_missing", lambda: None)  # the mechanics, on any CPU (fast or not)
+    monkeypatch.setattr(rt, "reduced_missing", lambda name: None)  # the mechanics, on any CPU (fast or not)
     ref = resolve_upscaler(str(FILES[kind](tmp_path)))
     reference = load_upscaler(ref, runtime="torch")
     up = load_upscaler(ref, runtime="half")
@@ -226,24 +226,80 @@ def test_half_runs_the_network_in_fp16_but_reads_the_picture_in_fp32(tmp_path, k
     assert 0 < float((out - expected).abs().max()) < 2e-2
 
 
-def test_auto_never_picks_half_but_it_can_be_asked_for(tmp_path, monkeypatch):
-    monkeypatch.setattr(rt, "half_missing", lambda: None)
+def test_auto_admits_a_reduced_precision_only_when_it_is_fast_and_close():
+    """``pick``: a reduced-precision runtime wins only at least MIN_SPEEDUP x faster than the fastest fp32
+    runtime that matches torch and, on the probe picture, MIN_PSNR dB or more from torch fp32 and never
+    MAX_DIFF away; else the fp32 runtime."""
+    fp32 = [rt.Measured("torch", 1.0, 0.0, psnr=100.0), rt.Measured("channels-last", 0.6, 1e-6, psnr=100.0)]
+    close = dict(max_diff=4 / 255, psnr=52.0)
+    assert rt.pick(fp32 + [rt.Measured("bf16", 0.3, **close)]) == "bf16"
+    assert rt.pick(fp32 + [rt.Measured("bf16", 0.3, **close), rt.Measured("half", 0.2, **close)]) == "half"
+    assert rt.pick(fp32 + [rt.Measured("bf16", 0.41, **close)]) == "channels-last"  # 1.46 x: not worth it
+    assert rt.pick(fp32 + [rt.Measured("bf16", 0.39, **close)]) == "bf16"  # 1.54 x
+    wrong = rt.Measured("bf16", 0.05, 0.5, psnr=20.0)  # fast but wrong: refused
+    assert rt.pick(fp32 + [wrong]) == "channels-last"
+    assert rt.pick(fp32 + [rt.Measured("bf16", 0.05, 9 / 255, psnr=50.0)]) == "channels-last"  # one pixel too far
+    assert rt.pick(fp32 + [rt.Measured("bf16", 0.05, 2 / 255, psnr=44.9)]) == "channels-last"  # too noisy overall
+    assert rt.pick(fp32 + [rt.Measured("bf16", None, None, "no fast bf16 convolution")]) == "channels-last"
+
+
+def test_a_fast_but_wrong_precision_is_refused_and_fp32_never_runs_one(tmp_path, home, monkeypatch):
+    """Through the probe itself: a reduced runtime that is fast but far from fp32 is measured and refused;
+    a fast and close one is taken; at precision fp32 none is even measured."""
     path = _save(_srvgg(), tmp_path / "srvgg.pth", "params")
-    assert "half" not in rt.runners(load_upscaler(resolve_upscaler(str(path)), runtime="torch").model,
-                                    rt.Weights(path, "x"))[0]
-    assert load_upscaler(resolve_upscaler(str(path)), progress=False).runtime.name in rt.RUNTIMES
+    model = load_upscaler(resolve_upscaler(str(path)), runtime="torch").model
+
+    class Fake:
+        def __init__(self, name, error):
+            self.name, self.error = name, error
+
+        def __call__(self, x):
+            return model(x) + self.error  # no work beside torch's own: as fast as torch, never 1.5 x faster
+
+    def runners(model, weights, reduced=False):
+        built = {"torch": rt.TorchRuntime(model)}
+        if reduced:
+            built["bf16"] = Fake("bf16", 0.0)
+        return built, []
+
+    monkeypatch.setattr(rt, "runners", runners)
+    monkeypatch.setattr(rt, "MIN_SPEEDUP", 0.5)  # the fake runs no faster: admit it on closeness alone
+    weights = rt.Weights(path, "fast-and-close")
+    assert rt.choose(model, weights, progress=False) == "bf16"
+    assert rt.choose(model, weights, progress=False, precision="fp32") == "torch"
+    monkeypatch.setattr(rt, "runners", lambda model, weights, reduced=False: (
+        {"torch": rt.TorchRuntime(model), **({"bf16": Fake("bf16", 0.2)} if reduced else {})}, []))
+    assert rt.choose(model, rt.Weights(path, "fast-and-wrong"), progress=False) == "torch"
+    monkeypatch.setenv(rt.PRECISION_ENV, "fp32")  # the variable, as --precision's envvar sets it
+    assert rt.choose(model, rt.Weights(path, "asked-fp32"), progress=False) == "torch"
+    monkeypatch.setenv(rt.PRECISION_ENV, "fp64")
+    with pytest.raises(UsageError, match="unknown precision 'fp64'; choose one of auto, fp32"):
+        rt.choose(model, rt.Weights(path, "bad"), progress=False)
+
+
+def test_a_reduced_runtime_can_be_asked_for_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "reduced_missing", lambda name: None)
+    path = _save(_srvgg(), tmp_path / "srvgg.pth", "params")
     monkeypatch.setenv(rt.ENV_VAR, "half")
     assert load_upscaler(resolve_upscaler(str(path))).runtime.name == "half"
+    monkeypatch.setenv(rt.ENV_VAR, "bf16")
+    up = load_upscaler(resolve_upscaler(str(path)))
+    assert up.runtime.name == "bf16" and {p.dtype for p in up.runtime.model.parameters()} == {torch.bfloat16,
+                                                                                               torch.float32}
 
 
 def test_half_is_refused_where_it_would_not_pay_or_cannot_run(tmp_path, monkeypatch):
     from archive_restore.compute import cpu
 
     path = _save(_srvgg(), tmp_path / "srvgg.pth", "params")
-    monkeypatch.setattr(cpu, "cpu_half_dtype", lambda: torch.bfloat16)  # AMX-BF16 only: fp16 is not fast
+    speedups = {torch.float16: 0.6, torch.bfloat16: 3.2}  # AMX-BF16 only (this project's CPU): fp16 is not fast
+    monkeypatch.setattr(cpu, "half_speedups", lambda: speedups)
     with pytest.raises(UsageError, match=r"half: this CPU has no fast fp16 convolution \(AMX-FP16"):
         load_upscaler(resolve_upscaler(str(path)), runtime="half")
-    monkeypatch.setattr(cpu, "cpu_half_dtype", lambda: torch.float16)
+    assert load_upscaler(resolve_upscaler(str(path)), runtime="bf16").runtime.name == "bf16"
+    speedups = {torch.float16: 6.1, torch.bfloat16: 1.4}
     assert load_upscaler(resolve_upscaler(str(path)), runtime="half").runtime.name == "half"
+    with pytest.raises(UsageError, match=r"bf16: this CPU has no fast bf16 convolution \(AMX-BF16, or AVX-512"):
+        load_upscaler(resolve_upscaler(str(path)), runtime="bf16")
     with pytest.raises(UsageError, match="RRDBNet and SRVGGNetCompact layouts only, not Conv2d"):
         rt.HalfRuntime(torch.nn.Conv2d(3, 3, 3))

@@ -192,3 +192,54 @@ def test_video_resume_with_another_upscaler_makes_a_new_job(tmp_path, stack_mode
     assert code == 0, output
     (new,) = [j for j in _jobs(jobs) if j.id != job.id]
     assert new.kind == "video" and new.options["upscaler"] == str(second) and f"job {new.id}" in output
+
+
+def test_a_resumed_job_keeps_the_precision_it_first_ran_with(tmp_path, stack_models, scans, monkeypatch):
+    """A job records what its stack computed in (``precision.json``, with the machine) and a later run on the
+    same machine uses exactly that, whatever the machine would choose now: a stopped and resumed job's
+    outputs are byte-identical to an uninterrupted one's, with precision ``auto``."""
+    from archive_restore.pipeline import engine as engine_module
+    from archive_restore.pipeline.photo import PhotoJob
+    from archive_restore.pipeline.precision import PIN_FILE
+    from archive_restore.upscalers import runtime as rt
+
+    rng = np.random.default_rng(1)
+    cv2.imwrite(str(scans / "b.png"), (rng.random((30, 40, 3)) * 255).astype(np.uint8))
+    upscaler = _compact(tmp_path / "tiny-x4.pth", 1)
+    monkeypatch.setattr(rt, "reduced_missing", lambda name: None)  # bf16 runs on any CPU (fast or not)
+
+    def machine_chooses(runtime: str, faithful):  # what `auto` would measure on this machine now
+        monkeypatch.setenv(rt.ENV_VAR, runtime)
+        monkeypatch.setattr(engine_module, "faithful_dtype", lambda device: faithful)
+
+    def run(name: str) -> tuple[int, str]:
+        return _invoke(["run", scans, "-o", tmp_path / name, "--face-detector", "haar", "--upscaler", upscaler],
+                       tmp_path / f"jobs-{name}", stack_models)
+
+    machine_chooses("bf16", torch.bfloat16)
+    assert run("whole")[0] == 0
+    machine_chooses("torch", None)
+    assert run("fp32")[0] == 0
+    whole, fp32 = (tmp_path / "whole" / "b.png").read_bytes(), (tmp_path / "fp32" / "b.png").read_bytes()
+    assert whole != fp32  # the two choices do change the pixels
+
+    machine_chooses("bf16", torch.bfloat16)
+    real, calls = PhotoJob.process, []
+
+    def stopped_after_one(self, item):
+        calls.append(item.key)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped before the second photo
+        return real(self, item)
+
+    monkeypatch.setattr(PhotoJob, "process", stopped_after_one)
+    assert run("resumed")[0] != 0 and not (tmp_path / "resumed" / "b.png").exists()
+    monkeypatch.setattr(PhotoJob, "process", real)
+    machine_chooses("torch", None)  # a new measurement would now choose fp32 throughout
+    code, output = run("resumed")
+    assert code == 0, output
+    assert (tmp_path / "resumed" / "b.png").read_bytes() == whole
+    assert (tmp_path / "resumed" / "a.png").read_bytes() == (tmp_path / "whole" / "a.png").read_bytes()
+    (job,) = _jobs(tmp_path / "jobs-resumed")
+    pin = (tmp_path / "jobs-resumed" / job.id / PIN_FILE).read_text()
+    assert '"upscaler_runtime": "bf16"' in pin and '"faithful": "bf16"' in pin and "first ran" not in output

@@ -494,8 +494,10 @@ def test_folders_are_searched_for_videos_and_outputs_named(tmp_path):
 
 
 def test_the_job_container_follows_the_output_name():
+    from archive_restore.media.video import container_format
+
     names = ["a.mkv", "a.MKV", "a.webm", "a.WebM", "a.mov", "a.MOV", "a.m4v", "a.M4V", "a.mp4", "a.MP4", "a.avi"]
-    assert [video._format_for(Path(n)) for n in names] == ["matroska", "matroska", "webm", "webm", "mov", "mov",
+    assert [container_format(Path(n)) for n in names] == ["matroska", "matroska", "webm", "webm", "mov", "mov",
                                                          "mp4", "mp4", "mp4", "mp4", None]
 
 

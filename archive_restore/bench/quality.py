@@ -46,6 +46,7 @@ class QualityConfig:
     models: Sequence[Path] = ()
     upscalers: Sequence[Path] = ()
     fidelities: Sequence[float] = (DEFAULT_FIDELITY,)
+    precisions: Sequence[str] = ("auto",)  # the upscalers' precision on the CPU; several: rows NAME@PRECISION
     sheet: Path | None = None
 
 
@@ -78,8 +79,8 @@ class Models:
         self.cleanup = load_checkpoint(find_model("cleanup_compact", dirs), expect="Cleanup").model if cleanup else None
 
 
-def _upscaler(path: Path) -> Upscaler:
-    upscaler = load_upscaler(resolve_upscaler(str(path)))
+def _upscaler(path: Path, precision: str = "auto") -> Upscaler:
+    upscaler = load_upscaler(resolve_upscaler(str(path)), precision=precision)
     if upscaler.scale != 4:
         raise UsageError(f"--upscaler {path}: a x{upscaler.scale} model; the protocol measures x4 models")
     return upscaler
@@ -122,7 +123,8 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
     images = _load_folder(cfg.images, "HQ")[: cfg.max_images]
     faces = load_faces(cfg.faces, FACE_SIZE)
     degs = [Degradation.sample(np.random.default_rng([cfg.seed, k]), scale=cfg.scale) for k in range(cfg.degradations)]
-    upscalers = {Path(p).stem: _upscaler(Path(p)) for p in cfg.upscalers}
+    upscalers = {Path(p).stem + (f"@{precision}" if len(cfg.precisions) > 1 else ""): _upscaler(Path(p), precision)
+                 for p in cfg.upscalers for precision in cfg.precisions}
     models = Models(cfg.models, cleanup=bool(upscalers))
     z_face = face_codes(models, faces, degs)
     scores: dict[str, list[tuple[float, float, float]]] = {}
@@ -166,8 +168,8 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
         images_dir=str(cfg.images),
         faces_dir=str(cfg.faces),
         cpu_seconds_per_256=cpu_time_per_256(models.sr),
-        upscalers={name: {"file": u.ref.path, "sha256": u.ref.sha256, "source": u.ref.source}
-                   for name, u in upscalers.items()},
+        upscalers={name: {"file": u.ref.path, "sha256": u.ref.sha256, "source": u.ref.source,
+                          "runtime": u.runtime.name} for name, u in upscalers.items()},
         fidelity=list(cfg.fidelities),
     )
     return result
@@ -246,4 +248,6 @@ def format_table(result: dict) -> str:
     if result.get("upscalers"):
         lines.append(f"upscaler rows: the upscaler alone, and NAME+CODE = cleanup steered by CODE, the upscaler, "
                      f"blended towards CondSR at fidelity {', '.join(f'{f:g}' for f in result['fidelity'])}")
+        runtimes = ", ".join(f"{name} {u['runtime']}" for name, u in result["upscalers"].items())
+        lines.append(f"upscaler runtimes: {runtimes}")
     return "\n".join(lines)

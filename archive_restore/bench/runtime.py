@@ -10,10 +10,14 @@ raced (``upscalers.runtime.race``): a warm-up call each, then ``runs`` rounds of
 ``runs``                every timed call's seconds
 ``first_call_seconds``  the warm-up call (for torch-compile: the compile)
 ``max_diff``            max |output - torch fp32 output|; a match is within ``upscalers.runtime.TOLERANCE``
+``psnr``                PSNR of the output against torch fp32's, dB (100: equal)
 ``note``                why a runtime did not run (package missing, not an ncnn file...)
 
-and per upscaler ``fastest`` (the fastest runtime that matches torch on this input) and ``auto`` (what
-``load_upscaler(..., runtime="auto")`` runs on this machine: the remembered probe answer, or a new probe).
+The reduced-precision runtimes (``half``, ``bf16``) run where this CPU computes their precision fast, else
+their row says why. Per upscaler ``fastest`` (the fastest runtime that matches torch fp32 on this input) and
+``auto`` (what ``load_upscaler(..., runtime="auto")`` runs on this machine at precision ``auto``: the
+remembered probe answer on the probe picture, or a new probe; a reduced precision only where it passes
+``upscalers.runtime.pick``'s check).
 """
 from __future__ import annotations
 
@@ -25,7 +29,6 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from ..errors import UsageError
 from ..upscalers import runtime as rt
 from ..upscalers.upscaler import available_upscalers, load_upscaler, resolve_upscaler
 
@@ -53,11 +56,7 @@ def bench_one(path: Path, size: int, runs: int, compile_too: bool, tick) -> dict
     model, weights = upscaler.model, rt.Weights(path, upscaler.ref.sha256 or "")
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     reference = rt.TorchRuntime(model)(x).float()
-    built, absent = rt.runners(model, weights)
-    try:  # asked for by name only, so not among runners(); measured here beside them
-        built[rt.HALF] = rt.build(rt.HALF, model, weights)
-    except UsageError as exc:
-        absent.append(rt.Measured(rt.HALF, None, None, str(exc)))
+    built, absent = rt.runners(model, weights, reduced=True)  # reduced: where their precision is fast here
     if compile_too:
         built[COMPILE] = CompiledRuntime(model)
     else:
@@ -70,7 +69,7 @@ def bench_one(path: Path, size: int, runs: int, compile_too: bool, tick) -> dict
         row = rows[name]
         note = row.note or (f"first call (the compile) {row.first_call:.1f} s" if name == COMPILE else "")
         figures[name] = {"seconds": row.seconds, "runs": list(row.runs), "max_diff": row.max_diff, "note": note,
-                         "first_call_seconds": row.first_call}
+                         "first_call_seconds": row.first_call, "psnr": row.psnr}
     return {"file": str(path), "architecture": upscaler.architecture, "runtimes": figures,
             "fastest": rt.fastest([row for name, row in rows.items() if name in rt.RUNTIMES]),
             "auto": rt.choose(model, weights, progress=False)}
@@ -99,11 +98,12 @@ def format_table(result: dict) -> str:
              f"{result['cpu']}; median of {result['runs']} runs after a warm-up"]
     for key, item in result["upscalers"].items():
         lines.append(f"\n{key} ({item['architecture']}, {item['file']})")
-        lines.append(f"  {'runtime':<15}{'s/forward':>10}{'max|diff|':>11}  note")
+        lines.append(f"  {'runtime':<15}{'s/forward':>10}{'max|diff|':>11}{'PSNR dB':>9}  note")
         for name, row in item["runtimes"].items():
             seconds = "-" if row["seconds"] is None else f"{row['seconds']:.3f}"
             diff = "-" if row["max_diff"] is None else f"{row['max_diff']:.1e}"
-            lines.append(f"  {name:<15}{seconds:>10}{diff:>11}  {row['note']}".rstrip())
+            psnr = "-" if row.get("psnr") is None else f"{row['psnr']:.1f}"
+            lines.append(f"  {name:<15}{seconds:>10}{diff:>11}{psnr:>9}  {row['note']}".rstrip())
         lines.append(f"  fastest that matches torch (<= {result['tolerance']:g}): {item['fastest']}; "
                      f"auto picks: {item['auto']}")
     return "\n".join(lines)

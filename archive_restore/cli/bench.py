@@ -31,11 +31,14 @@ def bench() -> None:
                    "NAME+blind_code, NAME+oracle_code (the stack), NAME = the file's stem (repeatable).")
 @click.option("--fidelity", "fidelities", type=click.FloatRange(0.0, 1.0), multiple=True,
               help="The stack's blend towards CondSR [default: the jobs' default]; repeat it for a row per value.")
+@click.option("--precision", "precisions", type=click.Choice(["auto", "fp32"]), multiple=True,
+              help="The upscalers' precision on the CPU, as the jobs' --precision [default: auto]; repeat it for "
+                   "rows per precision (NAME@fp32, NAME@auto...).")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of a few crops per method side by side.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 def bench_quality(images, faces, degradations, scale, seed, crop, max_images, models_dirs, upscalers, fidelities,
-                  sheet, json_path) -> None:
+                  precisions, sheet, json_path) -> None:
     """Face code -> natural image: PSNR-Y/SSIM/NIQE of bicubic, the unconditioned twin, CondSR with the
     face code, the blind code and the oracle code, each --upscaler alone and in the stack, and face ->
     natural code retrieval."""
@@ -44,7 +47,7 @@ def bench_quality(images, faces, degradations, scale, seed, crop, max_images, mo
 
     cfg = QualityConfig(images=images, faces=faces, degradations=degradations, scale=int(scale), seed=seed, crop=crop,
                         max_images=max_images, models=models_dirs, upscalers=upscalers,
-                        fidelities=fidelities or (DEFAULT_FIDELITY,), sheet=sheet)
+                        fidelities=fidelities or (DEFAULT_FIDELITY,), precisions=precisions or ("auto",), sheet=sheet)
     result = run_quality(cfg)
     click.echo(format_table(result))
     write_json(json_path, result)
@@ -91,10 +94,10 @@ def bench_steady(image, width, frames, noise, seed, face_detector, restorer, dev
 @click.option("--height", type=click.IntRange(min=16), default=352, show_default=True, help="Synthetic clip height.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
               help="LQ tile [default: the jobs' default, sized to the device's free memory].")
-@click.option("--runtime", type=click.Choice(["auto", "torch", "channels-last", "onnxruntime", "ncnn", "half"]),
+@click.option("--runtime", type=click.Choice(["auto", "torch", "channels-last", "onnxruntime", "ncnn", "half", "bf16"]),
               default=None,
-              help="The upscalers' CPU runtime [default: the jobs' choice, auto; half (fp16 on CPUs with "
-                   "AMX-FP16) is never auto's choice: faster, but not within 1e-3 of fp32].")
+              help="The upscalers' CPU runtime [default: the jobs' choice, auto: half (fp16) or bf16 only where "
+                   "they are fast on this CPU and pass the check against fp32].")
 @models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -67,7 +67,7 @@ def _finish(store, job, summary) -> None:
 @models_dir_option
 @jobs_dir_option
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+        precision, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from ..executors import open_executor
     from ..jobs.store import JobStore
@@ -75,7 +75,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
 
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
-                              face_fidelity=face_fidelity,
+                              face_fidelity=face_fidelity, precision=precision,
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -175,7 +175,7 @@ def report(job_id, folder, quiet, jobs_dir) -> None:
 @executor_options
 @models_dir_option
 @jobs_dir_option
-def resume(job_id, device, retry_failed, upscaler, fidelity, executor, models_dirs, jobs_dir) -> None:
+def resume(job_id, device, retry_failed, upscaler, fidelity, precision, executor, models_dirs, jobs_dir) -> None:
     """Carry on with a job by its id (or a unique prefix), with the options it was started with.
     --upscaler or --fidelity other than the job's make a new job for the same input and output."""
     from ..errors import JobError
@@ -186,10 +186,11 @@ def resume(job_id, device, retry_failed, upscaler, fidelity, executor, models_di
     with JobStore.open(jobs_dir) as store:
         job = store.job(job_id)
         if job.kind == "video":
-            return _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs, executor)
+            return _resume_video(store, job, device, retry_failed, upscaler, fidelity, precision, models_dirs, executor)
         if job.kind != KIND:
             raise JobError(f"job {job.id} is a {job.kind} job; this version resumes {KIND} jobs")
-        options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+        options = PhotoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs),
+                                                precision=precision)
         job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_photo_job)
         photo_job = PhotoJob(store, job, options)
         with open_executor(executor) as chosen:
@@ -260,8 +261,8 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @models_dir_option
 @jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, restart, retry_failed, preview,
-          executor, models_dirs, jobs_dir) -> None:
+          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision, restart, retry_failed,
+          preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -274,7 +275,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
                               tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
-                              face_restorer=face_restorer, face_fidelity=face_fidelity,
+                              face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     videos = find_videos(inputs)
     if not videos:
@@ -335,11 +336,12 @@ def _video_report(store, job, summary) -> int:
     return 0
 
 
-def _resume_video(store, job, device, retry_failed, upscaler, fidelity, models_dirs, executor) -> None:
+def _resume_video(store, job, device, retry_failed, upscaler, fidelity, precision, models_dirs, executor) -> None:
     from ..executors import open_executor
     from ..pipeline.video import VideoJob, VideoJobOptions, open_video_job
 
-    options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs))
+    options = VideoJobOptions.from_identity(job.options, device=device, models_dirs=tuple(models_dirs),
+                                            precision=precision)
     job, options = _with_upscaler(store, job, options, upscaler, fidelity, models_dirs, open_video_job)
     video_job = VideoJob(store, job, options)
     with open_executor(executor) as chosen:

@@ -7,8 +7,10 @@ import ctypes
 import functools
 import math
 import os
+import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +74,13 @@ def threads_for(speedup: float, cores: int) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_half_dtype() -> torch.dtype | None:
-    """The half precision this CPU convolves in at least ``HALF_SPEEDUP`` times faster than fp32 (fp16, or
-    else bf16: ``half_for``; None when neither is), measured once per process on the networks' kind of
-    convolution, on one thread (what the instructions give, not how busy the other cores are). CPUs
-    with AMX (Intel Xeon from Sapphire Rapids on: bf16; Granite Rapids: fp16 too) run them several times
-    faster (this project's CPU: fp16 1.1 ms against fp32 6.9 ms); without AMX, half precision is emulated
-    or converted and is no faster. The stack's faithful branch runs in it (``pipeline.stack``); the
-    upscaler's ``half`` runtime runs only where it is fp16 (``upscalers.runtime.half_missing``)."""
+def half_seconds() -> tuple[float, dict[torch.dtype, float]]:
+    """Seconds of one of the networks' convolutions in fp32, and in fp16 and bf16 where this torch build
+    convolves them on the CPU, measured once per process, on one thread (what the instructions give, not
+    how busy the other cores are). CPUs with AMX (Intel Xeon from Sapphire Rapids on: bf16; Granite
+    Rapids: fp16 too) run them several times faster (this project's CPU: fp16 1.1 ms against fp32 6.9 ms);
+    AVX-512-BF16 (AMD EPYC) runs bf16 about 5 x faster and emulates fp16, about 100 x slower; older CPUs
+    neither."""
     before = torch.get_num_threads()
     try:
         fp32 = _conv_seconds(1, repeats=3)
@@ -91,7 +92,21 @@ def cpu_half_dtype() -> torch.dtype | None:
                 continue
     finally:
         torch.set_num_threads(before)
-    return half_for(fp32, seconds)
+    return fp32, seconds
+
+
+def half_speedups() -> dict[torch.dtype, float]:
+    """How many times faster than fp32 this CPU convolves in each half precision (``half_seconds``): what
+    the upscaler's reduced-precision runtimes need before they are worth a try (``upscalers.runtime``)."""
+    fp32, seconds = half_seconds()
+    return {dtype: fp32 / max(s, 1e-12) for dtype, s in seconds.items()}
+
+
+def cpu_half_dtype() -> torch.dtype | None:
+    """The half precision this CPU convolves in at least ``HALF_SPEEDUP`` times faster than fp32 (fp16, or
+    else bf16: ``half_for``; None when neither is), from ``half_seconds``. The stack's faithful branch runs
+    in it (``pipeline.stack``)."""
+    return half_for(*half_seconds())
 
 
 def half_for(fp32_seconds: float, half_seconds: dict[torch.dtype, float]) -> torch.dtype | None:
@@ -143,3 +158,31 @@ def _glibc() -> ctypes.CDLL | None:
         return libc if hasattr(libc, "malloc_trim") else None
     except OSError:
         return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what the platform says), spaces made underscores."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip().replace(" ", "_")
+    except OSError:
+        pass
+    return platform.processor().replace(" ", "_") or platform.machine()
+
+
+PRECISION_FLAGS = ("amx_fp16", "amx_bf16", "avx512_fp16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_features() -> str:
+    """The CPU flags that decide which precisions it computes fast (``/proc/cpuinfo``; empty elsewhere):
+    with ``cpu_name``, what tells one kind of machine from another (the model name alone does not always)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return ",".join(f for f in PRECISION_FLAGS if f in flags)
+    except OSError:
+        pass
+    return ""
+

@@ -9,7 +9,8 @@ without one, the code comes from BlindDegEncoder on the aligned LQ face, and ``n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -26,12 +27,14 @@ from ..faces.parse import missing_notice as parse_missing_notice
 from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
 from ..faces.steady import SteadyFaces, TrackSmoother
 from ..nets import load_checkpoint
+from ..upscalers.runtime import precision_choice
 from ..upscalers.upscaler import CONDSR, Upscaler, UpscalerRef, load_upscaler
 from ..weights.folders import find_model, models_dirs
 from .forward import FastCondSR, FrameRestorer
 from .stack import DEFAULT_FIDELITY, StackRestorer, faithful_dtype
 
 ALIGNED_SIZE = 512
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # precisions by name
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ class EngineOptions:
     upscaler: str = CONDSR       # the upscaler file after the cleanup, or "condsr" (CondSR alone, no cleanup)
     upscaler_sha256: str | None = None  # the file's sha256 when the job started (checked when loading)
     fidelity: float = DEFAULT_FIDELITY  # blend of the upscaler's picture towards CondSR's
+    # On the CPU (a GPU runs as before: the upscaler in fp16, the rest under the device's autocast):
+    precision: str = "auto"         # auto: reduced precision where admitted (``upscalers.runtime``); fp32: never
+    upscaler_runtime: str = "auto"  # the upscaler's runtime: auto (measured), or one by name (a job's pinned one)
+    faithful: str = "auto"          # the faithful branch: auto (``stack.faithful_dtype``), or fp32, fp16, bf16
+
+    @classmethod
+    def of(cls, options: object) -> "EngineOptions":
+        """The engine options among a job's options (those with the same names; the rest keep defaults)."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)})
 
 
 class Engine:
@@ -108,11 +120,31 @@ class Engine:
             return None, None
         path = Path(self.options.upscaler)
         ref = UpscalerRef(name=path.stem, path=str(path), sha256=self.options.upscaler_sha256, source="the job's upscaler")
-        upscaler = load_upscaler(ref, self.device)
+        upscaler = load_upscaler(ref, self.device, runtime=self.options.upscaler_runtime,
+                                 precision=self.options.precision)
         if self.device.type == "cuda":  # fp16, as Real-ESRGAN runs its models on a GPU
             upscaler.model.half()
         cleanup = load_checkpoint(find_model("cleanup_compact", dirs), self.device, expect="Cleanup").model
         return cleanup, upscaler
+
+    @functools.cached_property
+    def faithful_dtype(self) -> torch.dtype | None:
+        """What the stack's faithful branch computes in: ``options.faithful`` when named, fp32 at precision
+        fp32 on the CPU, else ``stack.faithful_dtype``."""
+        if self.options.faithful != "auto":
+            if self.options.faithful not in DTYPES:
+                raise UsageError(f"unknown precision {self.options.faithful!r}; choose one of {', '.join(DTYPES)}")
+            return DTYPES[self.options.faithful]
+        if self.device.type == "cpu" and precision_choice(self.options.precision) == "fp32":
+            return None
+        return faithful_dtype(self.device)
+
+    def precisions(self) -> dict[str, str | None]:
+        """What the restoration stack computes in, by name: the upscaler's runtime (None without one) and the
+        faithful branch's precision; what a job pins (``pipeline.precision``)."""
+        names = {dtype: name for name, dtype in DTYPES.items()}
+        return {"upscaler_runtime": None if self.upscaler is None else self.upscaler.runtime.name,
+                "faithful": names[self.faithful_dtype]}
 
     def _load_parser(self, dirs: list[Path]) -> FaceParser | None:
         """The face parsing model for paste-back masks, or None with a notice (a feathered ellipse)."""
@@ -245,7 +277,7 @@ class Engine:
             if self.upscaler is None:
                 restorer = FrameRestorer(FastCondSR(self.sr, self.device), o.scale, batch, o.tile)
             else:  # the faithful branch, blended in at `fidelity`, in half precision where the CPU has AMX
-                faithful = FastCondSR(self.sr, self.device, dtype=faithful_dtype(self.device))
+                faithful = FastCondSR(self.sr, self.device, dtype=self.faithful_dtype)
                 restorer = StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, faithful, o.fidelity,
                                          o.scale, self.device, batch, o.tile)
             self._restorer = (key, restorer)

@@ -49,6 +49,7 @@ from ..media.walk import (
 )
 from . import face_cache
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
+from .precision import job_engine
 from .stack import DEFAULT_FIDELITY
 
 KIND = "photos"
@@ -68,6 +69,7 @@ class PhotoJobOptions:
     upscaler: str = CONDSR              # the upscaler file (resolved from --upscaler), or "condsr"
     upscaler_sha256: str | None = None
     fidelity: float = DEFAULT_FIDELITY
+    precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
 
     def identity(self) -> dict:
         """The options that change the result, and so a job's identity (the device does not). The
@@ -105,11 +107,7 @@ class PhotoJob:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            o = self.options
-            self._engine = Engine(EngineOptions(scale=o.scale, device=o.device, face_detector=o.face_detector,
-                                                models_dirs=o.models_dirs, tile=o.tile, face_restorer=o.face_restorer,
-                                                face_fidelity=o.face_fidelity, upscaler=o.upscaler,
-                                                upscaler_sha256=o.upscaler_sha256, fidelity=o.fidelity))
+            self._engine = job_engine(EngineOptions.of(self.options), self.store.job_dir(self.job.id), self.notify)
             for message in self._engine.notices:
                 self.notify(message)
         return self._engine

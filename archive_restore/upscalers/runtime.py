@@ -10,21 +10,26 @@ the input and calls one of these:
                    ONNX Runtime; the ``.onnx`` is cached in :func:`cache_dir` by the weights' sha256
 ``ncnn``           the ncnn ``.param``/``.bin`` pair itself (ncnn files only), fp32 arithmetic and storage
 
-and one that ``auto`` never picks, because it does not match torch fp32 within :data:`TOLERANCE`:
+and two in reduced precision, which match torch fp32 less closely:
 
 ``half``           the module in fp16, channels-last, its first convolution kept in fp32 (the picture is
-                   not rounded), on CPUs that convolve fp16 fast (AMX-FP16); Real-ESRGAN's two layouts
-                   only. On this project's CPU SRVGG ran 3.9 x faster than channels-last fp32 (480x352)
-                   and RRDB x4plus 5-6 x, but up to 1.5e-3 (SRVGG) and 4.3e-3 (RRDB) from fp32 on real
-                   photos, about one 8-bit level at most: what Real-ESRGAN accepts on GPUs (fp16). Asked
-                   for by name only (``$ARCHIVE_RESTORE_UPSCALER_RUNTIME=half``, ``--runtime half``).
+                   not rounded), Real-ESRGAN's two layouts only. On this project's CPU (AMX-FP16) SRVGG ran
+                   3.9 x faster than channels-last fp32 (480x352) and RRDB x4plus 5-6 x, up to 1.5e-3
+                   (SRVGG) and 4.3e-3 (RRDB) from fp32 on real photos, about one 8-bit level at most.
+``bf16``           the same in bf16: the CPUs with AVX-512-BF16 but no fast fp16 (AMD EPYC) run it about
+                   2 x faster than fp32 (x4plus on a 128x128 tile: 52.9 dB from fp32).
 
-``auto`` on the CPU: ``$ARCHIVE_RESTORE_UPSCALER_RUNTIME`` when set, else the fastest runtime whose
-output matches torch's, found by a short probe (:func:`probe`: all of them on the same seeded 64x64
-input, in turns, the fastest of two rounds each) and remembered per machine, thread count, package
-versions and weights in ``cache_dir()/choices.json``: the first load on a machine measures, later
-loads read the answer. Every runtime takes its thread count from ``torch.get_num_threads()`` when it
-runs, so the thread policy set for torch applies to all of them.
+``auto`` on the CPU: ``$ARCHIVE_RESTORE_UPSCALER_RUNTIME`` when set, else the fastest admissible runtime,
+found by a short probe (:func:`probe`: all of them on the same picture, :func:`probe_picture`, a 64x64
+photo shipped with the package, in turns, the fastest of two rounds each) and remembered per machine,
+thread count, package versions, weights and precision in ``cache_dir()/choices.json``: the first load
+on a machine measures, later loads read the answer. A fp32 runtime is admissible when it matches torch
+within :data:`TOLERANCE`; a reduced one (precision ``auto`` only, never ``fp32``: ``--precision``,
+``$ARCHIVE_RESTORE_PRECISION``) when its precision convolves at least :data:`MIN_SPEEDUP` x faster than
+fp32 on this CPU, and then on the probe picture it runs at least :data:`MIN_SPEEDUP` x faster than the
+fastest fp32 runtime, at least :data:`MIN_PSNR` dB from torch fp32 and never more than :data:`MAX_DIFF`
+away (:func:`pick`). Every runtime takes its thread count from ``torch.get_num_threads()`` when it runs,
+so the thread policy set for torch applies to all of them.
 
 ``torch.compile`` is not among them: ``archive-restore bench runtime`` measures it, but its compile
 (31 s for SRVGG and 72 s for RRDB x4plus on this project's 2-core CPU, when inductor's on-disk cache
@@ -36,7 +41,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -47,16 +51,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..compute.cpu import cpu_name
 from ..errors import CheckpointError, UsageError
 
 AUTO = "auto"
 RUNTIMES = ("torch", "channels-last", "onnxruntime", "ncnn")  # auto's candidates: they match torch fp32
-HALF = "half"
-OPT_IN = (HALF,)  # asked for by name only: faster, but not within TOLERANCE of torch fp32
+HALF, BF16 = "half", "bf16"
+REDUCED = {HALF: torch.float16, BF16: torch.bfloat16}  # the reduced-precision runtimes and what they compute in
+OPT_IN = tuple(REDUCED)  # not within TOLERANCE of torch fp32: auto's only where `pick` admits them
 CHOICES = (AUTO,) + RUNTIMES + OPT_IN
 ENV_VAR = "ARCHIVE_RESTORE_UPSCALER_RUNTIME"  # the runtime `auto` uses, without a probe
-TOLERANCE = 1e-3       # max |difference| from torch fp32 on [0, 1] pictures
+PRECISIONS = ("auto", "fp32")  # --precision: reduced precision where it is admitted, or never
+PRECISION_ENV = "ARCHIVE_RESTORE_PRECISION"
+TOLERANCE = 1e-3       # max |difference| from torch fp32 on [0, 1] pictures, for a fp32 runtime
+MIN_SPEEDUP = 1.5      # a reduced precision: at least this much faster than fp32 ...
+MIN_PSNR = 45.0        # ... at least this many dB from torch fp32 on the probe picture ...
+MAX_DIFF = 8 / 255     # ... and never further from it than this
+PSNR_CAP = 100.0       # the PSNR of an output equal to the reference
 PROBE_SIZE = 64        # the probe's input side (pixels)
+PROBE_PICTURE = Path(__file__).with_name("probe.png")  # 64x64, from scikit-image's astronaut (NASA, public domain)
 PROBE_RUNS = 2         # timed runs per runtime after one warm-up; the fastest counts
 OPSET = 17
 PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "ncnn": ("ncnn",)}  # runtime -> modules it imports
@@ -106,49 +119,53 @@ class ChannelsLastRuntime:
 
 
 class _Fp32Entry(torch.nn.Module):
-    """A network's first convolution kept in fp32 inside an fp16 network: the picture itself is not
-    rounded to fp16 (that rounding alone was half of SRVGG's fp16 error)."""
+    """A network's first convolution kept in fp32 inside a fp16 or bf16 network: the picture itself is
+    not rounded (that rounding alone was half of SRVGG's fp16 error)."""
 
-    def __init__(self, conv: torch.nn.Module):
+    def __init__(self, conv: torch.nn.Module, dtype: torch.dtype):
         super().__init__()
-        self.conv = conv
+        self.conv, self.dtype = conv, dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x.float()).half()
+        return self.conv(x.float()).to(self.dtype)
 
 
 class HalfRuntime:
-    """The module in fp16 (channels-last), its first convolution in fp32; a copy, so the loaded module
-    stays the fp32 reference. Not within TOLERANCE of torch fp32: never one of ``auto``'s candidates."""
+    """The module in fp16 (``half``) or bf16 (``bf16``), channels-last, its first convolution in fp32; a
+    copy, so the loaded module stays the fp32 reference. Not within TOLERANCE of torch fp32: ``auto``
+    takes it only where ``pick`` admits it."""
 
-    name = HALF
-
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, name: str = HALF):
         import copy
 
         from ..nets.realesrgan import entry_conv
 
         found = entry_conv(model)
         if found is None:
-            raise UsageError(f"upscaler runtime {HALF}: it runs Real-ESRGAN's RRDBNet and SRVGGNetCompact "
+            raise UsageError(f"upscaler runtime {name}: it runs Real-ESRGAN's RRDBNet and SRVGGNetCompact "
                              f"layouts only, not {type(model).__name__}")
+        self.name, dtype = name, REDUCED[name]
         entry = copy.deepcopy(found[0]).float().to(memory_format=torch.channels_last)
-        self.model = copy.deepcopy(model).half().to(memory_format=torch.channels_last)
-        found[1](self.model, _Fp32Entry(entry))
+        self.model = copy.deepcopy(model).to(dtype).to(memory_format=torch.channels_last)
+        found[1](self.model, _Fp32Entry(entry, dtype))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(x.float().contiguous(memory_format=torch.channels_last)).float().contiguous()
 
 
-def half_missing() -> str | None:
-    """Why ``half`` would not pay on this CPU (no fast fp16 convolution), or None when it would."""
-    from ..compute.cpu import cpu_half_dtype
+def reduced_missing(name: str) -> str | None:
+    """Why the reduced-precision runtime ``name`` would not pay on this CPU, or None when it would: its
+    precision must convolve at least ``MIN_SPEEDUP`` x faster than fp32 here (``compute.cpu``'s probe)."""
+    from ..compute.cpu import half_speedups
 
-    if cpu_half_dtype() is not torch.float16:
+    if half_speedups().get(REDUCED[name], 0.0) >= MIN_SPEEDUP:
+        return None
+    if name == HALF:
         return ("this CPU has no fast fp16 convolution (AMX-FP16, Intel Xeon 6 and later): in fp16 the "
                 "upscaler would not run faster than fp32 here")
-    return None
+    return ("this CPU has no fast bf16 convolution (AMX-BF16, or AVX-512-BF16 as on AMD EPYC): in bf16 the "
+            "upscaler would not run faster than fp32 here")
 
 
 class OnnxRuntime:
@@ -250,15 +267,15 @@ def build(name: str, model: torch.nn.Module, weights: Weights) -> Runtime:
     """Runtime ``name`` for ``model`` (loaded from ``weights``); a UsageError when it cannot run here."""
     if name not in RUNTIMES + OPT_IN:
         raise UsageError(f"unknown upscaler runtime {name!r}; choose one of {', '.join(CHOICES)}")
-    why = half_missing() if name == HALF else missing(name, weights)
+    why = reduced_missing(name) if name in REDUCED else missing(name, weights)
     if why:
         raise UsageError(f"upscaler runtime {name}: {why}")
     if name == "torch":
         return TorchRuntime(model)
     if name == "channels-last":
         return ChannelsLastRuntime(model)
-    if name == HALF:
-        return HalfRuntime(model)
+    if name in REDUCED:
+        return HalfRuntime(model, name)
     if name == "onnxruntime":
         return OnnxRuntime(onnx_file(model, weights.sha256))
     return NcnnRuntime(weights.path)
@@ -291,7 +308,8 @@ def onnx_file(model: torch.nn.Module, sha256: str) -> Path:
 @dataclass(frozen=True)
 class Measured:
     """One runtime on one input: seconds per forward (every timed run, and the one that counts), max
-    |difference| from torch fp32, the first call's seconds (a compile, an export's session start...)."""
+    |difference| from torch fp32 and PSNR against it (dB, ``PSNR_CAP`` when equal), the first call's
+    seconds (a compile, an export's session start...)."""
 
     runtime: str
     seconds: float | None
@@ -299,10 +317,23 @@ class Measured:
     note: str = ""
     runs: tuple[float, ...] = ()
     first_call: float | None = None
+    psnr: float | None = None
 
     @property
     def matches(self) -> bool:
         return self.max_diff is not None and self.max_diff <= TOLERANCE
+
+    @property
+    def close(self) -> bool:
+        """Close enough to torch fp32 for a reduced precision: ``MIN_PSNR`` dB, ``MAX_DIFF`` at most."""
+        return (self.max_diff is not None and self.psnr is not None and self.max_diff <= MAX_DIFF
+                and self.psnr >= MIN_PSNR)
+
+
+def psnr(out: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR of ``out`` against ``reference`` (both [0, 1]), ``PSNR_CAP`` when they are equal."""
+    mse = float(((out.float().clamp(0, 1) - reference.float().clamp(0, 1)) ** 2).mean())
+    return PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else round(-10 * float(np.log10(mse)), 2)
 
 
 def race(runners: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, reference: torch.Tensor,
@@ -335,15 +366,17 @@ def race(runners: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Te
         diff = float((outs[name].float() - reference).abs().max())
         rows.append(Measured(name, pick(seconds[name]) if seconds[name] else None, diff,
                              "" if diff <= TOLERANCE else f"differs from torch by {diff:.2e}",
-                             tuple(seconds[name]), first[name]))
+                             tuple(seconds[name]), first[name], psnr(outs[name], reference)))
     return rows
 
 
-def runners(model: torch.nn.Module, weights: Weights) -> tuple[dict[str, Runtime], list[Measured]]:
-    """The runtimes that run these weights here, and a row for each one that does not."""
+def runners(model: torch.nn.Module, weights: Weights, reduced: bool = False
+            ) -> tuple[dict[str, Runtime], list[Measured]]:
+    """The runtimes that run these weights here (with ``reduced``, the reduced-precision ones too, where
+    this CPU computes their precision fast), and a row for each one that does not."""
     built, absent = {}, []
-    for name in RUNTIMES:
-        why = missing(name, weights)
+    for name in RUNTIMES + (OPT_IN if reduced else ()):
+        why = reduced_missing(name) if name in REDUCED else missing(name, weights)
         if why is None:
             try:
                 built[name] = build(name, model, weights)
@@ -354,8 +387,14 @@ def runners(model: torch.nn.Module, weights: Weights) -> tuple[dict[str, Runtime
     return built, absent
 
 
-def probe_input(size: int = PROBE_SIZE) -> torch.Tensor:
-    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+def probe_picture() -> torch.Tensor:
+    """The probe's input: a 64x64 photo shipped with the package (a face, hair, a flag, fabric: the detail
+    where a reduced precision shows first), as a (1, 3, 64, 64) float32 tensor in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(PROBE_PICTURE) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
 
 
 def fastest(rows: list[Measured]) -> str:
@@ -364,16 +403,30 @@ def fastest(rows: list[Measured]) -> str:
     return min(good, key=lambda row: row.seconds).runtime if good else "torch"
 
 
-def probe(model: torch.nn.Module, weights: Weights, progress: bool = True) -> list[Measured]:
-    """Every runtime on the same seeded PROBE_SIZE input, raced against each other (the fastest of
-    PROBE_RUNS rounds counts), each compared with torch fp32 on it; in RUNTIMES order."""
-    x = probe_input()
+def pick(rows: list[Measured]) -> str:
+    """``auto``'s answer from a probe's rows: the fastest reduced-precision runtime that is close to torch
+    fp32 (``Measured.close``) and at least ``MIN_SPEEDUP`` x faster than the fastest fp32 runtime that
+    matches torch; else that fp32 runtime (``fastest``)."""
+    best = fastest(rows)
+    fp32 = next((row.seconds for row in rows if row.runtime == best and row.seconds is not None), None)
+    admitted = [row for row in rows if row.runtime in REDUCED and row.seconds is not None and row.close
+                and (fp32 is None or row.seconds * MIN_SPEEDUP <= fp32)]
+    return min(admitted, key=lambda row: row.seconds).runtime if admitted else best
+
+
+def probe(model: torch.nn.Module, weights: Weights, progress: bool = True, reduced: bool = False
+          ) -> list[Measured]:
+    """Every runtime (with ``reduced``, the reduced-precision ones too) on the probe picture, raced against
+    each other (the fastest of PROBE_RUNS rounds counts), each compared with torch fp32 on it; in
+    RUNTIMES + OPT_IN order."""
+    x = probe_picture()
     reference = TorchRuntime(model)(x).float()
-    built, absent = runners(model, weights)
+    built, absent = runners(model, weights, reduced)
     with tqdm(total=len(built) + PROBE_RUNS, desc="upscaler runtimes (measured once per machine)", leave=False,
               disable=not progress) as bar:
         rows = race(built, x, reference, PROBE_RUNS, tick=bar.update) + absent
-    return sorted(rows, key=lambda row: RUNTIMES.index(row.runtime))
+    order = RUNTIMES + OPT_IN
+    return sorted(rows, key=lambda row: order.index(row.runtime))
 
 
 def machine_key(weights: Weights) -> str:
@@ -388,16 +441,6 @@ def machine_key(weights: Weights) -> str:
                     + versions)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip().replace(" ", "_")
-    except OSError:
-        pass
-    return platform.processor().replace(" ", "_") or platform.machine()
-
-
 def _read_choices(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -405,23 +448,34 @@ def _read_choices(path: Path) -> dict:
         return {}
 
 
-def choose(model: torch.nn.Module, weights: Weights, progress: bool = True) -> str:
+def precision_choice(precision: str = AUTO) -> str:
+    """The precision asked for: ``$ARCHIVE_RESTORE_PRECISION`` when ``precision`` is ``auto`` and it is set,
+    else ``precision`` itself (``auto`` or ``fp32``)."""
+    chosen = precision if precision != AUTO else (os.environ.get(PRECISION_ENV, "").strip() or AUTO)
+    if chosen not in PRECISIONS:
+        raise UsageError(f"unknown precision {chosen!r}; choose one of {', '.join(PRECISIONS)}")
+    return chosen
+
+
+def choose(model: torch.nn.Module, weights: Weights, progress: bool = True, precision: str = AUTO) -> str:
     """``auto`` on the CPU: ``$ARCHIVE_RESTORE_UPSCALER_RUNTIME`` (torch when that one cannot run these
-    weights here), else the remembered probe answer for this machine and these weights, else a probe
-    (whose answer is then remembered)."""
+    weights here), else the remembered probe answer for this machine, these weights and this precision
+    (``precision_choice``), else a probe (whose answer, ``pick``, is then remembered)."""
     chosen = os.environ.get(ENV_VAR, "").strip()
     if chosen and chosen != AUTO:
         if chosen not in RUNTIMES + OPT_IN:
             raise UsageError(f"${ENV_VAR}={chosen!r}: choose one of {', '.join(CHOICES)}")
-        if chosen == HALF:  # asked for by name: `build` says why when it cannot run here
+        if chosen in REDUCED:  # asked for by name: `build` says why when it cannot run here
             return chosen
         return "torch" if missing(chosen, weights) else chosen
-    path, key = cache_dir() / "choices.json", machine_key(weights)
+    reduced = precision_choice(precision) == AUTO
+    path, key = cache_dir() / "choices.json", f"{machine_key(weights)} precision={'auto' if reduced else 'fp32'}"
     known = _read_choices(path).get(key)
-    if known and known.get("runtime") in RUNTIMES and not missing(known["runtime"], weights):
+    allowed = RUNTIMES + (OPT_IN if reduced else ())
+    if known and known.get("runtime") in allowed and not _unavailable(known["runtime"], weights):
         return known["runtime"]
-    rows = probe(model, weights, progress)
-    answer = fastest(rows)
+    rows = probe(model, weights, progress, reduced)
+    answer = pick(rows) if reduced else fastest(rows)
     choices = _read_choices(path)  # again: another process may have added its own meanwhile
     choices[key] = {"runtime": answer, "probe_size": PROBE_SIZE, "measured": [asdict(row) for row in rows],
                     "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -435,12 +489,17 @@ def choose(model: torch.nn.Module, weights: Weights, progress: bool = True) -> s
     return answer
 
 
+def _unavailable(name: str, weights: Weights) -> str | None:
+    return reduced_missing(name) if name in REDUCED else missing(name, weights)
+
+
 def select(runtime: str, model: torch.nn.Module, weights: Weights, device: torch.device,
-           progress: bool = True) -> Runtime:
-    """The runtime ``runtime`` names (``auto`` or one of RUNTIMES) for ``model`` on ``device``: torch
-    on CUDA whatever was asked; on the CPU the named one (a UsageError when it cannot run here)."""
+           progress: bool = True, precision: str = AUTO) -> Runtime:
+    """The runtime ``runtime`` names (``auto`` or one of CHOICES) for ``model`` on ``device``: torch
+    on CUDA whatever was asked; on the CPU the named one (a UsageError when it cannot run here), or for
+    ``auto`` the one ``choose`` picks at ``precision``."""
     if runtime not in CHOICES:
         raise UsageError(f"unknown upscaler runtime {runtime!r}; choose one of {', '.join(CHOICES)}")
     if device.type != "cpu":
         return TorchRuntime(model)
-    return build(choose(model, weights, progress) if runtime == AUTO else runtime, model, weights)
+    return build(choose(model, weights, progress, precision) if runtime == AUTO else runtime, model, weights)

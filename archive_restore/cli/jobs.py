@@ -24,6 +24,8 @@ def _preview_done(preview, what: str) -> None:
     s = preview.summary
     click.echo(f"preview: {preview.samples} {what} (its job's items: {s.done} done, {s.failed} failed, {s.skipped} "
                f"skipped) in {s.seconds:.1f} s; report: {preview.index.as_uri()}")
+    if preview.estimate:
+        click.echo(preview.estimate)
     if s.failed:
         raise click.exceptions.Exit(1)
 

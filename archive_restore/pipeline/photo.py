@@ -49,6 +49,7 @@ from ..media.walk import (
 )
 from . import face_cache
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
+from .estimate import Estimate
 from .precision import job_engine
 from .stack import DEFAULT_FIDELITY
 
@@ -294,9 +295,28 @@ class PhotoJob:
                           "faces_from": "analysis" if kept is not None else "render"}
 
     def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
-        """``work``: another executor's loop (``executors.ray_cluster``), else the runner's."""
-        return run_job(self.store, self.job, self.process, self.progress, restart=restart,
+        """``work``: another executor's loop (``executors.ray_cluster``), else the runner's (which says the
+        estimate for the photos left after the first, ``pipeline.estimate``)."""
+        process = self.process if work is not None else self._estimated(Estimate(self.notify, "photo", after=1))
+        return run_job(self.store, self.job, process, self.progress, restart=restart,
                        retry_failed=retry_failed, prepare=self.prepare, work=work)
+
+    def _estimated(self, estimate: Estimate) -> Callable[[Item], ItemResult]:
+        """``process``, timed: this run's photos and seconds so far give ``estimate`` its rate."""
+        done, seconds = [0], [0.0]
+
+        def process(item: Item) -> ItemResult:
+            started = time.monotonic()
+            try:
+                return self.process(item)
+            finally:
+                done[0], seconds[0] = done[0] + 1, seconds[0] + time.monotonic() - started
+                if not estimate.said:
+                    upscaler = self.engine.upscaler
+                    estimate.update(done[0], seconds[0], self.store.summary(self.job.id)[PENDING],
+                                    self.engine.device.type, None if upscaler is None else upscaler.ref.name)
+
+        return process
 
 
 def open_photo_job(store: JobStore, input_path: Path, output: Path | None, options: PhotoJobOptions,

@@ -66,6 +66,7 @@ from ..media.video import (
     with_ffmpeg_said,
 )
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
+from .estimate import Estimate
 from .precision import job_engine
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY
@@ -254,6 +255,8 @@ class VideoJob:
     _engine: Engine | None = None
     _info: VideoInfo | None = None
     _bar: tqdm | None = None
+    _estimate: Estimate | None = None  # this run's, on the local executor: said once its first frames are done
+    _rendered: tuple[int, float, int] = (0, 0.0, 0)  # this run: frames rendered, their seconds, frames left at start
 
     @property
     def source(self) -> Path:
@@ -287,6 +290,8 @@ class VideoJob:
 
     def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
         """``work``: another executor's loop (``executors.ray_cluster``), else the runner's."""
+        if work is None:  # on a cluster the workers' rates differ: no estimate from one of them
+            self._estimate = Estimate(self.notify, "frame")
         try:
             return run_job(self.store, self.job, self.process, False, restart=restart,
                            retry_failed=retry_failed, prepare=self.prepare, work=work)
@@ -370,6 +375,7 @@ class VideoJob:
                             encode.put(to_uint8(picture), frame.pts)  # the queue holds 8-bit frames
                             pasted += faces
                         self.render_bar().update(len(batch))
+                        self._tell_estimate(len(batch), time.monotonic() - started)
                         since_trim += len(batch)
                         if since_trim >= HEAP_TRIM_FRAMES:
                             since_trim = 0
@@ -379,6 +385,8 @@ class VideoJob:
                                      f"the analysis counted {x['frames']}")
         release_freed_heap()  # this chunk's encoder and decoder buffers, before the next chunk's
         seconds = time.monotonic() - started
+        frames, before, left = self._rendered
+        self._rendered = (frames, before + seconds, left)
         faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
@@ -391,6 +399,20 @@ class VideoJob:
         are to be pasted into them."""
         return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch,
                                           as_uint8=self.engine.restorer is None)  # float only to paste faces into
+
+    def _tell_estimate(self, frames: int, chunk_seconds: float) -> None:
+        """Count ``frames`` more rendered in this run (this chunk has taken ``chunk_seconds`` so far) and say
+        the estimate for the frames left once it is known (``pipeline.estimate``)."""
+        if self._estimate is None:
+            return
+        done, before, left = self._rendered
+        if done == 0:
+            chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
+            left = sum(i.extra.get("frames", 0) for i in chunks if i.status != DONE)
+        self._rendered = (done + frames, before, left)
+        upscaler = self.engine.upscaler
+        self._estimate.update(done + frames, before + chunk_seconds, left - done - frames, self.engine.device.type,
+                              None if upscaler is None else upscaler.ref.name)
 
     def render_bar(self) -> tqdm:
         if self._bar is None:

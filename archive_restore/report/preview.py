@@ -30,6 +30,7 @@ from ..jobs.runner import ItemResult, Summary, atomic_output
 from ..jobs.store import Item, JobStore, job_identity
 from ..media.video import open_backend
 from ..media.walk import default_output_dir, find_photos
+from ..pipeline.estimate import estimate_line
 from ..pipeline.photo import KIND as PHOTOS
 from ..pipeline.photo import PhotoJobOptions, open_photo_job
 from ..pipeline.video import ANALYSIS, FINISH, VideoJob, VideoJobOptions, open_video_job
@@ -48,6 +49,7 @@ class Preview:
     index: Path       # the report's index.html
     summary: Summary  # the preview job's counts
     samples: int      # photos or frames chosen
+    estimate: str | None = None  # the whole job's time at the preview's rate (``pipeline.estimate``)
 
 
 def spread(n: int, sizes: Sequence[int]) -> list[list[int]]:
@@ -85,7 +87,7 @@ def preview_photos(jobs_dir: Path, input_path: Path, output: Path | None, option
         raise InputError(f"{input_path}: no such file or folder")
     output = Path(os.path.abspath(output)) if output else default_output_dir(input_path)
     folder = preview_folder(jobs_dir, PHOTOS, input_path, output, options.identity(), n)
-    chosen = choose_photos(input_path, n)
+    chosen, total = choose_photos(input_path, n)
     samples = link_samples(folder, chosen)
     with JobStore.open(folder / "jobs") as store:
         photo_job = open_photo_job(store, samples, folder / "restored", options, progress)
@@ -93,11 +95,16 @@ def preview_photos(jobs_dir: Path, input_path: Path, output: Path | None, option
         note = (f"A preview of {len(chosen)} photos of {input_path}, spread over its folders; the real job "
                 f"(output {output}) is not started.")
         index = write_report(store, photo_job.job, folder / "report", note=note, progress=progress)
-    return Preview(index, summary, len(chosen))
+        engine = photo_job._engine
+        estimate = None if engine is None or not summary.done else estimate_line(
+            "photo", summary.done, summary.seconds, total, engine.device.type,
+            None if engine.upscaler is None else engine.upscaler.ref.name, whole=True)
+    return Preview(index, summary, len(chosen), estimate)
 
 
-def choose_photos(root: Path, n: int) -> dict[str, Path]:
-    """Up to ``n`` photos of ``root`` (relative key -> file) spread over its folders."""
+def choose_photos(root: Path, n: int) -> tuple[dict[str, Path], int]:
+    """Up to ``n`` photos of ``root`` (relative key -> file) spread over its folders, and how many photos
+    there are in all."""
     folders: dict[str, list[tuple[str, Path]]] = {}
     for path, rel in find_photos(root):
         key = PurePosixPath(rel).as_posix()
@@ -105,7 +112,8 @@ def choose_photos(root: Path, n: int) -> dict[str, Path]:
     if not folders:
         raise InputError(f"{root}: no photos to preview")
     picks = spread(n, [len(v) for v in folders.values()])
-    return dict(photos[i] for photos, chosen in zip(folders.values(), picks) for i in chosen)
+    chosen = dict(photos[i] for photos, chosen in zip(folders.values(), picks) for i in chosen)
+    return chosen, sum(len(v) for v in folders.values())
 
 
 def link_samples(folder: Path, chosen: dict[str, Path]) -> Path:
@@ -143,11 +151,24 @@ def preview_video(jobs_dir: Path, input_path: Path, output: Path, options: Video
         opened = open_video_job(store, input_path, folder / "restored" / input_path.name, options, progress)
         preview = PreviewVideoJob(store, opened.job, options, progress, samples=n)
         summary = run_recorded(store, preview)
-        frames = sum(len(i.extra.get(PREVIEW_FRAMES, [])) for i in store.items(preview.job.id))
+        items = store.items(preview.job.id)
+        frames = sum(len(i.extra.get(PREVIEW_FRAMES, [])) for i in items)
         note = (f"A preview of {frames} frames of {input_path}, spread over its shots (restored frame by frame, "
                 f"faces not steadied along their tracks); the real job (output {output}) is not started.")
         index = write_report(store, preview.job, folder / "report", note=note, progress=progress)
-    return Preview(index, summary, frames)
+        estimate = _video_estimate(preview, items, frames)
+    return Preview(index, summary, frames, estimate)
+
+
+def _video_estimate(preview: PreviewVideoJob, items: list[Item], frames: int) -> str | None:
+    """The whole video's render time at the preview's seconds a frame (its sample frames' render time)."""
+    analysis = next((i for i in items if i.key == ANALYSIS), None)
+    seconds = sum(i.extra.get("render_seconds", 0.0) for i in items if i.extra.get(PREVIEW_FRAMES))
+    engine = preview._engine
+    if not frames or analysis is None or engine is None or "frames" not in analysis.extra:
+        return None
+    return estimate_line("frame", frames, seconds, analysis.extra["frames"], engine.device.type,
+                         None if engine.upscaler is None else engine.upscaler.ref.name, whole=True)
 
 
 @dataclass

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from archive_restore.cli import cli
@@ -203,3 +204,76 @@ def test_state_saved_after_warmup_resumes_with_weights_only_loading(tmp_path):
     assert state.step == 250
     assert fresh_opt.param_groups[0]["lr"] == pytest.approx(lr)
     assert torch.equal(fresh.weight, model.weight)
+
+
+def test_the_student_upscaler_learns_the_teachers_pictures():
+    """``StudentStep``: L1 and gradient L1 to the teacher's answers fall over a few steps on fixed patches."""
+    from archive_restore.nets.realesrgan import SRVGGNetCompact
+    from archive_restore.train.upscaler_stage import StudentStep, gradient_l1
+
+    torch.manual_seed(0)
+    student = SRVGGNetCompact(2, 8, 4)
+    lq = F.interpolate(torch.rand(8, 3, 4, 4), size=(12, 12), mode="bilinear", align_corners=False)
+    target = F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False)  # a teacher to learn
+    step = StudentStep(student, torch.optim.Adam(student.parameters(), lr=1e-2), lq, target, seed=0, batch=4)
+
+    def losses():
+        with torch.no_grad():
+            out = student(lq)
+        return float((out - target).abs().mean()), float(gradient_l1(out, target))
+
+    before = losses()
+    for i in range(100):
+        step(i)
+    after = losses()
+    assert after[0] < 0.5 * before[0] and after[1] < 0.5 * before[1], (before, after)
+    flat = torch.zeros(1, 3, 4, 4)
+    assert float(gradient_l1(flat, flat + 0.5)) == 0.0  # a shift has the same edges
+    ramp = torch.arange(4.0).expand(1, 3, 4, 4)
+    assert float(gradient_l1(ramp, flat)) == 1.0  # the mean |d/dx| (1) plus the mean |d/dy| (0)
+
+
+def test_train_cli_upscaler_distils_caches_resumes_and_exports(tiny_data, tiny_models, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from safetensors import safe_open
+
+    from archive_restore.nets.realesrgan import SRVGGNetCompact
+    from archive_restore.train import upscaler_stage
+    from archive_restore.train.run import STUDENT_FILE, TrainConfig, train_upscaler
+    from archive_restore.train.loop import Budget
+    from archive_restore.upscalers.upscaler import load_upscaler, resolve_upscaler
+
+    monkeypatch.setattr(upscaler_stage, "CHUNK", 2)
+    torch.manual_seed(1)
+    teacher = tmp_path / "teacher.pth"
+    torch.save({"params": SRVGGNetCompact(2, 8, 4).state_dict()}, teacher)
+    models, work = tmp_path / "models", tmp_path / "work"
+    shutil.copytree(tiny_models, models)
+    args = ["train", "upscaler", "--data", str(tiny_data), "--models-dir", str(models), "--work-dir", str(work),
+            "--device", "cpu", "--batch", "2", "--teacher", str(teacher), "--patches", "4", "--lr", "1e-4"]
+    result = CliRunner().invoke(cli, [*args, "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    chunks = sorted((work / "upscaler_targets").glob("chunk-*.npz"))
+    assert [p.name for p in chunks] == ["chunk-0000.npz", "chunk-0001.npz"]
+    made = [p.stat().st_mtime_ns for p in chunks]
+    with np.load(chunks[0]) as data:
+        assert data["lq"].shape == (2, 3, 48, 48) and data["target"].shape == (2, 3, 192, 192)
+        assert data["target"].dtype == np.uint8
+    result = CliRunner().invoke(cli, [*args, "--steps", "3"])
+    assert result.exit_code == 0 and "upscaler: step 3" in result.output  # resumed at step 1
+    assert [p.stat().st_mtime_ns for p in chunks] == made  # the teacher's answers were read back, not remade
+    student = load_upscaler(resolve_upscaler(str(models / STUDENT_FILE)), runtime="torch")
+    assert student.architecture == "RealESRGAN Compact" and student.scale == 4
+    with safe_open(str(models / STUDENT_FILE), "pt") as f:
+        info = json.loads(f.metadata()["archive_restore"])
+    assert info["steps"] == 3 and "teacher" in info["teacher"] and "BSD-3-Clause" in info["licence"]
+    assert info["started_from"].startswith("random weights (realesr-animevideov3 not used")
+    start = tmp_path / "start.pth"  # the student's own layout: its weights are where training starts
+    torch.save({"params": SRVGGNetCompact(16, 64, 4).state_dict()}, start)
+    cfg = TrainConfig(data=tiny_data, models_dir=models, work_dir=tmp_path / "w2", budget=Budget(0), batch=2)
+    train_upscaler(cfg, teacher=str(teacher), init=str(start), patches=2, progress=False)
+    with safe_open(str(models / STUDENT_FILE), "pt") as f:
+        assert json.loads(f.metadata()["archive_restore"])["started_from"].startswith("start (file given")
+        assert torch.equal(f.get_tensor("body.0.weight"), torch.load(start)["params"]["body.0.weight"])

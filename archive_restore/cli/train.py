@@ -9,7 +9,8 @@ from .options import shared_default
 
 
 @click.command()
-@click.argument("stage", type=click.Choice(["degradation", "restorer", "uncond", "blind", "cleanup", "all"]))
+@click.argument("stage", type=click.Choice(["degradation", "restorer", "uncond", "blind", "cleanup", "all",
+                                           "upscaler"]))
 @click.option("--data", type=click.Path(path_type=Path), **shared_default("train"),
               help="Training data: a folder with hq_natural/, hq_faces/ and real_face_pairs*/.")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=Path("models"), show_default=True,
@@ -24,12 +25,18 @@ from .options import shared_default
               help="Restorer size: compact for CPU, large for GPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, seed, device) -> None:
+@click.option("--teacher", default="RealESRGAN_x4plus", show_default=True, metavar="NAME|PATH",
+              help="upscaler: the upscaler the student learns from (a known name or a file).")
+@click.option("--patches", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="upscaler: training patches, each answered once by the teacher (cached in --work-dir).")
+def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, seed, device, teacher, patches) -> None:
     """Train the networks, following ReDegNet: degradation (DegEncoder + DegSynth), restorer (CondSR),
     uncond (its unconditioned twin, same batches), blind (BlindDegEncoder distilled), cleanup (the x1
-    code-conditioned cleanup before the upscaler), or all in order."""
+    code-conditioned cleanup before the upscaler), or all in order; and upscaler (our compact x4
+    upscaler, distilled from --teacher; not part of all: it needs the teacher's file)."""
     from ..compute.device import resolve_device
     from ..train import Budget, TrainConfig, train_blind, train_cleanup, train_degradation, train_restorer
+    from ..train.run import train_upscaler
 
     cfg = TrainConfig(data=data, models_dir=models_dir, work_dir=work_dir, budget=Budget(steps, minutes), seed=seed,
                       device=str(resolve_device(device)), batch=batch, lr=lr, size=size)
@@ -41,6 +48,7 @@ def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, se
         "cleanup": [train_cleanup],
         "all": [train_degradation, train_restorer, lambda c: train_restorer(c, conditioned=False), train_blind,
                 train_cleanup],
+        "upscaler": [lambda c: train_upscaler(c, teacher=teacher, patches=patches)],
     }[stage]
     for fn in runs:
         state = fn(cfg)

@@ -2,13 +2,14 @@
 and exports the result as a self-describing checkpoint in the models folder."""
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from ..errors import ArchiveRestoreError, DataError
 from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_cleanup, build_condsr, load_checkpoint, save_checkpoint
 from ..weights.folders import MODEL_FILES
 from .cleanup_stage import CleanupStep
@@ -176,3 +177,75 @@ def train_cleanup(cfg: TrainConfig) -> RunState:
     info = _info(cfg, "cleanup", state, faces, naturals, pairs, size=cfg.size, scale=1, crop=CLEANUP_CROP)
     save_checkpoint(model, cfg.models_dir / MODEL_FILES[key], info)
     return state
+
+
+STUDENT_FILE = "restore_compact_x4.safetensors"  # our compact upscaler, in the models folder
+
+
+def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: str | None = "realesr-animevideov3",
+                   patches: int = 2048, progress: bool = True) -> RunState:
+    """Stage 5: our compact upscaler (SRVGG 64 x 16), distilled from ``teacher`` (a known upscaler name or a
+    file) on patches degraded, read and cleaned as the jobs do; started from ``init``'s weights when that
+    upscaler is at hand. Written as ``STUDENT_FILE`` (Real-ESRGAN's own key layout, so every upscaler
+    runtime runs it) with what it was made from in its header."""
+    from ..nets.realesrgan import SRVGGNetCompact
+    from ..upscalers.upscaler import load_upscaler, resolve_upscaler
+    from .upscaler_stage import LQ_PATCH, StudentStep, TeacherCache
+
+    seed_everything(cfg.seed)
+    folders = _folders(cfg)
+    if not folders["naturals"].is_dir():
+        raise DataError(f"training data folder {folders['naturals']} not found; pass --data pointing at a folder "
+                        "with hq_natural/")
+    naturals = ImageBank.from_folder(folders["naturals"], LQ_PATCH * 4)
+    blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], "cpu", "BlindDegEncoder")
+    cleanup = _frozen(cfg.models_dir / MODEL_FILES[f"cleanup_{cfg.size}"], "cpu", "Cleanup")
+    teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
+    if teacher_ref.path is None:
+        raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
+    cache = TeacherCache(cfg.work_dir / "upscaler_targets", patches, cfg.seed)
+    cache.build(naturals, blind, cleanup, load_upscaler(teacher_ref, "cpu", progress=progress), progress)
+    lq, target = cache.load()
+    student = SRVGGNetCompact(16, 64, 4)
+    started_from = "random weights"
+    if init:
+        try:
+            start = resolve_upscaler(init, [cfg.models_dir])
+            student.load_state_dict(load_upscaler(start, "cpu", runtime="torch", progress=False).model.state_dict())
+            started_from = f"{start.name} ({start.source}, sha256 {start.sha256})"
+        except (ArchiveRestoreError, RuntimeError) as exc:  # absent, or not the student's layout
+            started_from = f"random weights ({init} not used: {exc})"
+    student.to(cfg.device).train().requires_grad_(True)
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    state_path = cfg.work_dir / "upscaler.state"
+    state = load_state(state_path, {"student": student}, optimizer)
+    step = StudentStep(student, optimizer, lq.to(cfg.device), target.to(cfg.device), cfg.seed, cfg.batch)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, {"student": student}, optimizer, s)
+
+    state = run_steps("upscaler", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    info = {"stage": "upscaler", "steps": state.step, "train_seconds": round(state.seconds, 1), "device": cfg.device,
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads", "batch": cfg.batch, "lr": cfg.lr,
+            "seed": cfg.seed, "losses": {k: round(v, 5) for k, v in state.losses.items()},
+            "teacher": f"{teacher_ref.name} ({teacher_ref.source}, sha256 {teacher_ref.sha256})",
+            "started_from": started_from, "patches": f"{patches} of {LQ_PATCH}x{LQ_PATCH} LQ from {naturals.source} "
+            f"({len(naturals)} images), degraded by our model, cleaned by cleanup_{cfg.size} with blind codes",
+            "licence": "derived from Real-ESRGAN's weights (BSD-3-Clause): the teacher's outputs and the starting "
+                       "weights; trained by archive-restore's own code"}
+    export_student(student, cfg.models_dir / STUDENT_FILE, info)
+    return state
+
+
+def export_student(student: torch.nn.Module, path: Path, info: dict) -> None:
+    """The student's weights in Real-ESRGAN's SRVGG key layout, with ``info`` (JSON) in the file's header;
+    written to a temporary name and renamed."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in student.state_dict().items()}
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
+    save_file(state, str(tmp), metadata={"archive_restore": json.dumps(info)})
+    os.replace(tmp, path)

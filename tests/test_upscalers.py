@@ -465,3 +465,18 @@ def test_the_wheels_realesr_animevideov3_upscales_sanely(monkeypatch):
     assert out.shape == (1, 3, 128, 128) and torch.isfinite(out).all()
     assert float((out.mean((2, 3)) - bicubic.mean((2, 3))).abs().max()) < 0.04
     assert float((out - bicubic).abs().mean()) < 0.05
+
+
+def test_our_compact_upscaler_is_found_by_name_in_the_models_folders(isolated, tmp_path):
+    """``restore-compact-x4`` (``archive-restore train upscaler``'s output) by either name, from the models
+    folders; absent, the error says where it comes from (there is nothing to fetch)."""
+    with pytest.raises(ModelNotFoundError, match=r"restore_compact_x4 not found.*`archive-restore train upscaler`"):
+        resolve_upscaler("restore-compact-x4", [isolated])
+    from safetensors.torch import save_file
+
+    save_file(_srvgg().state_dict(), str(isolated / "restore_compact_x4.safetensors"))
+    for name in ("restore-compact-x4", "restore_compact_x4"):
+        ref = resolve_upscaler(name, [isolated])
+        assert (ref.name, ref.path) == ("restore_compact_x4", str(isolated / "restore_compact_x4.safetensors"))
+    assert load_upscaler(ref).architecture == "RealESRGAN Compact"
+    assert "restore_compact_x4" in [r.name for r in available_upscalers([isolated])]

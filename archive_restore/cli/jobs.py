@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
-from .options import executor_options, jobs_dir_option, models_dir_option, upscaler_options, upscaler_settings
+from .options import executor_options, jobs_dir_option, models_dir_option, on_cpu, upscaler_options, upscaler_settings
 
 
 def _run_recorded(store, pipeline_job, **run_options):
@@ -223,7 +223,9 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
         if options.upscaler == CONDSR:
             return options
         return replace(options, fidelity=options.fidelity if fidelity is None else fidelity)
-    return replace(options, **{"upscaler_sha256": None, **upscaler_settings(upscaler, fidelity, models_dirs)})
+    video_on_cpu = hasattr(options, "codec") and on_cpu(options.device)
+    return replace(options, **{"upscaler_sha256": None,
+                               **upscaler_settings(upscaler, fidelity, models_dirs, video_on_cpu)})
 
 
 # --------------------------------------------------------------------------------------------- video
@@ -278,7 +280,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
                               tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
-                              **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
+                              **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))
     videos = find_videos(inputs)
     if not videos:
         raise UsageError(f"no video files in {', '.join(map(str, inputs))}")

@@ -31,8 +31,9 @@ def models_list(models_dirs) -> None:
         click.echo(f"{ref.name:<26} {ref.path}")
         click.echo(f"{'':<26} x{ref.scale}; {ref.source}")
     click.echo(f"{'condsr':<26} built in: our CondSR alone (no upscaler file)")
-    auto = resolve_upscaler("auto", models_dirs)
-    click.echo(f"{'auto picks':<26} {auto.name}" + (f" ({auto.path})" if auto.path else ""))
+    for label, video_on_cpu in (("auto picks", False), ("  for video on a CPU", True)):
+        auto = resolve_upscaler("auto", models_dirs, video_on_cpu)
+        click.echo(f"{label:<26} {auto.name}" + (f" ({auto.path})" if auto.path else ""))
     click.echo("our own networks (trained with `archive-restore train`):")
     for key in MODEL_FILES:
         try:

@@ -51,19 +51,27 @@ def upscaler_options(f):
                              "[default: auto].")(f)
 
 
-def upscaler_settings(choice: str, fidelity: float | None, models_dirs) -> dict:
+def upscaler_settings(choice: str, fidelity: float | None, models_dirs, video_on_cpu: bool = False) -> dict:
     """The job options for ``--upscaler`` / ``--fidelity``: the upscaler resolved to a file (and its
-    sha256, part of the job's identity); which one is used is said once."""
+    sha256, part of the job's identity; ``auto`` as for video on a CPU with ``video_on_cpu``); which one is
+    used is said once."""
     from ..pipeline.stack import DEFAULT_FIDELITY
     from ..upscalers.upscaler import CONDSR, resolve_upscaler
 
-    ref = resolve_upscaler(choice, models_dirs)
+    ref = resolve_upscaler(choice, models_dirs, video_on_cpu)
     if ref.path is None:
         click.echo("note: upscaler: CondSR alone (no cleanup stage)", err=True)
         return {"upscaler": CONDSR}
     click.echo(f"note: upscaler: {ref.name} ({ref.source})", err=True)
     return {"upscaler": ref.path, "upscaler_sha256": ref.sha256,
             "fidelity": DEFAULT_FIDELITY if fidelity is None else fidelity}
+
+
+def on_cpu(device: str) -> bool:
+    """Whether ``--device`` means the CPU here (``auto`` without a usable GPU)."""
+    from ..compute.device import resolve_device
+
+    return resolve_device(device, notify=lambda _message: None).type == "cpu"
 
 
 def executor_options(f):

@@ -160,14 +160,20 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field : value`` line's value in ``/proc/cpuinfo``; None where there is none (not Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``; else what the platform says), spaces made underscores."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip().replace(" ", "_")
-    except OSError:
-        pass
+    name = _cpuinfo("model name")
+    if name:
+        return name.replace(" ", "_")
     return platform.processor().replace(" ", "_") or platform.machine()
 
 
@@ -177,12 +183,5 @@ PRECISION_FLAGS = ("amx_fp16", "amx_bf16", "avx512_fp16", "avx512_bf16", "avx512
 def cpu_features() -> str:
     """The CPU flags that decide which precisions it computes fast (``/proc/cpuinfo``; empty elsewhere):
     with ``cpu_name``, what tells one kind of machine from another (the model name alone does not always)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return ",".join(f for f in PRECISION_FLAGS if f in flags)
-    except OSError:
-        pass
-    return ""
-
+    flags = set((_cpuinfo("flags") or "").split())
+    return ",".join(f for f in PRECISION_FLAGS if f in flags)

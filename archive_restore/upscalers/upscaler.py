@@ -84,6 +84,11 @@ AUTO_ORDER: tuple[tuple[str, str], ...] = (
     ("RealESRGAN_x4plus", "ncnn"),
     ("realesr-general-wdn-x4v3", "file"),
 )
+# `auto` for video on a CPU, before AUTO_ORDER: a compact one (x4plus takes minutes a frame there). Our own
+# restore_compact_x4 is not among them yet: 35 x faster than x4plus but softer (NIQE on real photos 11.7
+# against 6.0, models/MODELS.md); it joins the front of this list once it is within 0.7 of x4plus (issue 30).
+VIDEO_CPU_ORDER: tuple[tuple[str, str], ...] = (("realesr-general-x4v3", "file"),)
+VIDEO_CPU_ENV = "ARCHIVE_RESTORE_VIDEO_CPU_UPSCALER"  # `auto`'s choice for video on a CPU, instead of the above
 
 
 def _known(choice: str) -> KnownUpscaler | None:
@@ -164,14 +169,19 @@ def _condsr() -> UpscalerRef:
     return UpscalerRef(CONDSR, None, None, "built in: our CondSR (no upscaler file)")
 
 
-def resolve_upscaler(choice: str, models_dirs: Sequence[Path] = ()) -> UpscalerRef:
-    """``auto``, ``condsr``, a known name (official file stem or manifest name) or a path, as a ref."""
+def resolve_upscaler(choice: str, models_dirs: Sequence[Path] = (), video_on_cpu: bool = False) -> UpscalerRef:
+    """``auto``, ``condsr``, a known name (official file stem or manifest name) or a path, as a ref. ``auto``
+    is the strongest upscaler present, except for video on a CPU (``video_on_cpu``): there the compact
+    ones come first (``VIDEO_CPU_ORDER``), or what ``$ARCHIVE_RESTORE_VIDEO_CPU_UPSCALER`` names."""
     choice = choice.strip()
     if choice.casefold() == CONDSR:
         return _condsr()
     if choice.casefold() == AUTO:
+        instead = os.environ.get(VIDEO_CPU_ENV, "").strip()
+        if video_on_cpu and instead and instead.casefold() != AUTO:
+            return resolve_upscaler(instead, models_dirs)
         by_name = {item.name: item for item in KNOWN}
-        for name, where in AUTO_ORDER:
+        for name, where in (VIDEO_CPU_ORDER if video_on_cpu and not instead else ()) + AUTO_ORDER:
             ref = _file_ref(by_name[name], models_dirs) if where == "file" else _wheel_ref(by_name[name])
             if ref:
                 return ref

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import os
 import statistics
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -505,8 +506,6 @@ def check_output(output: Path, settings: EncodeSettings) -> None:
     FFmpeg knows from the name, which can hold the codec, in a folder that can be written. Two small frames
     are encoded and muxed into a temporary folder (nothing is written beside the output), so a job learns
     this before its first frame instead of at its end."""
-    import tempfile
-
     output = Path(output)
     hint = "give -o a file name ending in .mp4, .mkv or .mov"
     if not output.suffix:

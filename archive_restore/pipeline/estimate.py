@@ -25,6 +25,12 @@ def duration(seconds: float) -> str:
     return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
+def engine_terms(engine) -> tuple[str, str | None]:
+    """What an estimate names of an engine (``pipeline.engine.Engine``): its device type and its upscaler
+    (None for CondSR alone)."""
+    return engine.device.type, None if engine.upscaler is None else engine.upscaler.ref.name
+
+
 def faster_choices(upscaler_name: str | None, device_type: str) -> list[str]:
     """What would make a long job shorter: a lighter upscaler (unless CondSR alone already), a GPU, more
     machines."""

@@ -49,7 +49,7 @@ from ..media.walk import (
 )
 from . import face_cache
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
-from .estimate import Estimate
+from .estimate import Estimate, engine_terms
 from .precision import job_engine
 from .stack import DEFAULT_FIDELITY
 
@@ -303,18 +303,18 @@ class PhotoJob:
 
     def _estimated(self, estimate: Estimate) -> Callable[[Item], ItemResult]:
         """``process``, timed: this run's photos and seconds so far give ``estimate`` its rate."""
-        done, seconds = [0], [0.0]
+        done, seconds = 0, 0.0
 
         def process(item: Item) -> ItemResult:
+            nonlocal done, seconds
             started = time.monotonic()
             try:
                 return self.process(item)
             finally:
-                done[0], seconds[0] = done[0] + 1, seconds[0] + time.monotonic() - started
+                done, seconds = done + 1, seconds + time.monotonic() - started
                 if not estimate.said:
-                    upscaler = self.engine.upscaler
-                    estimate.update(done[0], seconds[0], self.store.summary(self.job.id)[PENDING],
-                                    self.engine.device.type, None if upscaler is None else upscaler.ref.name)
+                    estimate.update(done, seconds, self.store.summary(self.job.id)[PENDING],
+                                    *engine_terms(self.engine))
 
         return process
 

@@ -13,7 +13,6 @@ says once what changed and why.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ import torch
 from ..compute.cpu import cpu_features, cpu_name
 from ..compute.device import resolve_device
 from ..errors import UsageError
+from ..jobs.runner import atomic_output
 from ..upscalers.runtime import precision_choice
 from .engine import Engine, EngineOptions
 
@@ -49,11 +49,8 @@ def read_pin(job_dir: Path) -> dict | None:
 
 
 def write_pin(job_dir: Path, pin: dict) -> None:
-    path = job_dir / PIN_FILE
-    job_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{PIN_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(pin, indent=1))
-    os.replace(tmp, path)
+    with atomic_output(job_dir / PIN_FILE) as tmp:
+        tmp.write_text(json.dumps(pin, indent=1))
 
 
 def describe(pin: dict) -> str:

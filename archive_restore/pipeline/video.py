@@ -66,7 +66,7 @@ from ..media.video import (
     with_ffmpeg_said,
 )
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
-from .estimate import Estimate
+from .estimate import Estimate, engine_terms
 from .precision import job_engine
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY
@@ -406,21 +406,22 @@ class VideoJob:
             return
         now = time.monotonic()
         if self._rate_from is None:
-            chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
-            left = sum(i.extra.get("frames", 0) for i in chunks if i.status != DONE) - frames
-            self._rate_from = (now, left, 0)
+            total, done = self._chunk_frames()
+            self._rate_from = (now, total - done - frames, 0)
             return
         since, left, done = self._rate_from
         self._rate_from = (since, left, done + frames)
-        upscaler = self.engine.upscaler
-        self._estimate.update(done + frames, now - since, left - done - frames, self.engine.device.type,
-                              None if upscaler is None else upscaler.ref.name)
+        self._estimate.update(done + frames, now - since, left - done - frames, *engine_terms(self.engine))
+
+    def _chunk_frames(self) -> tuple[int, int]:
+        """The frames of the job's render chunks: in all, and in those done."""
+        chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
+        return (sum(i.extra.get("frames", 0) for i in chunks),
+                sum(i.extra.get("frames", 0) for i in chunks if i.status == DONE))
 
     def render_bar(self) -> tqdm:
         if self._bar is None:
-            chunks = [i for i in self.store.items(self.job.id) if i.key not in (ANALYSIS, FINISH)]
-            total = sum(i.extra.get("frames", 0) for i in chunks)
-            done = sum(i.extra.get("frames", 0) for i in chunks if i.status == DONE)
+            total, done = self._chunk_frames()
             self._bar = tqdm(total=total, initial=done, desc=f"render {self.source.name}", unit="frame",
                              disable=not self.progress)
         return self._bar

@@ -30,7 +30,7 @@ from ..jobs.runner import ItemResult, Summary, atomic_output
 from ..jobs.store import Item, JobStore, job_identity
 from ..media.video import open_backend
 from ..media.walk import default_output_dir, find_photos
-from ..pipeline.estimate import estimate_line
+from ..pipeline.estimate import engine_terms, estimate_line
 from ..pipeline.photo import KIND as PHOTOS
 from ..pipeline.photo import PhotoJobOptions, open_photo_job
 from ..pipeline.video import ANALYSIS, FINISH, VideoJob, VideoJobOptions, open_video_job
@@ -97,8 +97,7 @@ def preview_photos(jobs_dir: Path, input_path: Path, output: Path | None, option
         index = write_report(store, photo_job.job, folder / "report", note=note, progress=progress)
         engine = photo_job._engine
         estimate = None if engine is None or not summary.done else estimate_line(
-            "photo", summary.done, summary.seconds, total, engine.device.type,
-            None if engine.upscaler is None else engine.upscaler.ref.name, whole=True)
+            "photo", summary.done, summary.seconds, total, *engine_terms(engine), whole=True)
     return Preview(index, summary, len(chosen), estimate)
 
 
@@ -167,8 +166,7 @@ def _video_estimate(preview: PreviewVideoJob, items: list[Item], frames: int) ->
     engine = preview._engine
     if not frames or analysis is None or engine is None or "frames" not in analysis.extra:
         return None
-    return estimate_line("frame", frames, seconds, analysis.extra["frames"], engine.device.type,
-                         None if engine.upscaler is None else engine.upscaler.ref.name, whole=True)
+    return estimate_line("frame", frames, seconds, analysis.extra["frames"], *engine_terms(engine), whole=True)
 
 
 @dataclass

@@ -204,7 +204,7 @@ def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: s
     if teacher_ref.path is None:
         raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
     cache = TeacherCache(cfg.work_dir / "upscaler_targets", patches, cfg.seed)
-    cache.build(naturals, blind, cleanup, load_upscaler(teacher_ref, "cpu", progress=progress), progress)
+    cache.build(naturals, blind, cleanup, lambda: load_upscaler(teacher_ref, "cpu", progress=progress), progress)
     lq, target = cache.load()
     student = SRVGGNetCompact(16, 64, 4)
     started_from = "random weights"

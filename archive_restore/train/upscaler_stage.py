@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,10 +49,13 @@ class TeacherCache:
     def chunks(self) -> int:
         return -(-self.count // CHUNK)
 
-    def build(self, naturals: ImageBank, blind: nn.Module, cleanup: nn.Module, teacher, progress: bool = True) -> None:
-        """Make every missing chunk: degrade, read the blind code, clean, ask the teacher."""
+    def build(self, naturals: ImageBank, blind: nn.Module, cleanup: nn.Module, load_teacher: Callable[[], Callable],
+              progress: bool = True) -> None:
+        """Make every missing chunk: degrade, read the blind code, clean, ask the teacher (loaded by
+        ``load_teacher`` only when a chunk is missing: a resumed run with all of them never loads it)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         missing = [c for c in range(self.chunks()) if not self.path(c).is_file()]
+        teacher = load_teacher() if missing else None
         for chunk in tqdm(missing, desc="teacher targets", unit="chunk", disable=not progress):
             lq, target = [], []
             for i in range(chunk * CHUNK, min(self.count, (chunk + 1) * CHUNK)):

@@ -267,7 +267,7 @@ def build(name: str, model: torch.nn.Module, weights: Weights) -> Runtime:
     """Runtime ``name`` for ``model`` (loaded from ``weights``); a UsageError when it cannot run here."""
     if name not in RUNTIMES + OPT_IN:
         raise UsageError(f"unknown upscaler runtime {name!r}; choose one of {', '.join(CHOICES)}")
-    why = reduced_missing(name) if name in REDUCED else missing(name, weights)
+    why = unavailable(name, weights)
     if why:
         raise UsageError(f"upscaler runtime {name}: {why}")
     if name == "torch":
@@ -376,7 +376,7 @@ def runners(model: torch.nn.Module, weights: Weights, reduced: bool = False
     this CPU computes their precision fast), and a row for each one that does not."""
     built, absent = {}, []
     for name in RUNTIMES + (OPT_IN if reduced else ()):
-        why = reduced_missing(name) if name in REDUCED else missing(name, weights)
+        why = unavailable(name, weights)
         if why is None:
             try:
                 built[name] = build(name, model, weights)
@@ -472,7 +472,7 @@ def choose(model: torch.nn.Module, weights: Weights, progress: bool = True, prec
     path, key = cache_dir() / "choices.json", f"{machine_key(weights)} precision={'auto' if reduced else 'fp32'}"
     known = _read_choices(path).get(key)
     allowed = RUNTIMES + (OPT_IN if reduced else ())
-    if known and known.get("runtime") in allowed and not _unavailable(known["runtime"], weights):
+    if known and known.get("runtime") in allowed and not unavailable(known["runtime"], weights):
         return known["runtime"]
     rows = probe(model, weights, progress, reduced)
     answer = pick(rows) if reduced else fastest(rows)
@@ -489,7 +489,8 @@ def choose(model: torch.nn.Module, weights: Weights, progress: bool = True, prec
     return answer
 
 
-def _unavailable(name: str, weights: Weights) -> str | None:
+def unavailable(name: str, weights: Weights) -> str | None:
+    """Why runtime ``name`` cannot (or, in reduced precision, would not pay to) run these weights here."""
     return reduced_missing(name) if name in REDUCED else missing(name, weights)
 
 

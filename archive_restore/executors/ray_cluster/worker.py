@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ class PipelineWorker:
 
 def engine_key(options: Any) -> tuple:
     """The job options an engine is made from: jobs with equal ones share a worker's engine."""
-    return tuple((f.name, getattr(options, f.name)) for f in fields(EngineOptions) if hasattr(options, f.name))
+    return tuple(vars(EngineOptions.of(options)).items())
 
 
 def portable(exc: BaseException) -> BaseException:

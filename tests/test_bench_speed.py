@@ -208,3 +208,41 @@ def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkey
         assert row[key] > 0, key
     assert "tiny-x4.pth" in data["meta"]["weights"]["tiny-x4"] and "cleanup_compact" in data["meta"]["weights"]["tiny-x4"]
     assert "tiny-x4" in result.output.splitlines()[0]
+
+
+def test_bench_speed_gives_a_row_per_precision_in_one_run(tmp_path, monkeypatch):
+    """--precision fp32 --precision auto: the stack's row twice (NAME@fp32, NAME@auto), each engine and job at
+    its own precision."""
+    from spandrel.architectures.Compact import Compact
+
+    from archive_restore.nets import Cleanup
+    from archive_restore.pipeline import engine as engine_module
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(BlindDegEncoder(code_dim=16, width=8, input_size=64), models / "blind_encoder.safetensors")
+    save_checkpoint(CondSR(code_dim=16, width=8, blocks=1), models / "condsr_compact.safetensors")
+    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
+    upscaler = tmp_path / "tiny-x4.pth"
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
+    built = []
+    init = engine_module.Engine.__init__
+
+    def recorded(self, options):
+        built.append((options.upscaler, options.precision))
+        init(self, options)
+
+    monkeypatch.setattr(engine_module.Engine, "__init__", recorded)
+    out = tmp_path / "speed.json"
+    result = CliRunner().invoke(cli, ["bench", "speed", "--device", "cpu", "--frames", "2", "--width", "32",
+                                      "--height", "24", "--batch", "2", "--quiet", "--upscaler", str(upscaler),
+                                      "--precision", "fp32", "--precision", "auto", "--models-dir", str(models),
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data) == {"compact", "tiny-x4@fp32", "tiny-x4@auto", "meta"}
+    assert [p for u, p in built if u != "condsr"] == ["fp32", "auto"]
+    assert all(data[name]["end_to_end_fps"] > 0 for name in ("tiny-x4@fp32", "tiny-x4@auto"))
+    header = result.output.splitlines()[0]
+    assert "tiny-x4@fp32" in header and "tiny-x4@auto" in header

@@ -277,3 +277,44 @@ def test_train_cli_upscaler_distils_caches_resumes_and_exports(tiny_data, tiny_m
     with safe_open(str(models / STUDENT_FILE), "pt") as f:
         assert json.loads(f.metadata()["archive_restore"])["started_from"].startswith("start (file given")
         assert torch.equal(f.get_tensor("body.0.weight"), torch.load(start)["params"]["body.0.weight"])
+
+
+def test_train_cli_upscaler_gan_starts_from_the_student_resumes_and_exports_the_ema(tiny_data, tiny_models, tmp_path,
+                                                                                     monkeypatch):
+    import json
+    import shutil
+
+    from safetensors import safe_open
+
+    from archive_restore.nets.realesrgan import RRDBNet, SRVGGNetCompact
+    from archive_restore.train import upscaler_stage
+    from archive_restore.train.run import STUDENT_FILE
+
+    monkeypatch.setattr(upscaler_stage, "CHUNK", 2)
+    torch.manual_seed(1)
+    teacher = tmp_path / "teacher.pth"  # the perceptual term reads an RRDBNet's first layers
+    torch.save({"params_ema": RRDBNet(blocks=1, features=8, growth=4).state_dict()}, teacher)
+    models, work = tmp_path / "models", tmp_path / "work"
+    shutil.copytree(tiny_models, models)
+    common = ["--data", str(tiny_data), "--models-dir", str(models), "--work-dir", str(work), "--device", "cpu",
+              "--batch", "2", "--teacher", str(teacher), "--patches", "4", "--lr", "1e-4"]
+    missing = CliRunner().invoke(cli, ["train", "upscaler-gan", *common, "--steps", "1"])
+    assert missing.exit_code != 0 and "run `archive-restore train upscaler` first" in missing.output
+    assert CliRunner().invoke(cli, ["train", "upscaler", *common, "--steps", "1"]).exit_code == 0
+    with safe_open(str(models / STUDENT_FILE), "pt") as f:
+        l1_student = {k: f.get_tensor(k) for k in f.keys()}
+    first = CliRunner().invoke(cli, ["train", "upscaler-gan", *common, "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["train", "upscaler-gan", *common, "--steps", "3"])
+    assert again.exit_code == 0 and "upscaler-gan: step 3" in again.output, again.output  # resumed at step 2
+    with safe_open(str(models / STUDENT_FILE), "pt") as f:
+        info = json.loads(f.metadata()["archive_restore"])
+        gan = {k: f.get_tensor(k) for k in f.keys()}
+    assert info["stage"] == "upscaler-gan" and info["steps"] == 3 and info["l1_stage_steps"] == 1
+    assert set(info["gan_losses"]) == {"l1", "percep", "g", "d"} and "BSD-3-Clause" in info["licence"]
+    assert gan.keys() == l1_student.keys() and any(not torch.equal(gan[k], l1_student[k]) for k in gan)
+    compact = tmp_path / "compact.pth"
+    torch.save({"params": SRVGGNetCompact(2, 8, 4).state_dict()}, compact)
+    refused = CliRunner().invoke(cli, ["train", "upscaler-gan", *common[:-6], "--teacher", str(compact),
+                                       "--patches", "4", "--steps", "4", "--work-dir", str(tmp_path / "w3")])
+    assert refused.exit_code != 0 and "needs an RRDBNet teacher" in refused.output

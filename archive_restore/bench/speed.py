@@ -72,6 +72,7 @@ class SpeedConfig:
     models: Sequence[Path] = field(default_factory=tuple)
     progress: bool = True
     runtime: str | None = None  # the upscaler's CPU runtime (``upscalers.runtime``); None: the jobs' choice
+    precisions: Sequence[str] = ("auto",)  # the upscalers' precision on the CPU; several: rows NAME@PRECISION
 
 
 @contextmanager
@@ -150,14 +151,15 @@ def per_frame_loop(plain: Plain, scale: int, clip: Path, out: Path, device: torc
 
 
 def end_to_end(engine, clip: Path, work: Path, cfg: SpeedConfig, device: torch.device, name: str,
-               upscaler: str = CONDSR) -> tuple[float, float, float | None]:
+               upscaler: str = CONDSR, precision: str = "auto") -> tuple[float, float, float | None]:
     """The video job itself on ``clip`` with ``engine`` as its restorer and the job's defaults; frames
     per second of its render items (from the job store), peak RSS and peak GPU memory during the job."""
     from ..jobs.store import JobStore
     from ..pipeline.video import VideoJobOptions, open_video_job
 
     options = VideoJobOptions(scale=cfg.scale, tile=cfg.tile, device=str(device), batch=cfg.batch,
-                              models_dirs=tuple(cfg.models), chunk_frames=10_000, upscaler=upscaler)
+                              models_dirs=tuple(cfg.models), chunk_frames=10_000, upscaler=upscaler,
+                              precision=precision)
     store = JobStore.open(work / "jobs")
     job = open_video_job(store, clip, work / f"restored_{name}.mp4", options, progress=cfg.progress)
     job._engine = engine
@@ -190,22 +192,24 @@ def load_size(size: str, code_dim: int, models: Sequence[Path], device: torch.de
     return model, f"random init (width {SIZES[size]['width']}, {SIZES[size]['blocks']} blocks, seed {seed})"
 
 
-def _engine(cfg: SpeedConfig, device: torch.device, upscaler: str = CONDSR):
+def _engine(cfg: SpeedConfig, device: torch.device, upscaler: str = CONDSR, precision: str = "auto"):
     from ..pipeline.engine import Engine, EngineOptions
 
     return Engine(EngineOptions(scale=cfg.scale, device=str(device), face_detector="haar", tile=cfg.tile,
-                                models_dirs=tuple(cfg.models), face_restorer="none", upscaler=upscaler))
+                                models_dirs=tuple(cfg.models), face_restorer="none", upscaler=upscaler,
+                                precision=precision))
 
 
 def _row(engine, plain: Plain, name: str, frames: list[np.ndarray], clip: Path, work: Path, cfg: SpeedConfig,
-         device: torch.device, decode_fps: float, baseline_threads: int, upscaler: str = CONDSR) -> dict:
+         device: torch.device, decode_fps: float, baseline_threads: int, upscaler: str = CONDSR,
+         precision: str = "auto") -> dict:
     code = engine.image_blind_code(frames[0].astype(np.float32) / 255.0)
     with threads(baseline_threads):
         eager = eager_rate(plain(code), frames, device, cfg.progress)
         loop = per_frame_loop(plain(code), cfg.scale, clip, work / f"loop_{name}.mp4", device, cfg.progress)
     restorer = engine.frame_restorer(cfg.batch)  # the job's own, with its default plan
     forward = forward_rate(restorer, frames, code, cfg.progress)
-    e2e, rss, gpu = end_to_end(engine, clip, work, cfg, device, name, upscaler)
+    e2e, rss, gpu = end_to_end(engine, clip, work, cfg, device, name, upscaler, precision)
     height, width = frames[0].shape[:2]
     batch, tile = restorer.plan((height, width))
     return {"decode_fps": round(decode_fps, 3), "forward_fps": round(forward, 4),
@@ -250,8 +254,10 @@ def _run_speed(cfg: SpeedConfig) -> dict:
         for size in cfg.sizes:
             result[size] = _size_row(size, cfg, device, frames, clip, work, decode_fps, baseline_threads, meta)
         for path in cfg.upscalers:
-            result[Path(path).stem] = _upscaler_row(Path(path), cfg, device, frames, clip, work, decode_fps,
-                                                    baseline_threads, meta)
+            for precision in cfg.precisions:
+                name = Path(path).stem + (f"@{precision}" if len(cfg.precisions) > 1 else "")
+                result[name] = _upscaler_row(Path(path), cfg, device, frames, clip, work, decode_fps,
+                                             baseline_threads, meta, precision, name)
     return {**result, "meta": meta}
 
 
@@ -270,12 +276,14 @@ def _size_row(size: str, cfg: SpeedConfig, device: torch.device, frames: list[np
 
 
 def _upscaler_row(path: Path, cfg: SpeedConfig, device: torch.device, frames: list[np.ndarray], clip: Path,
-                  work: Path, decode_fps: float, baseline_threads: int, meta: dict) -> dict:
-    """The row of the stack with the upscaler file ``path``; its baselines run the upscaler eagerly."""
+                  work: Path, decode_fps: float, baseline_threads: int, meta: dict, precision: str = "auto",
+                  name: str | None = None) -> dict:
+    """The row ``name`` of the stack with the upscaler file ``path`` at ``precision``; its baselines run the
+    upscaler eagerly (fp32)."""
     from ..pipeline.stack import stack_restore
 
-    name = path.stem
-    stacked = _engine(cfg, device, str(path.resolve()))
+    name = name or path.stem
+    stacked = _engine(cfg, device, str(path.resolve()), precision)
     eager = stacked.upscaler.eager()
 
     def plain(code):
@@ -284,7 +292,7 @@ def _upscaler_row(path: Path, cfg: SpeedConfig, device: torch.device, frames: li
                                         cfg.scale)
 
     row = _row(stacked, plain, name, frames, clip, work, cfg, device, decode_fps, baseline_threads,
-               str(path.resolve()))
+               str(path.resolve()), precision)
     meta["weights"][name] = (f"{path} (cleanup {find_model('cleanup_compact', cfg.models)}, fidelity "
                              f"{stacked.options.fidelity}); runtime {stacked.upscaler.runtime.name}")
     return row

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import models_dir_option, shared_default, upscaler_settings, write_json
+from .options import models_dir_option, on_cpu, shared_default, upscaler_settings, write_json
 
 
 @click.group()
@@ -79,6 +79,23 @@ def bench_steady(image, width, frames, noise, seed, face_detector, restorer, dev
     click.echo("\n".join(measure(engine, face, frames, noise, seed, restorer).lines()))
 
 
+@bench.command("eta")
+@click.argument("clip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--frames", type=click.IntRange(min=4), default=24, show_default=True,
+              help="The clip's first frames that the job renders.")
+@click.option("--upscaler", default="auto", show_default=True, metavar="NAME|PATH",
+              help="As `video --upscaler` (auto: as `video` picks it on this device).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@models_dir_option
+def bench_eta(clip, frames, upscaler, device, models_dirs) -> None:
+    """How true the render bar's remaining time is: a video job on CLIP's first --frames frames, the bar's
+    remaining time after each batch against the true remaining time, from 10 % done."""
+    from ..bench.eta import measure_eta
+
+    settings = upscaler_settings(upscaler, None, models_dirs, on_cpu(device))
+    click.echo("\n".join(measure_eta(clip, frames, settings, models_dirs, device).lines()))
+
+
 @bench.command("speed")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A video whose first --frames frames are used (default: a synthetic clip made here).")
@@ -98,11 +115,14 @@ def bench_steady(image, width, frames, noise, seed, face_detector, restorer, dev
               default=None,
               help="The upscalers' CPU runtime [default: the jobs' choice, auto: half (fp16) or bf16 only where "
                    "they are fast on this CPU and pass the check against fp32].")
+@click.option("--precision", "precisions", type=click.Choice(["auto", "fp32"]), multiple=True,
+              help="The upscalers' precision on the CPU, as the jobs' --precision [default: auto]; repeat it for "
+                   "a row each (NAME@auto, NAME@fp32), measured in the same run.")
 @models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, height, tile, runtime, models_dirs,
-                json_path, quiet) -> None:
+def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, height, tile, runtime, precisions,
+                models_dirs, json_path, quiet) -> None:
     """Frames per second: decode, our forward, the eager forward, end to end (the video job's render)
     and a Real-ESRGAN-style per-frame loop with the same networks, for CondSR and for the stack with
     each --upscaler; peak memory."""
@@ -110,7 +130,7 @@ def bench_speed(input_path, sizes, upscalers, device, batch, frames, width, heig
 
     cfg = SpeedConfig(input=input_path, sizes=sizes or ("compact",), upscalers=upscalers, device=device, batch=batch,
                       frames=frames, width=width, height=height, tile=tile, models=models_dirs, progress=not quiet,
-                      runtime=runtime)
+                      runtime=runtime, precisions=precisions or ("auto",))
     result = run_speed(cfg)
     click.echo(format_table(result))
     write_json(json_path, result)

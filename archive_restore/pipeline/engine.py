@@ -19,6 +19,7 @@ import torch
 
 from ..codes import blind_code, image_to_tensor, paired_face_code, robust_mean
 from ..compute.device import resolve_device, tune_for
+from ..compute.threads import governor_for
 from ..errors import ModelNotFoundError, UsageError
 from ..faces import AlignedFace, Face, align_face, make_detector
 from ..faces.compose import compose_face, is_gray, to_gray
@@ -90,6 +91,7 @@ class Engine:
         self.notices: list[str] = []
         self.device = resolve_device(options.device, notify=self.notices.append)
         tune_for(self.device)
+        self.threads = governor_for(self.device)  # the CPU's thread count, re-decided from the work done
         self._restorer: tuple[tuple, FrameRestorer] | None = None
         dirs = list(options.models_dirs)
         self.sr = load_checkpoint(find_model("condsr_compact", dirs), self.device, expect="CondSR").model
@@ -253,6 +255,11 @@ class Engine:
     def image_blind_code(self, rgb: np.ndarray) -> np.ndarray:
         """A code from the LQ image alone (no face to read one from)."""
         return blind_code(self.blind, image_to_tensor(rgb, self.device)).float().cpu().numpy()[0]
+
+    def did(self, units: float, seconds: float) -> None:
+        """``units`` of work (frames, or output megapixels) done in ``seconds``: the thread governor's measure."""
+        if self.threads is not None:
+            self.threads.record(units, seconds)
 
     def restore(self, rgb: np.ndarray, code: np.ndarray, as_uint8: bool = False) -> np.ndarray:
         """The picture restored with ``code`` at the engine's output scale (``restore_frames``)."""

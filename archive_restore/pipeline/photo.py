@@ -266,6 +266,7 @@ class PhotoJob:
             write_image(tmp, restored, like=photo)
         self.kept_path(item).unlink(missing_ok=True)
         megapixels = photo.width * photo.height / 1e6
+        self.engine.did(megapixels, time.monotonic() - started)  # photos differ in size: their pixels are the work
         extra.update(seconds=round(time.monotonic() - started, 3), megapixels=round(megapixels, 4))
         if photo.decoder_said:  # decoded, with warnings: kept with the item, not printed
             extra["decoder_said"] = photo.decoder_said

@@ -255,6 +255,7 @@ class VideoJob:
     _engine: Engine | None = None
     _info: VideoInfo | None = None
     _bar: tqdm | None = None
+    bar_class: type = tqdm  # the render bar's class (``bench eta`` records what it shows)
     _estimate: Estimate | None = None  # this run's, on the local executor: said once its first frames are done
     _rate_from: tuple[float, int, int] | None = None  # the first batch's end, frames left then, done since
 
@@ -369,11 +370,15 @@ class VideoJob:
                 steady, pasted = SteadyFaces(), 0  # a chunk lies within one shot; it starts without history
                 since_trim = 0
                 with _Background(writer.write, ENCODE_QUEUE_FRAMES, "encode") as encode:
+                    since = time.monotonic()
                     for batch in _batches(frames, self.options.batch):
                         for frame, restored in zip(batch, self.restore(batch, code)):
                             picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
                             encode.put(to_uint8(picture), frame.pts)  # the queue holds 8-bit frames
                             pasted += faces
+                        now = time.monotonic()
+                        self.engine.did(len(batch), now - since)
+                        since = now
                         self.render_bar().update(len(batch))
                         self._tell_estimate(len(batch))
                         since_trim += len(batch)
@@ -386,6 +391,8 @@ class VideoJob:
         release_freed_heap()  # this chunk's encoder and decoder buffers, before the next chunk's
         seconds = time.monotonic() - started
         faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
+        if self.engine.threads is not None:  # the count at the chunk's end (``compute.threads``)
+            faces["threads"] = self.engine.threads.threads
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
                                  "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
@@ -422,8 +429,8 @@ class VideoJob:
     def render_bar(self) -> tqdm:
         if self._bar is None:
             total, done = self._chunk_frames()
-            self._bar = tqdm(total=total, initial=done, desc=f"render {self.source.name}", unit="frame",
-                             disable=not self.progress)
+            self._bar = self.bar_class(total=total, initial=done, desc=f"render {self.source.name}", unit="frame",
+                                       disable=not self.progress)
         return self._bar
 
     # --------------------------------------------------------------------------------- finish

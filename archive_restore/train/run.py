@@ -237,6 +237,85 @@ def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: s
     return state
 
 
+def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", patches: int = 2048,
+                       progress: bool = True, snapshot_every: int = 200) -> RunState:
+    """Stage 6: the GAN stage of the compact upscaler, from the L1 student in ``--models-dir`` (stage 5's
+    output): L1 + gradient L1 + the teacher's features + a patch discriminator that takes the teacher's answers
+    for real, with an EMA of the weights (``upscaler_stage.GanStudentStep``). Every ``snapshot_every`` steps the
+    EMA is written to ``work_dir/upscaler_gan/step-NNNNN.safetensors`` so that a checkpoint can be chosen by
+    NIQE and PSNR; at the end the EMA replaces ``STUDENT_FILE``."""
+    import copy
+    import json
+
+    from safetensors import safe_open
+
+    from ..nets.realesrgan import RRDBNet, SRVGGNetCompact
+    from ..upscalers.upscaler import load_upscaler, resolve_upscaler
+    from .upscaler_stage import GanStudentStep, PatchDiscriminator, TeacherCache, TeacherFeatures
+
+    seed_everything(cfg.seed)
+    start_file = cfg.models_dir / STUDENT_FILE
+    if not start_file.is_file():
+        raise DataError(f"{start_file} not found: the GAN stage starts from the L1 student; run `archive-restore "
+                        "train upscaler` first (same --models-dir)")
+    folders = _folders(cfg)
+    naturals = ImageBank.from_folder(folders["naturals"], 48 * 4)
+    blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], "cpu", "BlindDegEncoder")
+    cleanup = _frozen(cfg.models_dir / MODEL_FILES[f"cleanup_{cfg.size}"], "cpu", "Cleanup")
+    teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
+    if teacher_ref.path is None:
+        raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
+    cache = TeacherCache(cfg.work_dir / "upscaler_targets", patches, cfg.seed)
+    cache.build(naturals, blind, cleanup, lambda: load_upscaler(teacher_ref, "cpu", progress=progress), progress)
+    lq, target = cache.load()
+    rrdb = load_upscaler(teacher_ref, "cpu", runtime="torch", progress=False).model
+    if not isinstance(rrdb, RRDBNet):
+        raise DataError(f"--teacher {teacher}: the GAN stage's perceptual term needs an RRDBNet teacher (x4plus)")
+    features = TeacherFeatures(rrdb).float().to(cfg.device)
+    with safe_open(str(start_file), "pt") as f:
+        header = json.loads((f.metadata() or {}).get("archive_restore", "{}"))
+    l1_info = header.get("l1_stage", header)  # a resumed run finds its own export there: the L1 stage's inside
+    student = SRVGGNetCompact(16, 64, 4)
+    student.load_state_dict(load_upscaler(resolve_upscaler(str(start_file)), "cpu", runtime="torch",
+                                          progress=False).model.state_dict())
+    student.to(cfg.device).train().requires_grad_(True)
+    ema = copy.deepcopy(student).requires_grad_(False)
+    disc = PatchDiscriminator().to(cfg.device).train()
+    optimizer = torch.optim.Adam([{"params": student.parameters()}, {"params": disc.parameters()}], lr=cfg.lr,
+                                 betas=(0.9, 0.99))
+    state_path = cfg.work_dir / "upscaler_gan.state"
+    modules = {"student": student, "ema": ema, "disc": disc}
+    state = load_state(state_path, modules, optimizer)
+    autocast = None
+    if cfg.device == "cpu":
+        from ..compute.cpu import half_speedups
+
+        fast = [dtype for dtype, speedup in half_speedups().items() if speedup >= 1.5]
+        autocast = torch.bfloat16 if torch.bfloat16 in fast else (fast[0] if fast else None)
+    step = GanStudentStep(student, ema, disc, features, optimizer, lq.to(cfg.device), target.to(cfg.device),
+                          cfg.seed, cfg.batch, autocast)
+
+    def info(s: RunState) -> dict:
+        return {"stage": "upscaler-gan", "steps": s.step, "l1_stage_steps": l1_info.get("steps"),
+                "teacher": l1_info.get("teacher"), "licence": l1_info.get("licence"), "l1_stage": l1_info,
+                "gan_train_seconds": round(s.seconds, 1), "gan_lr": cfg.lr, "gan_batch": cfg.batch,
+                "gan_losses": {k: round(v, 5) for k, v in s.losses.items()},
+                "gan_autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
+                "gan_recipe": "L1 + gradient L1 to x4plus, L1 of x4plus's first-layer features (weight 1), "
+                              "patch-discriminator GAN (weight 0.1, x4plus's answers as real), EMA 0.995",
+                "patches": f"{patches} of 48x48 LQ from {naturals.source} ({len(naturals)} images), degraded by "
+                           f"our model, cleaned by cleanup_{cfg.size} with blind codes"}
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, modules, optimizer, s)
+        if s.step % snapshot_every == 0 and s.step:
+            export_student(ema, cfg.work_dir / "upscaler_gan" / f"step-{s.step:05d}.safetensors", info(s))
+
+    state = run_steps("upscaler-gan", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    export_student(ema, cfg.models_dir / STUDENT_FILE, info(state))
+    return state
+
+
 def export_student(student: torch.nn.Module, path: Path, info: dict) -> None:
     """The student's weights in Real-ESRGAN's SRVGG key layout, with ``info`` (JSON) in the file's header;
     written to a temporary name and renamed."""

@@ -119,3 +119,101 @@ class StudentStep:
         loss.backward()
         self.optimizer.step()
         return {"l1": pixels.detach(), "grad": edges.detach()}
+
+
+# --- the GAN stage (Real-ESRGAN's second stage, on a CPU budget) --------------------------------------------
+
+PERCEPTUAL_WEIGHT = 1.0  # L1 between the teacher's features of the student's picture and of the teacher's
+GAN_WEIGHT = 0.1         # Real-ESRGAN's weights: L1 1, perceptual 1, GAN 0.1
+EMA_DECAY = 0.995        # the exported student is the average of the recent steps' weights
+
+
+class TeacherFeatures(nn.Module):
+    """What the perceptual term compares: the first layers of Real-ESRGAN x4plus (its first convolution and
+    the first convolution of its first dense block), frozen. VGG's weights, Real-ESRGAN's choice, are a
+    download that does not reach here; these are filters a network trained on natural textures learned."""
+
+    def __init__(self, rrdb: nn.Module):
+        super().__init__()
+        block = rrdb.body[0].rdb1
+        self.first, self.convs = rrdb.conv_first, nn.ModuleList([block.conv1])
+        self.requires_grad_(False).eval()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        seen = [self.first(x)]
+        out = [seen[0]]
+        for conv in self.convs:
+            seen.append(F.leaky_relu(conv(torch.cat(seen, 1)), 0.2))
+            out.append(seen[-1])
+        return out
+
+
+class PatchDiscriminator(nn.Module):
+    """A small spectral-normalised patch discriminator: three strided convolutions, then one real/fake score
+    per 8x8 region of a picture."""
+
+    def __init__(self, features: int = 32):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        widths = [3, features, features * 2, features * 4]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            layers += [sn(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        layers += [sn(nn.Conv2d(widths[-1], widths[-1], 3, 1, 1)), nn.LeakyReLU(0.2),
+                   nn.Conv2d(widths[-1], 1, 3, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def update_ema(ema: nn.Module, model: nn.Module, decay: float = EMA_DECAY) -> None:
+    with torch.no_grad():
+        for a, b in zip(ema.parameters(), model.parameters()):
+            a.lerp_(b, 1 - decay)
+
+
+class GanStudentStep:
+    """One GAN step: the student against L1 + gradient L1 + the teacher's features + the discriminator (the
+    teacher's answers are its real pictures), then the discriminator on both; the EMA follows the student.
+    One optimizer holds both networks' parameters: each half leaves the other's gradients unset, so Adam
+    skips them. ``autocast`` (a reduced precision, where this CPU computes it fast) runs the forward passes in
+    it; the weights and Adam's state stay fp32."""
+
+    def __init__(self, student: nn.Module, ema: nn.Module, disc: nn.Module, features: TeacherFeatures, optimizer,
+                 lq: torch.Tensor, target: torch.Tensor, seed: int, batch: int = 16,
+                 autocast: torch.dtype | None = None):
+        self.student, self.ema, self.disc, self.features, self.optimizer = student, ema, disc, features, optimizer
+        self.lq, self.target, self.seed, self.batch, self.autocast = lq, target, seed, batch, autocast
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.lq.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
+            return self._step(step)
+
+    def _step(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, 2, step])
+        index = torch.from_numpy(rng.integers(len(self.lq), size=self.batch))
+        x, y = augment(self.lq[index], self.target[index], rng)
+        out = self.student(x)
+        pixels, edges = F.l1_loss(out.float(), y), gradient_l1(out.float(), y)
+        with torch.no_grad():
+            wanted = self.features(y)
+        perceptual = sum(F.l1_loss(a.float(), b.float()) for a, b in zip(self.features(out), wanted)) / len(wanted)
+        self.disc.requires_grad_(False)
+        fake_score = self.disc(out)
+        fooled = F.binary_cross_entropy_with_logits(fake_score.float(), torch.ones_like(fake_score.float()))
+        loss = pixels + GRADIENT_WEIGHT * edges + PERCEPTUAL_WEIGHT * perceptual + GAN_WEIGHT * fooled
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        update_ema(self.ema, self.student)
+
+        self.disc.requires_grad_(True)
+        real_score, fake_score = self.disc(y).float(), self.disc(out.detach()).float()
+        judged = (F.binary_cross_entropy_with_logits(real_score, torch.ones_like(real_score))
+                  + F.binary_cross_entropy_with_logits(fake_score, torch.zeros_like(fake_score)))
+        self.optimizer.zero_grad(set_to_none=True)
+        judged.backward()
+        self.optimizer.step()
+        return {"l1": pixels.detach(), "percep": perceptual.detach(), "g": fooled.detach(), "d": judged.detach()}

@@ -153,3 +153,21 @@ def test_bench_quality_several_fidelities_give_a_row_each_on_the_blend_line(tmp_
     # fidelity 1 is CondSR's own picture with that code; 0 is not
     assert data["up+face_code@1"]["psnr_y"] == pytest.approx(data["face_code"]["psnr_y"], abs=1e-6)
     assert data["up+face_code@0"]["psnr_y"] != pytest.approx(data["face_code"]["psnr_y"], abs=1e-3)
+
+
+def test_bench_quality_below_x4_has_a_timed_row_per_scale_method(tmp_path):
+    """--scale 2: the stack's rows NAME+CODE/full, /reduced and /cleanup, each with its seconds per image; the
+    methods give different pictures."""
+    images, models, esrgan = _stack_setup(tmp_path, 64, "up.pth", seed=3)
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(cli, ["bench", "quality", "--images", str(images), "--faces", str(images),
+                                      "--degradations", "2", "--scale", "2", "--models-dir", str(models),
+                                      "--upscaler", str(esrgan), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["scale"] == 2 and "s/image" in result.output
+    rows = [f"up+face_code/{method}" for method in ("full", "reduced", "cleanup")]
+    for name in rows:
+        assert np.isfinite(data[name]["psnr_y"]) and data[name]["seconds"] > 0, name
+    assert len({data[name]["psnr_y"] for name in rows}) == 3
+    assert "seconds" not in data["bicubic"] and "up+face_code" not in data

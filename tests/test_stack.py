@@ -158,7 +158,7 @@ def test_the_stack_runs_its_faithful_branch_in_the_precision_the_cpu_is_fast_in(
         assert stack_module.faithful_dtype(cpu) is measured
 
     class Options:
-        scale, tile, fidelity, precision, faithful = 4, None, 0.1, "auto", "auto"
+        scale, tile, fidelity, precision, faithful, scale_method = 4, None, 0.1, "auto", "auto", "full"
 
     class Bare(engine_module.Engine):
         def __init__(self, upscaler):  # no files: only what frame_restorer reads

@@ -243,3 +243,51 @@ def test_a_resumed_job_keeps_the_precision_it_first_ran_with(tmp_path, stack_mod
     (job,) = _jobs(tmp_path / "jobs-resumed")
     pin = (tmp_path / "jobs-resumed" / job.id / PIN_FILE).read_text()
     assert '"upscaler_runtime": "bf16"' in pin and '"faithful": "bf16"' in pin and "first ran" not in output
+
+
+def test_scale_methods_below_the_upscalers_own_scale():
+    """``upscale_to``: full runs the upscaler on the whole picture, reduced on the picture shrunk so that its
+    x4 lands on the output size, cleanup never; every method gives the output size, and at x4 all are one."""
+    from archive_restore.pipeline.stack import upscale_to
+
+    seen = []
+
+    def upscaler(x):
+        seen.append(tuple(x.shape[-2:]))
+        return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+
+    cleaned = torch.rand(1, 3, 30, 40, generator=torch.Generator().manual_seed(0))
+    for size, method, wanted in [((60, 80), "full", [(30, 40)]), ((60, 80), "reduced", [(15, 20)]),
+                                 ((30, 40), "reduced", [(8, 10)]), ((60, 80), "cleanup", []),
+                                 ((120, 160), "reduced", [(30, 40)]), ((120, 160), "cleanup", [(30, 40)])]:
+        seen.clear()
+        out = upscale_to(cleaned, upscaler, 4, size, method)
+        assert tuple(out.shape[-2:]) == size and seen == wanted, (size, method, seen)
+    with pytest.raises(ValueError, match="unknown scale method"):
+        upscale_to(cleaned, upscaler, 4, (60, 80), "fast")
+
+
+def test_scale_method_in_the_job_and_its_identity(tmp_path, stack_models, scans, monkeypatch):
+    """--scale 2 --scale-method reduced: the upscaler sees a quarter of the pixels and the method is part of the
+    job's identity; full (and every x4 job) keeps the identity jobs had before the choice existed."""
+    from archive_restore.pipeline.photo import PhotoJobOptions
+    from archive_restore.upscalers.runtime import TorchRuntime
+
+    upscaler = _compact(tmp_path / "tiny-x4.pth", 1)
+    seen = []
+    call = TorchRuntime.__call__
+    monkeypatch.setattr(TorchRuntime, "__call__", lambda self, x: seen.append(tuple(x.shape[-2:])) or call(self, x))
+    jobs = tmp_path / "jobs"
+    base = ["run", scans, "--face-detector", "haar", "--upscaler", upscaler, "--scale", "2"]
+    code, output = _invoke([*base, "-o", tmp_path / "reduced", "--scale-method", "reduced"], jobs, stack_models)
+    assert code == 0, output
+    assert read_image(tmp_path / "reduced" / "a.png").pixels.shape == (60, 80, 3)
+    assert seen and max(seen) == (15, 20), seen  # a quarter of the 30x40 picture (whole: no tiles)
+    seen.clear()
+    code, output = _invoke([*base, "-o", tmp_path / "full", "--scale-method", "full"], jobs, stack_models)
+    assert code == 0, output
+    assert seen and max(seen) == (30, 40), seen
+    reduced, full = sorted(_jobs(jobs), key=lambda j: j.output)[::-1]
+    assert reduced.options["scale_method"] == "reduced" and "scale_method" not in full.options
+    assert PhotoJobOptions.from_identity(full.options).scale_method == "full"
+    assert "scale_method" not in PhotoJobOptions(scale=4, upscaler="x.pth", scale_method="reduced").identity()

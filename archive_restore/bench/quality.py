@@ -5,6 +5,9 @@ With ``--upscaler FILE`` it also measures the restoration stack (``pipeline.stac
 alone on the LQ (row ``NAME``, the file's stem) and the code-steered cleanup before it, blended
 towards CondSR at ``--fidelity``, with the face, blind and oracle codes (``NAME+face_code`` ...);
 several ``--fidelity`` values give a row per value (``NAME+face_code@0.3``), the trade-off curve.
+At ``--scale 1`` or ``2`` the stack has a row per way of reaching a scale below the upscaler's
+(``NAME+face_code/full``, ``/reduced``, ``/cleanup``: ``pipeline.stack.upscale_to``), each with the seconds
+the stack took per image (``seconds``: on this machine, with its load; compare them within one run).
 Every row has PSNR-Y and SSIM (fidelity) and NIQE (naturalness, no reference; on 256 px crops it
 rests on few patches, so judge naturalness on full-size photos with ``bench niqe``)."""
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ..degrade import Degradation
 from ..errors import DataError, UsageError
 from ..media.folders import image_files, load_rgb, to_float
 from ..nets import load_checkpoint
-from ..pipeline.stack import DEFAULT_FIDELITY, stack_restore
+from ..pipeline.stack import DEFAULT_FIDELITY, SCALE_METHODS, resize_to, stack_restore
 from ..quality.metrics import psnr_y, ssim_y
 from ..quality.niqe import niqe_or_none
 from ..upscalers.upscaler import Upscaler, load_upscaler, resolve_upscaler
@@ -87,23 +90,34 @@ def _upscaler(path: Path, precision: str = "auto") -> Upscaler:
 
 
 def method_outputs(models: Models, upscalers: dict[str, Upscaler], lq: torch.Tensor, size: tuple[int, int],
-                   codes: dict[str, torch.Tensor], fidelities: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Every method's x4 restoration of one LQ image; ``codes``: its face, blind and oracle codes. The
+                   codes: dict[str, torch.Tensor], fidelities: Sequence[float],
+                   seconds: dict[str, list[float]] | None = None) -> dict[str, torch.Tensor]:
+    """Every method's restoration of one LQ image at ``size``; ``codes``: its face, blind and oracle codes. The
     stack's rows are named ``NAME+CODE``, or ``NAME+CODE@F`` when several fidelities are measured
-    (the upscaled cleanup and CondSR's picture are computed once and blended per fidelity)."""
+    (the upscaled cleanup and CondSR's picture are computed once and blended per fidelity), with ``/METHOD``
+    below the upscaler's scale; the stack's seconds per row are appended to ``seconds``."""
+    scale = size[0] // lq.shape[-2]
     outputs = {
         "bicubic": _up(lq, size),
-        "uncond": models.uncond(lq),
-        **{name: models.sr(lq, z) for name, z in codes.items()},
+        "uncond": resize_to(models.uncond(lq), size),
+        **{name: resize_to(models.sr(lq, z), size) for name, z in codes.items()},
     }
+    methods = [None] if scale >= 4 else list(SCALE_METHODS)
     for name, upscaler in upscalers.items():
-        outputs[name] = upscaler(lq)
+        outputs[name] = resize_to(upscaler(lq).float(), size)
         for code_name, z in codes.items():
-            sharp = stack_restore(lq, z, models.cleanup, upscaler, fidelity=0.0)
             faithful = outputs[code_name].clamp(0, 1)
-            for f in fidelities:
-                key = f"{name}+{code_name}" if len(fidelities) == 1 else f"{name}+{code_name}@{f:g}"
-                outputs[key] = sharp * (1 - f) + faithful * f
+            for method in methods:
+                started = time.perf_counter()
+                sharp = stack_restore(lq, z, models.cleanup, upscaler, fidelity=0.0, scale=scale,
+                                      **({"method": method} if method else {}))
+                took = time.perf_counter() - started
+                for f in fidelities:
+                    key = f"{name}+{code_name}" if len(fidelities) == 1 else f"{name}+{code_name}@{f:g}"
+                    key += f"/{method}" if method else ""
+                    outputs[key] = sharp * (1 - f) + faithful * f
+                    if seconds is not None:
+                        seconds.setdefault(key, []).append(took)
     return outputs
 
 
@@ -129,7 +143,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
     z_face = face_codes(models, faces, degs)
     scores: dict[str, list[tuple[float, float, float]]] = {}
     sheet = Sheet(cfg.sheet) if cfg.sheet else None
-    hits, hq_niqe = [], []
+    hits, hq_niqe, seconds = [], [], {}
     bar = tqdm(images, desc="bench quality", unit="image", disable=not progress)
     with torch.inference_mode():
         for index, (_, img) in enumerate(bar):
@@ -142,7 +156,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
             for k, lq in enumerate(lqs):
                 codes = {"face_code": z_face[k : k + 1], "blind_code": blind_code(models.blind, lq, cfg.scale),
                          "oracle_code": z_oracle[k : k + 1]}
-                outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities)
+                outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities, seconds)
                 restored = {name: tensor_to_image(out) for name, out in outputs.items()}
                 for name, image in restored.items():
                     scores.setdefault(name, []).append(
@@ -153,7 +167,8 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
         sheet.write()
     result = {
         name: {"psnr_y": float(np.mean([s[0] for s in vals])), "ssim": float(np.mean([s[1] for s in vals])),
-               "niqe": _mean_of_measured([s[2] for s in vals])}
+               "niqe": _mean_of_measured([s[2] for s in vals]),
+               **({"seconds": float(np.mean(seconds[name]))} if name in seconds else {})}
         for name, vals in scores.items()
     }
     result.update(
@@ -233,11 +248,13 @@ def cpu_time_per_256(model: torch.nn.Module, repeats: int = 3) -> float:
 
 def format_table(result: dict) -> str:
     rows = [name for name in result if isinstance(result[name], dict) and "psnr_y" in result[name]]
-    lines = [f"{'method':<36} {'PSNR-Y (dB)':>11} {'SSIM':>7} {'NIQE':>7}"]
+    timed = any("seconds" in result[name] for name in rows)
+    lines = [f"{'method':<36} {'PSNR-Y (dB)':>11} {'SSIM':>7} {'NIQE':>7}" + (f" {'s/image':>8}" if timed else "")]
     for name in rows:
         r = result[name]
         niqe_text = "-" if r.get("niqe") is None else f"{r['niqe']:.3f}"
-        lines.append(f"{name:<36} {r['psnr_y']:>11.3f} {r['ssim']:>7.4f} {niqe_text:>7}")
+        took = (f" {r['seconds']:>8.3f}" if "seconds" in r else f" {'-':>8}") if timed else ""
+        lines.append(f"{name:<36} {r['psnr_y']:>11.3f} {r['ssim']:>7.4f} {niqe_text:>7}{took}")
     if result.get("hq_niqe") is not None:
         lines.append(f"NIQE of the HQ crops themselves: {result['hq_niqe']:.3f} (the floor the NIQE column is read against)")
     lines.append(f"code retrieval top-1 (face -> natural, among {result['degradations']}): {result['retrieval_top1']:.1%}")

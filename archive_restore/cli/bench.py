@@ -20,7 +20,9 @@ def bench() -> None:
 @click.option("--faces", type=click.Path(path_type=Path), **shared_default("train", "hq_faces", "faces256"),
                help="Held-out aligned HQ faces (training leaves this folder out).")
 @click.option("--degradations", type=int, default=12, show_default=True, help="Sampled degradations K.")
-@click.option("--scale", type=click.Choice(["4"]), default="4", show_default=True)
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True,
+              help="The output scale. Below 4 the stack has a row per way of getting there (full, reduced, cleanup: "
+                   "see `--scale-method` of run and video), each timed.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True, help="Central HQ crop per image.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
-from .options import executor_options, jobs_dir_option, models_dir_option, on_cpu, upscaler_options, upscaler_settings
+from .options import (executor_options, jobs_dir_option, models_dir_option, on_cpu, scale_method_option, upscaler_options,
+                      upscaler_settings)
 
 
 def _run_recorded(store, pipeline_job, **run_options):
@@ -43,6 +44,13 @@ def _finish(store, job, summary) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _scale_method(choice: str | None) -> dict:
+    """The job option for ``--scale-method`` (the measured default when not given)."""
+    from ..pipeline.stack import DEFAULT_SCALE_METHOD
+
+    return {"scale_method": choice or DEFAULT_SCALE_METHOD}
+
+
 @click.command()
 @click.argument("input_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
@@ -60,6 +68,7 @@ def _finish(store, job, summary) -> None:
 @click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the photo was restored.")
 @upscaler_options
+@scale_method_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -69,7 +78,7 @@ def _finish(store, job, summary) -> None:
 @models_dir_option
 @jobs_dir_option
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        precision, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+        precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from ..executors import open_executor
     from ..jobs.store import JobStore
@@ -77,7 +86,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
 
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
-                              face_fidelity=face_fidelity, precision=precision,
+                              face_fidelity=face_fidelity, precision=precision, **_scale_method(scale_method),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -256,6 +265,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
 @upscaler_options
+@scale_method_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -265,8 +275,8 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @models_dir_option
 @jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision, restart, retry_failed,
-          preview, executor, models_dirs, jobs_dir) -> None:
+          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision, scale_method, restart,
+          retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -280,6 +290,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
                               tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
+                              **_scale_method(scale_method),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))
     videos = find_videos(inputs)
     if not videos:

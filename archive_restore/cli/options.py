@@ -51,6 +51,15 @@ def upscaler_options(f):
                              "[default: auto].")(f)
 
 
+def scale_method_option(f):
+    """``--scale-method``: how ``--scale 1`` or ``2`` is reached with a x4 upscaler (``pipeline.stack.upscale_to``)."""
+    return click.option("--scale-method", type=click.Choice(["full", "reduced", "cleanup"]), default=None,
+                        help="With --scale 1 or 2 and a x4 upscaler: full runs the upscaler on the whole picture and "
+                             "shrinks its answer (a x4 job's cost); reduced shrinks the cleaned picture first, so the "
+                             "x4 lands on the output size (a quarter of the work at x2, a sixteenth at x1); cleanup "
+                             "leaves the upscaler out [default: full; see models/MODELS.md].")(f)
+
+
 def upscaler_settings(choice: str, fidelity: float | None, models_dirs, video_on_cpu: bool = False) -> dict:
     """The job options for ``--upscaler`` / ``--fidelity``: the upscaler resolved to a file (and its
     sha256, part of the job's identity; ``auto`` as for video on a CPU with ``video_on_cpu``); which one is

@@ -32,7 +32,7 @@ from ..upscalers.runtime import precision_choice
 from ..upscalers.upscaler import CONDSR, Upscaler, UpscalerRef, load_upscaler
 from ..weights.folders import find_model, models_dirs
 from .forward import FastCondSR, FrameRestorer
-from .stack import DEFAULT_FIDELITY, StackRestorer, faithful_dtype
+from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD, StackRestorer, faithful_dtype
 
 ALIGNED_SIZE = 512
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # precisions by name
@@ -74,6 +74,7 @@ class EngineOptions:
     upscaler: str = CONDSR       # the upscaler file after the cleanup, or "condsr" (CondSR alone, no cleanup)
     upscaler_sha256: str | None = None  # the file's sha256 when the job started (checked when loading)
     fidelity: float = DEFAULT_FIDELITY  # blend of the upscaler's picture towards CondSR's
+    scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale: ``stack.upscale_to``
     # On the CPU (a GPU runs as before: the upscaler in fp16, the rest under the device's autocast):
     precision: str = "auto"         # auto: reduced precision where admitted (``upscalers.runtime``); fp32: never
     upscaler_runtime: str = "auto"  # the upscaler's runtime: auto (measured), or one by name (a job's pinned one)
@@ -286,7 +287,7 @@ class Engine:
             else:  # the faithful branch, blended in at `fidelity`, in half precision where the CPU has AMX
                 faithful = FastCondSR(self.sr, self.device, dtype=self.faithful_dtype)
                 restorer = StackRestorer(self.cleanup, self.upscaler, self.upscaler.scale, faithful, o.fidelity,
-                                         o.scale, self.device, batch, o.tile)
+                                         o.scale, self.device, batch, o.tile, method=o.scale_method)
             self._restorer = (key, restorer)
         return self._restorer[1]
 

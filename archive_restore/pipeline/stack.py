@@ -7,6 +7,13 @@ The cleanup removes what the degradation code describes (noise, grain, halftone,
 cast) and leaves the rest; the upscaler never sees the damage it would otherwise sharpen into
 texture. ``fidelity`` blends towards the faithful CondSR result (0: the upscaler's picture alone).
 Without an upscaler file the stack is CondSR alone, as before the stack existed.
+
+Below the upscaler's own scale (``--scale 1`` or ``2`` with a x4 upscaler) the clean LQ reaches the output size
+by one of ``SCALE_METHODS`` (``upscale_to``): ``full`` runs the upscaler on the whole picture and shrinks its
+answer (what a x4 job costs, for a quarter or a sixteenth of the pixels); ``reduced`` shrinks the clean LQ first,
+so that the upscaler's x4 lands on the output size (a quarter of the work at x2, a sixteenth at x1); ``cleanup``
+leaves the upscaler out (the clean LQ resized; the CondSR blend as always). ``DEFAULT_SCALE_METHOD`` is the
+fastest within 0.2 dB PSNR-Y of the best on ``bench quality --scale 1|2`` (models/MODELS.md).
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from .tiles import run_tiled
 DEFAULT_FIDELITY = 0.1
 OVERLAP = 16          # tile overlap in LQ pixels for the upscaler
 CLEANUP_OVERLAP = 32  # the cleanup sees further (its trunk runs at half resolution)
+SCALE_METHODS = ("full", "reduced", "cleanup")  # how a scale below the upscaler's own is reached
+DEFAULT_SCALE_METHOD = "full"
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,16 +47,32 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, **({} if mode == "area" else {"align_corners": False}))
 
 
+def upscale_to(cleaned: torch.Tensor, upscaler: Net, upscaler_scale: int, size: tuple[int, int],
+               method: str = DEFAULT_SCALE_METHOD) -> torch.Tensor:
+    """The clean LQ (N, 3, H, W) at ``size`` through ``upscaler`` (x ``upscaler_scale``), float, not clamped.
+    Below the upscaler's scale, ``method`` (one of ``SCALE_METHODS``, see the module) says how."""
+    if method not in SCALE_METHODS:
+        raise ValueError(f"unknown scale method {method!r}; one of {', '.join(SCALE_METHODS)}")
+    below = size[0] < cleaned.shape[-2] * upscaler_scale
+    if below and method == "cleanup":
+        return resize_to(cleaned.float(), size)
+    if below and method == "reduced":
+        smaller = (max(1, -(-size[0] // upscaler_scale)), max(1, -(-size[1] // upscaler_scale)))  # rounded up
+        cleaned = resize_to(cleaned, smaller)
+    return resize_to(upscaler(cleaned).float(), size)
+
+
 @torch.inference_mode()
 def stack_restore(lq: torch.Tensor, z: torch.Tensor, cleanup: torch.nn.Module, upscaler: Net,
                   condsr: torch.nn.Module | None = None, fidelity: float = DEFAULT_FIDELITY,
-                  scale: int = 4) -> torch.Tensor:
+                  scale: int = 4, method: str = DEFAULT_SCALE_METHOD, upscaler_scale: int = 4) -> torch.Tensor:
     """The stack on a batch of whole images (no tiles): (N, 3, H, W) in [0, 1] and a code (1 or N, D)
-    -> (N, 3, H*scale, W*scale) in [0, 1]. ``condsr`` is needed only when ``fidelity`` > 0."""
+    -> (N, 3, H*scale, W*scale) in [0, 1]. ``condsr`` is needed only when ``fidelity`` > 0; ``method``, below
+    the upscaler's scale (``upscale_to``)."""
     z = z.expand(lq.shape[0], -1) if z.shape[0] == 1 else z
     cleaned = cleanup(lq, z).clamp(0, 1)
     size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
-    out = resize_to(upscaler(cleaned).float(), size).clamp(0, 1)
+    out = upscale_to(cleaned, upscaler, upscaler_scale, size, method).clamp(0, 1)
     if fidelity > 0:
         faithful = resize_to(condsr(lq, z).float(), size).clamp(0, 1)
         out = out.mul_(1 - fidelity).add_(faithful, alpha=fidelity)
@@ -106,7 +131,8 @@ class StackNet:
     ``Engine``), the CondSR blend through ``FastCondSR`` (in ``faithful_dtype``, as ``Engine`` makes it)."""
 
     def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FastCondSR | None,
-                 fidelity: float, scale: int, device: torch.device):
+                 fidelity: float, scale: int, device: torch.device, method: str = DEFAULT_SCALE_METHOD):
+        self.method = method  # below the upscaler's scale: ``upscale_to``
         # the cleanup's own copy with channels-last weights (oneDNN's layout; the caller's stays as it is)
         self.cleanup = copy.deepcopy(cleanup).eval().to(memory_format=torch.channels_last)
         self.upscaler, self.upscaler_scale = upscaler, upscaler_scale
@@ -138,7 +164,7 @@ class StackNet:
         with autocast(self.device, self.dtype):
             cleaned = self.cleanup(lq, code).float().clamp_(0, 1)
         size = (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale)
-        out = resize_to(self.upscaler(cleaned).float(), size).clamp_(0, 1).permute(0, 2, 3, 1)
+        out = upscale_to(cleaned, self.upscaler, self.upscaler_scale, size, self.method).clamp_(0, 1).permute(0, 2, 3, 1)
         if self.fidelity > 0:  # blended in place: one full-size tensor besides the upscaled one
             faithful = restore_nhwc(self.faithful, lq, code, self.scale).float()  # fp32 whatever autocast gave
             out = faithful.mul_(self.fidelity).add_(out, alpha=1 - self.fidelity).clamp_(0, 1)
@@ -153,6 +179,6 @@ class StackRestorer(FrameRestorer):
 
     def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FastCondSR | None,
                  fidelity: float, scale: int, device: torch.device, batch: int = 1, tile: int | None = None,
-                 **kwargs):
-        net = StackNet(cleanup, upscaler, upscaler_scale, faithful, fidelity, scale, device)
+                 method: str = DEFAULT_SCALE_METHOD, **kwargs):
+        net = StackNet(cleanup, upscaler, upscaler_scale, faithful, fidelity, scale, device, method)
         super().__init__(net, scale, batch, tile, overlap=CLEANUP_OVERLAP, **kwargs)

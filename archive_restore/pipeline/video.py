@@ -69,7 +69,7 @@ from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
 from .precision import job_engine
 from .shots import ShotDetector
-from .stack import DEFAULT_FIDELITY
+from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD
 
 KIND = "video"
 ANALYSIS, FINISH = "analysis", "finish"
@@ -108,6 +108,7 @@ class VideoJobOptions:
     upscaler: str = CONDSR              # the upscaler file (resolved from --upscaler), or "condsr"
     upscaler_sha256: str | None = None
     fidelity: float = DEFAULT_FIDELITY
+    scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
 
     def identity(self) -> dict:
@@ -125,11 +126,13 @@ class VideoJobOptions:
             ident["face_fidelity"] = self.face_fidelity
         if self.upscaler != CONDSR:  # the upscaler file, by its content, and the blend
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
+            if self.scale < 4 and self.scale_method != "full":  # jobs from before the choice ran "full"
+                ident["scale_method"] = self.scale_method
         return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> VideoJobOptions:
-        return cls(**stored, **runtime)
+        return cls(**{"scale_method": "full", **stored}, **runtime)  # no method recorded: "full"
 
     @property
     def encode(self) -> EncodeSettings:

@@ -8,8 +8,15 @@ from pathlib import Path
 import click
 
 from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
-from .options import (executor_options, jobs_dir_option, models_dir_option, on_cpu, scale_method_option, upscaler_options,
-                      upscaler_settings)
+from .options import (
+    executor_options,
+    jobs_dir_option,
+    models_dir_option,
+    on_cpu,
+    scale_method_option,
+    upscaler_options,
+    upscaler_settings,
+)
 
 
 def _run_recorded(store, pipeline_job, **run_options):

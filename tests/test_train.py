@@ -318,3 +318,31 @@ def test_train_cli_upscaler_gan_starts_from_the_student_resumes_and_exports_the_
     refused = CliRunner().invoke(cli, ["train", "upscaler-gan", *common[:-6], "--teacher", str(compact),
                                        "--patches", "4", "--steps", "4", "--work-dir", str(tmp_path / "w3")])
     assert refused.exit_code != 0 and "needs an RRDBNet teacher" in refused.output
+
+
+def test_raw_teacher_patches_skip_the_cleanup_and_keep_their_own_stream(tmp_path):
+    """``TeacherCache(clean=False)``: the LQ the student sees is the degraded crop itself (the cleanup is never
+    called), the teacher answers that; patch i is the same whatever the count."""
+    from archive_restore.degrade import Degradation
+    from archive_restore.train.data import ImageBank
+    from archive_restore.train.upscaler_stage import LQ_PATCH, TeacherCache
+
+    rng = np.random.default_rng(0)
+    bank = ImageBank([rng.random((LQ_PATCH * 4 + 8, LQ_PATCH * 4 + 8, 3)).astype(np.float32)], "test")
+
+    def no_cleanup(*_):
+        raise AssertionError("the cleanup ran on a raw patch")
+
+    teacher = lambda x: F.interpolate(x, scale_factor=4, mode="nearest")  # noqa: E731
+    blind = lambda x: torch.zeros(x.shape[0], 4)  # noqa: E731
+    raw = TeacherCache(tmp_path / "raw", 2, seed=5, clean=False)
+    raw.build(bank, blind, no_cleanup, lambda: teacher, progress=False)
+    lq, target = raw.load()
+    r = np.random.default_rng([5, 1])
+    crop = bank.crop(r, LQ_PATCH * 4)
+    low = np.clip(Degradation.sample(r, scale=4).apply(crop), 0, 1)
+    assert torch.allclose(lq[1], torch.from_numpy(low).permute(2, 0, 1).half().float())
+    assert target.shape == (2, 3, LQ_PATCH * 4, LQ_PATCH * 4)
+    more = TeacherCache(tmp_path / "more", 3, seed=5, clean=False)
+    more.build(bank, blind, no_cleanup, lambda: teacher, progress=False)
+    assert torch.equal(more.load()[0][:2], lq)

@@ -29,7 +29,11 @@ from .options import shared_default
               help="upscaler: the upscaler the student learns from (a known name or a file).")
 @click.option("--patches", type=click.IntRange(min=1), default=2048, show_default=True,
               help="upscaler: training patches, each answered once by the teacher (cached in --work-dir).")
-def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, seed, device, teacher, patches) -> None:
+@click.option("--raw-patches", type=click.IntRange(min=0), default=0, show_default=True,
+              help="upscaler, upscaler-gan: more patches, degraded but not cleaned (what the cleanup leaves on real scans), "
+                   "each answered once by the teacher.")
+def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, seed, device, teacher, patches,
+          raw_patches) -> None:
     """Train the networks, following ReDegNet: degradation (DegEncoder + DegSynth), restorer (CondSR),
     uncond (its unconditioned twin, same batches), blind (BlindDegEncoder distilled), cleanup (the x1
     code-conditioned cleanup before the upscaler), or all in order; and upscaler (our compact x4
@@ -49,8 +53,8 @@ def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, se
         "cleanup": [train_cleanup],
         "all": [train_degradation, train_restorer, lambda c: train_restorer(c, conditioned=False), train_blind,
                 train_cleanup],
-        "upscaler": [lambda c: train_upscaler(c, teacher=teacher, patches=patches)],
-        "upscaler-gan": [lambda c: train_upscaler_gan(c, teacher=teacher, patches=patches)],
+        "upscaler": [lambda c: train_upscaler(c, teacher=teacher, patches=patches, raw_patches=raw_patches)],
+        "upscaler-gan": [lambda c: train_upscaler_gan(c, teacher=teacher, patches=patches, raw_patches=raw_patches)],
     }[stage]
     for fn in runs:
         state = fn(cfg)

@@ -95,8 +95,8 @@ def run_steps(
         while state.step < budget.steps:
             if budget.minutes is not None and time.monotonic() - start > budget.minutes * 60:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(base_lr, state.step, budget.steps)
+            for group in optimizer.param_groups:  # a group's own "lr_scale" (a discriminator's) multiplies it
+                group["lr"] = cosine_lr(base_lr, state.step, budget.steps) * group.get("lr_scale", 1.0)
             t0 = time.monotonic()
             losses = {k: float(v) for k, v in step_fn(state.step).items()}  # the one host sync of a step
             state.seconds += time.monotonic() - t0

@@ -183,14 +183,14 @@ STUDENT_FILE = "restore_compact_x4.safetensors"  # our compact upscaler, in the 
 
 
 def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: str | None = "realesr-animevideov3",
-                   patches: int = 2048, progress: bool = True) -> RunState:
+                   patches: int = 2048, progress: bool = True, raw_patches: int = 0) -> RunState:
     """Stage 5: our compact upscaler (SRVGG 64 x 16), distilled from ``teacher`` (a known upscaler name or a
     file) on patches degraded, read and cleaned as the jobs do; started from ``init``'s weights when that
     upscaler is at hand. Written as ``STUDENT_FILE`` (Real-ESRGAN's own key layout, so every upscaler
     runtime runs it) with what it was made from in its header."""
     from ..nets.realesrgan import SRVGGNetCompact
     from ..upscalers.upscaler import load_upscaler, resolve_upscaler
-    from .upscaler_stage import LQ_PATCH, StudentStep, TeacherCache
+    from .upscaler_stage import LQ_PATCH, StudentStep
 
     seed_everything(cfg.seed)
     folders = _folders(cfg)
@@ -203,9 +203,7 @@ def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: s
     teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
     if teacher_ref.path is None:
         raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
-    cache = TeacherCache(cfg.work_dir / "upscaler_targets", patches, cfg.seed)
-    cache.build(naturals, blind, cleanup, lambda: load_upscaler(teacher_ref, "cpu", progress=progress), progress)
-    lq, target = cache.load()
+    lq, target = _teacher_pairs(cfg, naturals, blind, cleanup, teacher_ref, patches, raw_patches, progress)
     student = SRVGGNetCompact(16, 64, 4)
     started_from = "random weights"
     if init:
@@ -230,15 +228,33 @@ def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: s
             "seed": cfg.seed, "losses": {k: round(v, 5) for k, v in state.losses.items()},
             "teacher": f"{teacher_ref.name} ({teacher_ref.source}, sha256 {teacher_ref.sha256})",
             "started_from": started_from, "patches": f"{patches} of {LQ_PATCH}x{LQ_PATCH} LQ from {naturals.source} "
-            f"({len(naturals)} images), degraded by our model, cleaned by cleanup_{cfg.size} with blind codes",
+            f"({len(naturals)} images), degraded by our model, cleaned by cleanup_{cfg.size} with blind codes"
+            + (f"; {raw_patches} more degraded and not cleaned" if raw_patches else ""),
             "licence": "derived from Real-ESRGAN's weights (BSD-3-Clause): the teacher's outputs and the starting "
                        "weights; trained by archive-restore's own code"}
     export_student(student, cfg.models_dir / STUDENT_FILE, info)
     return state
 
 
+def _teacher_pairs(cfg: TrainConfig, naturals: ImageBank, blind, cleanup, teacher_ref, patches: int,
+                   raw_patches: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached (LQ, teacher's answer) pairs: ``patches`` cleaned as the jobs clean them, and ``raw_patches``
+    degraded but not cleaned (``upscaler_targets_raw``), made where missing, as one set."""
+    from ..upscalers.upscaler import load_upscaler
+    from .upscaler_stage import TeacherCache
+
+    pairs = []
+    for folder, count, clean in (("upscaler_targets", patches, True), ("upscaler_targets_raw", raw_patches, False)):
+        if count:
+            cache = TeacherCache(cfg.work_dir / folder, count, cfg.seed + (0 if clean else 1), clean)
+            cache.build(naturals, blind, cleanup, lambda: load_upscaler(teacher_ref, "cpu", progress=progress),
+                        progress)
+            pairs.append(cache.load())
+    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+
 def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", patches: int = 2048,
-                       progress: bool = True, snapshot_every: int = 200) -> RunState:
+                       progress: bool = True, snapshot_every: int = 200, raw_patches: int = 0) -> RunState:
     """Stage 6: the GAN stage of the compact upscaler, from the L1 student in ``--models-dir`` (stage 5's
     output): L1 + gradient L1 + the teacher's features + a patch discriminator that takes the teacher's answers
     for real, with an EMA of the weights (``upscaler_stage.GanStudentStep``). Every ``snapshot_every`` steps the
@@ -251,7 +267,8 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
 
     from ..nets.realesrgan import RRDBNet, SRVGGNetCompact
     from ..upscalers.upscaler import load_upscaler, resolve_upscaler
-    from .upscaler_stage import GanStudentStep, PatchDiscriminator, TeacherCache, TeacherFeatures
+    from .upscaler_stage import (DISC_LR_SCALE, GAN_WEIGHT, PERCEPTUAL_WEIGHT, PIXEL_WEIGHT, GanStudentStep,
+                                 PatchDiscriminator, TeacherFeatures)
 
     seed_everything(cfg.seed)
     start_file = cfg.models_dir / STUDENT_FILE
@@ -265,9 +282,7 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
     teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
     if teacher_ref.path is None:
         raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
-    cache = TeacherCache(cfg.work_dir / "upscaler_targets", patches, cfg.seed)
-    cache.build(naturals, blind, cleanup, lambda: load_upscaler(teacher_ref, "cpu", progress=progress), progress)
-    lq, target = cache.load()
+    lq, target = _teacher_pairs(cfg, naturals, blind, cleanup, teacher_ref, patches, raw_patches, progress)
     rrdb = load_upscaler(teacher_ref, "cpu", runtime="torch", progress=False).model
     if not isinstance(rrdb, RRDBNet):
         raise DataError(f"--teacher {teacher}: the GAN stage's perceptual term needs an RRDBNet teacher (x4plus)")
@@ -281,8 +296,8 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
     student.to(cfg.device).train().requires_grad_(True)
     ema = copy.deepcopy(student).requires_grad_(False)
     disc = PatchDiscriminator().to(cfg.device).train()
-    optimizer = torch.optim.Adam([{"params": student.parameters()}, {"params": disc.parameters()}], lr=cfg.lr,
-                                 betas=(0.9, 0.99))
+    optimizer = torch.optim.Adam([{"params": student.parameters()},
+                                  {"params": disc.parameters(), "lr_scale": DISC_LR_SCALE}], lr=cfg.lr, betas=(0.9, 0.99))
     state_path = cfg.work_dir / "upscaler_gan.state"
     modules = {"student": student, "ema": ema, "disc": disc}
     state = load_state(state_path, modules, optimizer)
@@ -301,10 +316,12 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
                 "gan_train_seconds": round(s.seconds, 1), "gan_lr": cfg.lr, "gan_batch": cfg.batch,
                 "gan_losses": {k: round(v, 5) for k, v in s.losses.items()},
                 "gan_autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
-                "gan_recipe": "L1 + gradient L1 to x4plus, L1 of x4plus's first-layer features (weight 1), "
-                              "patch-discriminator GAN (weight 0.1, x4plus's answers as real), EMA 0.995",
+                "gan_recipe": f"L1 + gradient L1 to x4plus (weight {PIXEL_WEIGHT} each), L1 of x4plus's first-layer "
+                              f"features (weight {PERCEPTUAL_WEIGHT}), patch-discriminator GAN (weight {GAN_WEIGHT}, "
+                              f"x4plus's answers as real, its lr x {DISC_LR_SCALE}), EMA 0.995",
                 "patches": f"{patches} of 48x48 LQ from {naturals.source} ({len(naturals)} images), degraded by "
-                           f"our model, cleaned by cleanup_{cfg.size} with blind codes"}
+                           f"our model, cleaned by cleanup_{cfg.size} with blind codes; {raw_patches} more degraded "
+                           "and not cleaned"}
 
     def checkpoint(s: RunState) -> None:
         save_state(state_path, modules, optimizer, s)

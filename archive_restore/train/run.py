@@ -267,8 +267,15 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
 
     from ..nets.realesrgan import RRDBNet, SRVGGNetCompact
     from ..upscalers.upscaler import load_upscaler, resolve_upscaler
-    from .upscaler_stage import (DISC_LR_SCALE, GAN_WEIGHT, PERCEPTUAL_WEIGHT, PIXEL_WEIGHT, GanStudentStep,
-                                 PatchDiscriminator, TeacherFeatures)
+    from .upscaler_stage import (
+        DISC_LR_SCALE,
+        GAN_WEIGHT,
+        PERCEPTUAL_WEIGHT,
+        PIXEL_WEIGHT,
+        GanStudentStep,
+        PatchDiscriminator,
+        TeacherFeatures,
+    )
 
     seed_everything(cfg.seed)
     start_file = cfg.models_dir / STUDENT_FILE

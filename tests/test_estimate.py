@@ -23,7 +23,11 @@ def test_the_estimate_is_the_rate_times_what_is_left():
     # 2 frames in 446 s (the x4plus preview on a 2-core EPYC), 46 left: 2 h 51 min, and long
     line = estimate_line("frame", 2, 446.0, 46, "cpu", "RealESRGAN_x4plus")
     assert line.startswith("estimate: about 2 h 51 min for the 46 frames left, at 223.00 s a frame")
-    assert "that is long. Faster: --upscaler realesr-general-x4v3" in line and "--upscaler condsr" in line
+    assert "that is long. Faster: --upscaler restore-compact-x4" in line and "--upscaler condsr" in line
+    assert "--scale 2 --scale-method reduced" in line
+    compact = estimate_line("frame", 2, 446.0, 46, "cpu", "restore_compact_x4")
+    assert "Faster: --scale 2" in compact and "--upscaler restore-compact-x4" not in compact  # already the light one
+    assert "--scale 2" not in estimate_line("frame", 2, 446.0, 46, "cpu", "restore_compact_x4", scale=2)
     assert "a GPU (--device cuda)" in line and "--executor ray" in line
     short = estimate_line("photo", 4, 10.0, 100, "cpu", "RealESRGAN_x4plus")
     assert short == "estimate: about 4 min for the 100 photos left, at 2.50 s a photo as measured here on the cpu"

@@ -484,8 +484,8 @@ def test_our_compact_upscaler_is_found_by_name_in_the_models_folders(isolated, t
 
 def test_auto_for_video_on_a_cpu_takes_a_compact_upscaler_first(isolated, tmp_path, monkeypatch):
     """``auto`` per job kind and device: photos (and video on a GPU) the strongest upscaler present; video on
-    a CPU a compact one first (realesr-general-x4v3; our restore_compact_x4 only by name until it passes its
-    quality bar), or what the environment names."""
+    a CPU a compact one first (realesr-general-x4v3 when fetched, else our restore_compact_x4), or what the
+    environment names."""
     from safetensors.torch import save_file
 
     monkeypatch.delenv(upscalers.VIDEO_CPU_ENV, raising=False)  # conftest sets it so that jobs see no upscaler
@@ -493,7 +493,8 @@ def test_auto_for_video_on_a_cpu_takes_a_compact_upscaler_first(isolated, tmp_pa
     ours = isolated / "restore_compact_x4.safetensors"
     save_file(_srvgg().state_dict(), str(ours))
     assert resolve_upscaler("auto", [isolated]).path == resolve_upscaler("auto", [isolated], False).path == str(x4plus)
-    assert resolve_upscaler("auto", [isolated], video_on_cpu=True).path == str(x4plus)  # ours: opt-in for now
+    assert resolve_upscaler("auto", [isolated], video_on_cpu=True).path == str(ours)
+    assert resolve_upscaler("auto", [isolated]).path == str(x4plus)  # photos: the strongest
     general = _save(_srvgg(), isolated / "realesr-general-x4v3.pth", "params")
     assert resolve_upscaler("auto", [isolated], video_on_cpu=True).path == str(general)
     assert resolve_upscaler("auto", [isolated]).path == str(x4plus)
@@ -510,12 +511,18 @@ def test_auto_for_video_on_a_cpu_takes_a_compact_upscaler_first(isolated, tmp_pa
 def test_video_on_a_cpu_uses_the_compact_upscaler_by_default(isolated, tmp_path, monkeypatch, tiny_models):
     from video_clips import make_clip
 
+    from safetensors.torch import save_file
+
     monkeypatch.delenv(upscalers.VIDEO_CPU_ENV, raising=False)
     _save(_rrdb(), isolated / "RealESRGAN_x4plus.pth", "params_ema")
-    _save(_srvgg(), isolated / "realesr-general-x4v3.pth", "params")
+    save_file(_srvgg().state_dict(), str(isolated / "restore_compact_x4.safetensors"))
     clip = make_clip(tmp_path / "c.mp4", count=2)
     args = ["video", str(clip.path), "--scale", "1", "--models-dir", str(tiny_models), "--models-dir", str(isolated),
             "--jobs-dir", str(tmp_path / "j"), "--preview", "1", "--face-detector", "haar"]
     result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "note: upscaler: realesr-general-x4v3" in result.output
+    assert "note: upscaler: restore_compact_x4" in result.output  # ours, shipped: not x4plus's minutes a frame
+    _save(_srvgg(), isolated / "realesr-general-x4v3.pth", "params")
+    result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "note: upscaler: realesr-general-x4v3" in result.output  # fetched by the user: it comes first

@@ -84,10 +84,11 @@ AUTO_ORDER: tuple[tuple[str, str], ...] = (
     ("RealESRGAN_x4plus", "ncnn"),
     ("realesr-general-wdn-x4v3", "file"),
 )
-# `auto` for video on a CPU, before AUTO_ORDER: a compact one (x4plus takes minutes a frame there). Our own
-# restore_compact_x4 is not among them yet: 35 x faster than x4plus but softer (NIQE on real photos 11.7
-# against 6.0, models/MODELS.md); it joins the front of this list once it is within 0.7 of x4plus (issue 30).
-VIDEO_CPU_ORDER: tuple[tuple[str, str], ...] = (("realesr-general-x4v3", "file"),)
+# `auto` for video on a CPU, before AUTO_ORDER: a compact one, since x4plus takes minutes a frame there (183 s a
+# 854x480 frame in fp32 here: a minute of footage would be days). realesr-general-x4v3 when the user fetched it,
+# else our own restore_compact_x4 (shipped in models/; 37-46 x less a frame than x4plus in fp32, but softer than
+# x4plus on real photos: NIQE figures in models/MODELS.md). `--upscaler RealESRGAN_x4plus` asks for x4plus.
+VIDEO_CPU_ORDER: tuple[tuple[str, str], ...] = (("realesr-general-x4v3", "file"), ("restore_compact_x4", "file"))
 VIDEO_CPU_ENV = "ARCHIVE_RESTORE_VIDEO_CPU_UPSCALER"  # `auto`'s choice for video on a CPU, instead of the above
 
 

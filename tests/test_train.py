@@ -346,3 +346,12 @@ def test_raw_teacher_patches_skip_the_cleanup_and_keep_their_own_stream(tmp_path
     more = TeacherCache(tmp_path / "more", 3, seed=5, clean=False)
     more.build(bank, blind, no_cleanup, lambda: teacher, progress=False)
     assert torch.equal(more.load()[0][:2], lq)
+
+
+def test_training_autocasts_only_in_bf16_and_only_where_it_is_fast(monkeypatch):
+    from archive_restore.compute import cpu
+
+    monkeypatch.setattr(cpu, "half_speedups", lambda: {torch.float16: 3.0, torch.bfloat16: 3.2})
+    assert cpu.training_autocast_dtype() is torch.bfloat16
+    monkeypatch.setattr(cpu, "half_speedups", lambda: {torch.float16: 3.0, torch.bfloat16: 1.2})
+    assert cpu.training_autocast_dtype() is None  # fp16 is fast here, but never for training

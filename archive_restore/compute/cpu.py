@@ -109,6 +109,13 @@ def cpu_half_dtype() -> torch.dtype | None:
     return half_for(*half_seconds())
 
 
+def training_autocast_dtype(min_speedup: float = 1.5) -> torch.dtype | None:
+    """bf16 when this CPU convolves it at least ``min_speedup`` x faster than fp32 (``half_speedups``), else
+    None: what a training stage's forward passes may run in. Never fp16: without loss scaling its range loses
+    small gradients, and bf16 keeps fp32's."""
+    return torch.bfloat16 if half_speedups().get(torch.bfloat16, 0.0) >= min_speedup else None
+
+
 def half_for(fp32_seconds: float, half_seconds: dict[torch.dtype, float]) -> torch.dtype | None:
     """fp16 when it beats ``fp32_seconds`` by ``HALF_SPEEDUP`` x (its 10-bit mantissa keeps the stack's
     output within 4e-5 of fp32 on real photos, bf16's 7 bits within 3e-4), else bf16 when that does,

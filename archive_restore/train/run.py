@@ -265,11 +265,13 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
 
     from safetensors import safe_open
 
+    from ..compute.cpu import training_autocast_dtype
     from ..nets.realesrgan import RRDBNet, SRVGGNetCompact
     from ..upscalers.upscaler import load_upscaler, resolve_upscaler
     from .upscaler_stage import (
         DISC_LR_SCALE,
         GAN_WEIGHT,
+        LQ_PATCH,
         PERCEPTUAL_WEIGHT,
         PIXEL_WEIGHT,
         GanStudentStep,
@@ -283,7 +285,7 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
         raise DataError(f"{start_file} not found: the GAN stage starts from the L1 student; run `archive-restore "
                         "train upscaler` first (same --models-dir)")
     folders = _folders(cfg)
-    naturals = ImageBank.from_folder(folders["naturals"], 48 * 4)
+    naturals = ImageBank.from_folder(folders["naturals"], LQ_PATCH * 4)
     blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], "cpu", "BlindDegEncoder")
     cleanup = _frozen(cfg.models_dir / MODEL_FILES[f"cleanup_{cfg.size}"], "cpu", "Cleanup")
     teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
@@ -308,12 +310,7 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
     state_path = cfg.work_dir / "upscaler_gan.state"
     modules = {"student": student, "ema": ema, "disc": disc}
     state = load_state(state_path, modules, optimizer)
-    autocast = None
-    if cfg.device == "cpu":
-        from ..compute.cpu import half_speedups
-
-        fast = [dtype for dtype, speedup in half_speedups().items() if speedup >= 1.5]
-        autocast = torch.bfloat16 if torch.bfloat16 in fast else (fast[0] if fast else None)
+    autocast = training_autocast_dtype() if cfg.device == "cpu" else None
     step = GanStudentStep(student, ema, disc, features, optimizer, lq.to(cfg.device), target.to(cfg.device),
                           cfg.seed, cfg.batch, autocast)
 
@@ -326,7 +323,7 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
                 "gan_recipe": f"L1 + gradient L1 to x4plus (weight {PIXEL_WEIGHT} each), L1 of x4plus's first-layer "
                               f"features (weight {PERCEPTUAL_WEIGHT}), patch-discriminator GAN (weight {GAN_WEIGHT}, "
                               f"x4plus's answers as real, its lr x {DISC_LR_SCALE}), EMA 0.995",
-                "patches": f"{patches} of 48x48 LQ from {naturals.source} ({len(naturals)} images), degraded by "
+                "patches": f"{patches} of {LQ_PATCH}x{LQ_PATCH} LQ from {naturals.source} ({len(naturals)} images), degraded by "
                            f"our model, cleaned by cleanup_{cfg.size} with blind codes; {raw_patches} more degraded "
                            "and not cleaned"}
 

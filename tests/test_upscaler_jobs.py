@@ -291,3 +291,9 @@ def test_scale_method_in_the_job_and_its_identity(tmp_path, stack_models, scans,
     assert reduced.options["scale_method"] == "reduced" and "scale_method" not in full.options
     assert PhotoJobOptions.from_identity(full.options).scale_method == "full"
     assert "scale_method" not in PhotoJobOptions(scale=4, upscaler="x.pth", scale_method="reduced").identity()
+    seen.clear()  # --scale 1 without --scale-method: the measured default, the cleanup without the upscaler
+    code, output = _invoke(["run", scans, "--face-detector", "haar", "--upscaler", upscaler, "--scale", "1", "-o",
+                            tmp_path / "x1"], jobs, stack_models)
+    assert code == 0, output
+    assert seen == [] and read_image(tmp_path / "x1" / "a.png").pixels.shape == (30, 40, 3)
+    assert [j.options.get("scale_method") for j in _jobs(jobs) if j.output.endswith("x1")] == ["cleanup"]

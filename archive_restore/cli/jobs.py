@@ -51,11 +51,11 @@ def _finish(store, job, summary) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _scale_method(choice: str | None) -> dict:
-    """The job option for ``--scale-method`` (the measured default when not given)."""
-    from ..pipeline.stack import DEFAULT_SCALE_METHOD
+def _scale_method(choice: str | None, scale: str) -> dict:
+    """The job option for ``--scale-method`` (the measured default for the scale when not given)."""
+    from ..pipeline.stack import default_scale_method
 
-    return {"scale_method": choice or DEFAULT_SCALE_METHOD}
+    return {"scale_method": choice or default_scale_method(int(scale))}
 
 
 @click.command()
@@ -93,7 +93,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
 
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
-                              face_fidelity=face_fidelity, precision=precision, **_scale_method(scale_method),
+                              face_fidelity=face_fidelity, precision=precision, **_scale_method(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -297,7 +297,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
                               tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
-                              **_scale_method(scale_method),
+                              **_scale_method(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))
     videos = find_videos(inputs)
     if not videos:

@@ -57,7 +57,8 @@ def scale_method_option(f):
                         help="With --scale 1 or 2 and a x4 upscaler: full runs the upscaler on the whole picture and "
                              "shrinks its answer (a x4 job's cost); reduced shrinks the cleaned picture first, so the "
                              "x4 lands on the output size (a quarter of the work at x2, a sixteenth at x1); cleanup "
-                             "leaves the upscaler out [default: full; see models/MODELS.md].")(f)
+                             "leaves the upscaler out [default: cleanup at --scale 1, full at 2, as measured: "
+                             "models/MODELS.md].")(f)
 
 
 def upscaler_settings(choice: str, fidelity: float | None, models_dirs, video_on_cpu: bool = False) -> dict:

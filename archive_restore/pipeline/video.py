@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -258,7 +259,7 @@ class VideoJob:
     _engine: Engine | None = None
     _info: VideoInfo | None = None
     _bar: tqdm | None = None
-    bar_class: type = tqdm  # the render bar's class (``bench eta`` records what it shows)
+    bar_class: ClassVar[type] = tqdm  # the render bar's class (``bench eta`` records what it shows)
     _estimate: Estimate | None = None  # this run's, on the local executor: said once its first frames are done
     _rate_from: tuple[float, int, int] | None = None  # the first batch's end, frames left then, done since
 
@@ -361,6 +362,7 @@ class VideoJob:
     def render(self, item: Item) -> ItemResult:
         started = time.monotonic()
         self.check_unchanged()
+        bar = self.render_bar()  # made before the first frame: its rate counts the first batch's time too
         x = item.extra
         code = np.asarray(item.code, np.float32)
         frames = _prefetch(open_backend(self.options.backend).frames(
@@ -382,7 +384,7 @@ class VideoJob:
                         now = time.monotonic()
                         self.engine.did(len(batch), now - since)
                         since = now
-                        self.render_bar().update(len(batch))
+                        bar.update(len(batch))
                         self._tell_estimate(len(batch))
                         since_trim += len(batch)
                         if since_trim >= HEAP_TRIM_FRAMES:

@@ -189,6 +189,9 @@ class OnnxRuntime:
             # through RRDB x4plus in tiles peaked at 2345 MB with it, 1855 MB without, at the same speed)
             options.enable_cpu_mem_arena = False
             options.log_severity_level = 3  # errors only
+            # its threads do not spin after a run: spinning, they took the cores from whatever ran next (the
+            # runtime probe's next runtime, the cleanup, the encoder), and bf16 timed 0.010-0.074 s by turns
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # a truncated or foreign cache file

@@ -169,9 +169,9 @@ def test_bench_speed_on_a_tiny_clip_writes_every_figure(tmp_path, monkeypatch):
     assert "end_to_end_fps" in result.output and "per_frame_loop_fps" in result.output
 
 
-def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkeypatch):
-    """--upscaler FILE adds a row keyed by the file's stem, measured on the stack (cleanup -> that
-    upscaler -> the CondSR blend) with the jobs' defaults: the end-to-end render writes a 4x video."""
+def _stack_files(tmp_path):
+    """Tiny random networks for the stack (blind encoder, CondSR, cleanup) and a random SRVGG x4 in the official
+    .pth layout."""
     from spandrel.architectures.Compact import Compact
 
     from archive_restore.nets import Cleanup
@@ -184,6 +184,13 @@ def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkey
     save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
     upscaler = tmp_path / "tiny-x4.pth"
     torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
+    return models, upscaler
+
+
+def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkeypatch):
+    """--upscaler FILE adds a row keyed by the file's stem, measured on the stack (cleanup -> that
+    upscaler -> the CondSR blend) with the jobs' defaults: the end-to-end render writes a 4x video."""
+    models, upscaler = _stack_files(tmp_path)
     out = tmp_path / "speed.json"
     from archive_restore.upscalers import runtime as rt
 
@@ -213,19 +220,9 @@ def test_bench_speed_has_a_row_for_the_stack_with_each_upscaler(tmp_path, monkey
 def test_bench_speed_gives_a_row_per_precision_in_one_run(tmp_path, monkeypatch):
     """--precision fp32 --precision auto: the stack's row twice (NAME@fp32, NAME@auto), each engine and job at
     its own precision."""
-    from spandrel.architectures.Compact import Compact
-
-    from archive_restore.nets import Cleanup
     from archive_restore.pipeline import engine as engine_module
 
-    models = tmp_path / "models"
-    models.mkdir()
-    torch.manual_seed(0)
-    save_checkpoint(BlindDegEncoder(code_dim=16, width=8, input_size=64), models / "blind_encoder.safetensors")
-    save_checkpoint(CondSR(code_dim=16, width=8, blocks=1), models / "condsr_compact.safetensors")
-    save_checkpoint(Cleanup(code_dim=16, width=8, blocks=1), models / "cleanup_compact.safetensors")
-    upscaler = tmp_path / "tiny-x4.pth"
-    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
+    models, upscaler = _stack_files(tmp_path)
     built = []
     init = engine_module.Engine.__init__
 

@@ -193,17 +193,7 @@ def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: s
     from .upscaler_stage import LQ_PATCH, StudentStep
 
     seed_everything(cfg.seed)
-    folders = _folders(cfg)
-    if not folders["naturals"].is_dir():
-        raise DataError(f"training data folder {folders['naturals']} not found; pass --data pointing at a folder "
-                        "with hq_natural/")
-    naturals = ImageBank.from_folder(folders["naturals"], LQ_PATCH * 4)
-    blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], "cpu", "BlindDegEncoder")
-    cleanup = _frozen(cfg.models_dir / MODEL_FILES[f"cleanup_{cfg.size}"], "cpu", "Cleanup")
-    teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
-    if teacher_ref.path is None:
-        raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
-    lq, target = _teacher_pairs(cfg, naturals, blind, cleanup, teacher_ref, patches, raw_patches, progress)
+    lq, target, naturals, teacher_ref = _teacher_data(cfg, teacher, patches, raw_patches, progress)
     student = SRVGGNetCompact(16, 64, 4)
     started_from = "random weights"
     if init:
@@ -236,12 +226,23 @@ def train_upscaler(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", init: s
     return state
 
 
-def _teacher_pairs(cfg: TrainConfig, naturals: ImageBank, blind, cleanup, teacher_ref, patches: int,
-                   raw_patches: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached (LQ, teacher's answer) pairs: ``patches`` cleaned as the jobs clean them, and ``raw_patches``
-    degraded but not cleaned (``upscaler_targets_raw``), made where missing, as one set."""
-    from ..upscalers.upscaler import load_upscaler
-    from .upscaler_stage import TeacherCache
+def _teacher_data(cfg: TrainConfig, teacher: str, patches: int, raw_patches: int, progress: bool):
+    """What both upscaler stages learn from: the cached (LQ, teacher's answer) pairs, ``patches`` cleaned as the
+    jobs clean them and ``raw_patches`` degraded but not cleaned (``upscaler_targets_raw``), made where missing,
+    as one set; with the image bank and the teacher's ref they came from."""
+    from ..upscalers.upscaler import load_upscaler, resolve_upscaler
+    from .upscaler_stage import LQ_PATCH, TeacherCache
+
+    folders = _folders(cfg)
+    if not folders["naturals"].is_dir():
+        raise DataError(f"training data folder {folders['naturals']} not found; pass --data pointing at a folder "
+                        "with hq_natural/")
+    naturals = ImageBank.from_folder(folders["naturals"], LQ_PATCH * 4)
+    blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], "cpu", "BlindDegEncoder")
+    cleanup = _frozen(cfg.models_dir / MODEL_FILES[f"cleanup_{cfg.size}"], "cpu", "Cleanup")
+    teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
+    if teacher_ref.path is None:
+        raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
 
     pairs = []
     for folder, count, clean in (("upscaler_targets", patches, True), ("upscaler_targets_raw", raw_patches, False)):
@@ -250,7 +251,7 @@ def _teacher_pairs(cfg: TrainConfig, naturals: ImageBank, blind, cleanup, teache
             cache.build(naturals, blind, cleanup, lambda: load_upscaler(teacher_ref, "cpu", progress=progress),
                         progress)
             pairs.append(cache.load())
-    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]), naturals, teacher_ref
 
 
 def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", patches: int = 2048,
@@ -284,14 +285,7 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
     if not start_file.is_file():
         raise DataError(f"{start_file} not found: the GAN stage starts from the L1 student; run `archive-restore "
                         "train upscaler` first (same --models-dir)")
-    folders = _folders(cfg)
-    naturals = ImageBank.from_folder(folders["naturals"], LQ_PATCH * 4)
-    blind = _frozen(cfg.models_dir / MODEL_FILES["blind_encoder"], "cpu", "BlindDegEncoder")
-    cleanup = _frozen(cfg.models_dir / MODEL_FILES[f"cleanup_{cfg.size}"], "cpu", "Cleanup")
-    teacher_ref = resolve_upscaler(teacher, [cfg.models_dir])
-    if teacher_ref.path is None:
-        raise DataError(f"--teacher {teacher}: no upscaler file to distil from")
-    lq, target = _teacher_pairs(cfg, naturals, blind, cleanup, teacher_ref, patches, raw_patches, progress)
+    lq, target, naturals, teacher_ref = _teacher_data(cfg, teacher, patches, raw_patches, progress)
     rrdb = load_upscaler(teacher_ref, "cpu", runtime="torch", progress=False).model
     if not isinstance(rrdb, RRDBNet):
         raise DataError(f"--teacher {teacher}: the GAN stage's perceptual term needs an RRDBNet teacher (x4plus)")

@@ -44,6 +44,12 @@ def _conv_seconds(threads: int, repeats: int = 9, dtype: torch.dtype = torch.flo
     return sorted(times)[len(times) // 2]
 
 
+def fixed_threads() -> int | None:
+    """The thread count ``$ARCHIVE_RESTORE_THREADS`` fixes (a positive integer), else None."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_threads() -> int:
     """Intra-op threads for the networks on the CPU, measured at start-up rather than assumed: a
@@ -52,8 +58,8 @@ def cpu_threads() -> int:
     encode threads beside the network take little); on a machine loaded by other processes, threads
     beyond the free cores only wait for each other, and a plain one-thread loop would win.
     ``$ARCHIVE_RESTORE_THREADS`` overrides (no probe)."""
-    if os.environ.get(THREADS_ENV, "").isdigit() and int(os.environ[THREADS_ENV]) > 0:
-        return int(os.environ[THREADS_ENV])
+    if fixed_threads():
+        return fixed_threads()
     cores = usable_cores()
     if cores == 1:
         return 1

@@ -12,7 +12,6 @@ The thread count never changes an output byte: every runtime ``auto`` may pick c
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -75,8 +74,8 @@ class ThreadGovernor:
 def governor_for(device: torch.device) -> ThreadGovernor | None:
     """A governor for a job's networks on ``device``: None on CUDA, and where ``$ARCHIVE_RESTORE_THREADS`` fixes
     the count (a Ray worker given its CPUs, tests), or on one core."""
-    from .cpu import THREADS_ENV, usable_cores
+    from .cpu import fixed_threads, usable_cores
 
-    if device.type != "cpu" or os.environ.get(THREADS_ENV, "").strip() or usable_cores() == 1:
+    if device.type != "cpu" or fixed_threads() or usable_cores() == 1:
         return None
     return ThreadGovernor(usable_cores(), torch.get_num_threads())

@@ -86,13 +86,13 @@ class PhotoJobOptions:
             ident["face_fidelity"] = self.face_fidelity
         if self.upscaler != CONDSR:  # the upscaler file, by its content, and the blend
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
-            if self.scale < 4 and self.scale_method != "full":  # jobs from before the choice ran "full"
+            if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
         return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> "PhotoJobOptions":
-        return cls(**{"scale_method": "full", **stored}, **runtime)  # no method recorded: "full"
+        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, **stored}, **runtime)  # none recorded: the old one
 
 
 @dataclass
@@ -268,9 +268,9 @@ class PhotoJob:
         with atomic_output(out) as tmp:
             write_image(tmp, restored, like=photo)
         self.kept_path(item).unlink(missing_ok=True)
-        megapixels = photo.width * photo.height / 1e6
-        self.engine.did(megapixels, time.monotonic() - started)  # photos differ in size: their pixels are the work
-        extra.update(seconds=round(time.monotonic() - started, 3), megapixels=round(megapixels, 4))
+        megapixels, seconds = photo.width * photo.height / 1e6, time.monotonic() - started
+        self.engine.did(megapixels, seconds)  # photos differ in size: their pixels are the work
+        extra.update(seconds=round(seconds, 3), megapixels=round(megapixels, 4))
         if photo.decoder_said:  # decoded, with warnings: kept with the item, not printed
             extra["decoder_said"] = photo.decoder_said
         return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0, extra=extra)

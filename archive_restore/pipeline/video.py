@@ -127,13 +127,13 @@ class VideoJobOptions:
             ident["face_fidelity"] = self.face_fidelity
         if self.upscaler != CONDSR:  # the upscaler file, by its content, and the blend
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
-            if self.scale < 4 and self.scale_method != "full":  # jobs from before the choice ran "full"
+            if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
         return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> VideoJobOptions:
-        return cls(**{"scale_method": "full", **stored}, **runtime)  # no method recorded: "full"
+        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, **stored}, **runtime)  # none recorded: the old one
 
     @property
     def encode(self) -> EncodeSettings:

@@ -93,6 +93,13 @@ def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
+def sample_batch(lq: torch.Tensor, target: torch.Tensor, batch: int, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` cached pairs drawn by ``rng``, flipped and turned alike (``augment``)."""
+    index = torch.from_numpy(rng.integers(len(lq), size=batch))
+    return augment(lq[index], target[index], rng)
+
+
 def augment(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random flip and quarter turn on a batch's inputs and targets."""
     k = int(rng.integers(4))
@@ -111,9 +118,7 @@ class StudentStep:
         self.seed, self.batch = seed, batch
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, 1, step])
-        index = torch.from_numpy(rng.integers(len(self.lq), size=self.batch))
-        x, y = augment(self.lq[index], self.target[index], rng)
+        x, y = sample_batch(self.lq, self.target, self.batch, np.random.default_rng([self.seed, 1, step]))
         out = self.student(x)
         pixels, edges = F.l1_loss(out, y), gradient_l1(out, y)
         loss = pixels + GRADIENT_WEIGHT * edges
@@ -200,9 +205,7 @@ class GanStudentStep:
             return self._step(step)
 
     def _step(self, step: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, 2, step])
-        index = torch.from_numpy(rng.integers(len(self.lq), size=self.batch))
-        x, y = augment(self.lq[index], self.target[index], rng)
+        x, y = sample_batch(self.lq, self.target, self.batch, np.random.default_rng([self.seed, 2, step]))
         out = self.student(x)
         pixels, edges = F.l1_loss(out.float(), y), gradient_l1(out.float(), y)
         with torch.no_grad():

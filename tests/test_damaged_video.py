@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from video_clips import decoded
 
 from archive_restore.cli import cli
-from archive_restore.media import video as media_video
-from archive_restore.media.video import DecodeTally, PyAVBackend, probe
-from archive_restore.pipeline import video as video_pipeline
 from archive_restore.jobs.store import JobStore
+from archive_restore.media import video as media_video
+from archive_restore.media.video import DecodeTally, PyAVBackend, _placed, probe
+from archive_restore.pipeline import video as video_pipeline
 
 SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "video" / "old_movie_1.mp4"
 SECONDS = 1.5
@@ -197,6 +197,6 @@ def test_frames_without_a_usable_timestamp_are_dropped_and_counted(pts, untimed)
             return iter([Packet(p) for p in pts])
 
     tally = DecodeTally()
-    kept = list(PyAVBackend._range(Container(), Stream(), None, None, False, tally))
+    kept = list(_placed(Container(), Stream(), tally))
     assert [f.pts for f in kept] == [0, 40, 80] and tally.untimed == untimed and tally.packets == len(pts)
     assert tally.damaged

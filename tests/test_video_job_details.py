@@ -202,7 +202,8 @@ def test_each_item_records_what_it_did_and_the_bars_and_status_say_it(tmp_path, 
     # the analysis: the input's stamp, what it found, the decoder's tally, timing that adds up
     assert (analysis.size, analysis.mtime) == (stat.st_size, pytest.approx(stat.st_mtime))
     x = analysis.extra
-    assert {k: v for k, v in x.items() if k not in ("seconds", "fps")} == {
+    assert x["fields"]["mode"] == "off" and "the stream's flag (progressive) decided: off" in x["fields"]["reason"]
+    assert {k: v for k, v in x.items() if k not in ("seconds", "fps", "fields")} == {
         "input": [stat.st_size, stat.st_mtime_ns], "frames": 10, "shots": 2, "tracks": 0, "video": info.summary(),
         "header_frames": info.header_frames, "code_sources": {"blind": 2}, "frames_lost": 0, "packets_refused": 0,
         "frames_untimed": 0, "stopped": None, "ffmpeg_said": []}

@@ -261,6 +261,11 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
 @click.option("--detect-every", type=click.IntRange(min=1), default=5, show_default=True,
               help="Detect faces every N frames of a shot (tracked in between).")
+@click.option("--deinterlace", type=click.Choice(["auto", "field", "frame", "ivtc", "off"]), default="auto",
+              show_default=True,
+              help="Interlaced and telecined input: auto reads the stream's field order and FFmpeg's idet over the "
+                   "first 300 frames; field: one frame per field (bwdif; 25i -> 50p, keeps motion); frame: one per "
+                   "frame; ivtc: film frames back from 3:2 pulldown (29.97 -> 23.976); off: frames as they are.")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Longest render chunk; a crash loses at most one chunk.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
@@ -282,8 +287,8 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @models_dir_option
 @jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision, scale_method, restart,
-          retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+          deinterlace, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision, scale_method,
+          restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -295,7 +300,8 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     check_encoder(codec)
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
-                              tile=tile, device=device, batch=batch, models_dirs=tuple(models_dirs),
+                              deinterlace=deinterlace, tile=tile, device=device, batch=batch,
+                              models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
                               **_scale_method(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))

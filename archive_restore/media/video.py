@@ -30,6 +30,7 @@ Frames are ``HxWx3`` RGB, ``uint8`` or ``float32`` in [0, 1].
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import statistics
 import tempfile
@@ -43,6 +44,7 @@ import av
 import numpy as np
 
 from ..errors import InputError, UnsupportedFormatError, UsageError
+from .fields import CONTEXT_FRAMES, CYCLE, DETECT_FRAMES, FieldCounts, FieldPlan, count_fields, field_order_of
 from .quiet import collecting_ffmpeg_messages, ffmpeg_messages
 
 BACKENDS = ("pyav", "decord")
@@ -95,6 +97,8 @@ class VideoInfo:
     audio: tuple[StreamInfo, ...] = ()
     subtitles: tuple[StreamInfo, ...] = ()
     duration: Fraction | None = None  # the video stream's stated duration in seconds, when stated
+    field_order: str | None = None  # progressive, tff or bff as the codec flags it; None: not said
+    first_pts: int | None = None  # the first decoded frame's pts
 
     def summary(self) -> str:
         """One line for logs and ``status``."""
@@ -178,7 +182,7 @@ def _probe(path: str | os.PathLike[str]) -> VideoInfo:
             colour=_colour(first), average_rate=stream.average_rate and Fraction(stream.average_rate),
             header_frames=stream.frames or None,
             audio=_others(container, "audio"), subtitles=_others(container, "subtitle"),
-            duration=_stream_duration(stream))
+            duration=_stream_duration(stream), field_order=field_order_of(stream), first_pts=first.pts)
 
 
 def _stream_duration(stream) -> Fraction | None:
@@ -271,9 +275,11 @@ class VideoBackend(Protocol):
 
     def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
                end_pts: int | None = None, as_float: bool = False,
-               tally: DecodeTally | None = None) -> Iterator[VideoFrame]:
+               tally: DecodeTally | None = None, fields: FieldPlan | None = None) -> Iterator[VideoFrame]:
         """Frames with ``start_pts <= pts < end_pts`` (None: unbounded) in presentation order; what
-        the pass met goes into ``tally`` when given."""
+        the pass met goes into ``tally`` when given. With an active ``fields`` plan the frames are the
+        plan's (deinterlaced, or film frames), their pts and the range in its time base
+        (``fields.view(info)``)."""
         ...
 
 
@@ -289,41 +295,66 @@ class PyAVBackend:
 
     def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
                end_pts: int | None = None, as_float: bool = False,
-               tally: DecodeTally | None = None) -> Iterator[VideoFrame]:
+               tally: DecodeTally | None = None, fields: FieldPlan | None = None) -> Iterator[VideoFrame]:
+        fields = fields if fields is not None and fields.active else None
         if tally is None:  # frame threads, fastest, unless PyAV logs (see media.quiet); messages dropped
             threads = "SLICE" if collecting_ffmpeg_messages() else "AUTO"
-            yield from self._decode(Path(path), info, start_pts, end_pts, as_float, DecodeTally(), threads)
+            yield from self._decode(Path(path), info, start_pts, end_pts, as_float, DecodeTally(), threads, fields)
             return
         with ffmpeg_messages() as said:  # slice threads only while PyAV logs (see media.quiet)
             try:
-                yield from self._decode(Path(path), info, start_pts, end_pts, as_float, tally, "SLICE")
+                yield from self._decode(Path(path), info, start_pts, end_pts, as_float, tally, "SLICE", fields)
             finally:
                 tally.messages += said
 
     def _decode(self, path: Path, info: VideoInfo, start_pts, end_pts, as_float, tally: DecodeTally,
-                threads: str) -> Iterator[VideoFrame]:
+                threads: str, fields: FieldPlan | None) -> Iterator[VideoFrame]:
         with _open(path) as container:
             stream = container.streams[info.video_index]
             stream.thread_type = threads
-            if start_pts is not None and not _seek(container, stream, start_pts):
+            seek_to = start_pts if fields is None or start_pts is None else _context_start(fields, info, start_pts)
+            if seek_to is not None and not _seek(container, stream, seek_to):
                 container.seek(0, stream=stream, backward=True)  # no good keyframe: from the start
-            yield from self._range(container, stream, start_pts, end_pts, as_float, tally)
+            decoded = _placed(container, stream, tally)
+            if fields is None:
+                timed = ((frame.pts, frame) for frame in decoded)
+                tb = Fraction(stream.time_base)
+            else:  # the damage tally counts the input's frames
+                timed, tb = fields.frames(_kept(decoded, tally), stream, info), fields.time_base(info)
+            for pts, frame in timed:
+                if start_pts is not None and pts < start_pts:
+                    continue
+                if end_pts is not None and pts >= end_pts:
+                    return
+                if fields is None:
+                    tally.kept.append(pts)
+                yield VideoFrame(pts, tb, _to_pixels(frame.to_ndarray(format="rgb24"), as_float))
 
-    @staticmethod
-    def _range(container, stream, start_pts, end_pts, as_float, tally: DecodeTally) -> Iterator[VideoFrame]:
-        previous = None
-        tb = Fraction(stream.time_base)
-        for frame in _decoded(container, stream, tally):
-            if frame.pts is None or (previous is not None and frame.pts <= previous):
-                tally.untimed += 1  # cannot be placed on the timeline
-                continue
-            previous = frame.pts
-            if start_pts is not None and frame.pts < start_pts:
-                continue
-            if end_pts is not None and frame.pts >= end_pts:
-                return
-            tally.kept.append(frame.pts)
-            yield VideoFrame(frame.pts, tb, _to_pixels(frame.to_ndarray(format="rgb24"), as_float))
+
+def _context_start(fields: FieldPlan, info: VideoInfo, start_pts: int) -> int:
+    """Where decoding starts for a plan's frames from ``start_pts`` on: ``CONTEXT_FRAMES`` input frames
+    earlier (the filters' neighbours), and for film frames also the start of their cycle of five."""
+    step = 1 / (Fraction(info.average_rate) * info.time_base) if info.average_rate else Fraction(1)
+    back = CONTEXT_FRAMES + (CYCLE if fields.mode == "ivtc" else 0)
+    return math.floor(fields.input_pts(start_pts, info) - back * step)
+
+
+def _kept(frames: Iterator[av.VideoFrame], tally: DecodeTally) -> Iterator[av.VideoFrame]:
+    for frame in frames:
+        tally.kept.append(frame.pts)
+        yield frame
+
+
+def _placed(container, stream, tally: DecodeTally) -> Iterator[av.VideoFrame]:
+    """The decoded frames that can be placed on the timeline: a frame without pts, or not after the
+    previous one, is dropped and counted."""
+    previous = None
+    for frame in _decoded(container, stream, tally):
+        if frame.pts is None or (previous is not None and frame.pts <= previous):
+            tally.untimed += 1  # cannot be placed on the timeline
+            continue
+        previous = frame.pts
+        yield frame
 
 
 def _decoded(container, stream, tally: DecodeTally) -> Iterator[av.VideoFrame]:
@@ -381,10 +412,12 @@ class DecordBackend:
 
     def frames(self, path: Path, info: VideoInfo, start_pts: int | None = None,
                end_pts: int | None = None, as_float: bool = False,
-               tally: DecodeTally | None = None) -> Iterator[VideoFrame]:
+               tally: DecodeTally | None = None, fields: FieldPlan | None = None) -> Iterator[VideoFrame]:
         """As the protocol says; decord raises on damage rather than skipping (``tally`` counts the
         frames kept only)."""
         tally = tally if tally is not None else DecodeTally()
+        if fields is not None and fields.active:
+            raise UsageError(f"{path}: {fields.found}; deinterlacing needs --backend pyav (or --deinterlace off)")
         if info.rotation:
             raise UnsupportedFormatError(f"{path}: decord mis-sizes rotated videos (rotation "
                                          f"{info.rotation}°); use --backend pyav for this file")
@@ -708,3 +741,11 @@ def _timed(packets: Iterable[av.Packet], order: int) -> Iterator[_Queued]:
     for packet in packets:
         stamp = packet.dts if packet.dts is not None else packet.pts
         yield _Queued(Fraction(stamp or 0) * Fraction(packet.time_base), order, packet)
+
+
+# ------------------------------------------------------------------------------------------ fields
+def field_counts(path: str | os.PathLike[str], info: VideoInfo, frames: int = DETECT_FRAMES) -> FieldCounts:
+    """FFmpeg's ``idet`` over the first ``frames`` decoded frames of the video (``media.fields``)."""
+    with _open(Path(path)) as container:
+        stream = container.streams[info.video_index]
+        return count_fields(_placed(container, stream, DecodeTally()), stream, frames)

@@ -52,6 +52,7 @@ from ..faces.steady import SteadyFaces
 from ..faces.track import Crop, FaceTracker
 from ..jobs.runner import ItemResult, Summary, Work, atomic_output, run_job
 from ..jobs.store import DONE, Item, ItemSpec, Job, JobStore
+from ..media.fields import FieldPlan, plan_fields
 from ..media.video import (
     DecodeTally,
     EncodeSettings,
@@ -60,6 +61,7 @@ from ..media.video import (
     VideoFrame,
     VideoInfo,
     container_format,
+    field_counts,
     join_segments,
     open_backend,
     probe,
@@ -111,6 +113,7 @@ class VideoJobOptions:
     fidelity: float = DEFAULT_FIDELITY
     scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
+    deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -129,6 +132,8 @@ class VideoJobOptions:
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
             if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
+        if self.deinterlace != "auto":  # auto decides from the input; jobs before the choice keep their identity
+            ident["deinterlace"] = self.deinterlace
         return ident
 
     @classmethod
@@ -161,9 +166,10 @@ class Shot:
 class Analysis:
     """The streaming analysis pass over one video (memory: one shot's best crops, not the video)."""
 
-    def __init__(self, engine: Engine, options: VideoJobOptions) -> None:
+    def __init__(self, engine: Engine, options: VideoJobOptions, fields: FieldPlan = FieldPlan()) -> None:
         self.engine = engine
         self.options = options
+        self.fields = fields
         self.shots: list[Shot] = []
         self.frames = 0
         self.tracks = 0
@@ -200,7 +206,7 @@ class Analysis:
             if shot.chunks:
                 shot.chunks[-1]["end_pts"] = frame.pts
             shot.chunks.append({"start_frame": self.frames, "start_pts": frame.pts, "frames": 0,
-                                "end_pts": None})
+                                "end_pts": None, **({"fields": self.fields.as_dict()} if self.fields.active else {})})
         shot.chunks[-1]["frames"] += 1
 
     def _faces(self, shot: Shot, rgb: np.ndarray, index: int) -> None:
@@ -316,10 +322,12 @@ class VideoJob:
         started = time.monotonic()
         stamp = _stamp(self.source)
         info = self.info
+        fields = self.plan_fields()
         backend = open_backend(self.options.backend)
-        analysis, tally = Analysis(self.engine, self.options), DecodeTally()
-        frames = _prefetch(backend.frames(self.source, info, tally=tally), QUEUE_FRAMES, str(self.source))
-        with tqdm(desc=f"analysis {self.source.name}", unit="frame", total=info.header_frames,  # an estimate
+        analysis, tally = Analysis(self.engine, self.options, fields), DecodeTally()
+        frames = _prefetch(backend.frames(self.source, info, tally=tally, fields=fields), QUEUE_FRAMES,
+                           str(self.source))
+        with tqdm(desc=f"analysis {self.source.name}", unit="frame", total=fields.count(info.header_frames),  # an estimate
                   disable=not self.progress) as bar:
             shots = analysis.run(_counted(frames, bar))
         if not analysis.frames:
@@ -329,7 +337,20 @@ class VideoJob:
             "input": stamp, "frames": analysis.frames, "shots": len(shots), "tracks": analysis.tracks,
             "seconds": round(seconds, 3), "fps": round(analysis.frames / max(seconds, 1e-6), 2),
             "video": info.summary(), "header_frames": info.header_frames,
-            "code_sources": _count(s.source for s in shots), **tally.summary(info)})
+            "code_sources": _count(s.source for s in shots), "fields": fields.as_dict(), **tally.summary(info)})
+
+    def plan_fields(self) -> FieldPlan:
+        """What this job does with fields (``media.fields``): ``--deinterlace`` and, unless it is ``off``,
+        what the stream's flag and ``idet`` say; said once when it changes the frames or had to guess."""
+        requested = self.options.deinterlace
+        if requested == "off":
+            return FieldPlan("off", found="not looked at", reason="--deinterlace off")
+        info = self.info
+        counts = _within(DECODE_STALL_S, lambda path: field_counts(path, info), self.source)
+        plan = plan_fields(requested, info.field_order, counts)
+        if plan.worth_saying:
+            self.notify(f"{self.source.name}: {plan.summary()}")
+        return plan
 
     def add_shot_items(self, shots: list[Shot]) -> None:
         specs, results = [], []
@@ -365,12 +386,13 @@ class VideoJob:
         bar = self.render_bar()  # made before the first frame: its rate counts the first batch's time too
         x = item.extra
         code = np.asarray(item.code, np.float32)
-        frames = _prefetch(open_backend(self.options.backend).frames(
-            self.source, self.info, x["start_pts"], x["end_pts"]), QUEUE_FRAMES, str(self.source))  # uint8: a quarter of the bytes
+        fields = FieldPlan.from_dict(x.get("fields"))
+        frames = _prefetch(open_backend(self.options.backend).frames(  # uint8: a quarter of the bytes
+            self.source, self.info, x["start_pts"], x["end_pts"], fields=fields), QUEUE_FRAMES, str(self.source))
         out = self.segment_path(item)
         scale = self.options.scale
         with atomic_output(out) as tmp:
-            with SegmentWriter(tmp, self.info, self.info.width * scale, self.info.height * scale,
+            with SegmentWriter(tmp, fields.view(self.info), self.info.width * scale, self.info.height * scale,
                                self.options.encode, origin=x["start_pts"]) as writer:
                 steady, pasted = SteadyFaces(), 0  # a chunk lies within one shot; it starts without history
                 since_trim = 0
@@ -450,7 +472,8 @@ class VideoJob:
         with atomic_output(self.job.output) as tmp:
             # segments rendered before origins were recorded hold absolute pts: origin 0 for them
             segments = [Segment(Path(i.output), i.extra.get("segment_origin", 0)) for i in chunks]
-            written = join_segments(segments, self.source, self.info, tmp,
+            fields = FieldPlan.from_dict(chunks[0].extra.get("fields"))  # one plan for the job's chunks
+            written = join_segments(segments, self.source, fields.view(self.info), tmp,
                                     container_format=container_format(Path(self.job.output)))
             if written != expected:
                 raise JobError(f"joined {written} frames, expected {expected}")
@@ -620,6 +643,9 @@ def shot_lines(items: list[Item]) -> list[str]:
             found = (f" {x['frames']} frames, {x['shots']} shots, {x['tracks']} face tracks, "
                      f"{x['fps']} frames/s") if "frames" in x else ""
             found += f", {x['frames_lost']} frames lost to damage" if x.get("frames_lost") else ""
+            fields = FieldPlan.from_dict(x.get("fields"))
+            if fields.worth_saying:
+                found += f"; {fields.summary()}"
             lines.append(f"  {item.status:<8} analysis{found}{error}")
         elif item.key == FINISH:
             lines.append(f"  {item.status:<8} finish{error}")

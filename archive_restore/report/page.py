@@ -6,6 +6,7 @@ from html import escape
 from pathlib import Path
 
 from ..jobs.store import ITEM_STATUSES
+from ..media.fields import FieldPlan
 from .collect import Chunk, PhotoCard, ShotView, Summary, VideoView
 from .pictures import Pair
 
@@ -168,6 +169,8 @@ def _analysis(view: VideoView) -> str:
     x = a.extra
     found = (f"{x['frames']} frames, {x['shots']} shots, {x['tracks']} face tracks, in {x['seconds']} s "
              f"({x['fps']} frames/s); {x.get('video', '')}") if "frames" in x else ""
+    fields = FieldPlan.from_dict(x.get("fields"))
+    found += f"; {fields.summary()}" if fields.worth_saying else ""
     reason = f' <span class="reason">{escape(view.analysis_reason)}</span>' if view.analysis_reason else ""
     return (f'<div class="row" data-key="analysis" data-status="{a.status}"><strong>analysis</strong> '
             f'<span class="status {a.status}">{a.status}</span> {escape(found)}{reason}</div>')

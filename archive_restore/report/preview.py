@@ -28,6 +28,7 @@ from PIL import Image
 from ..errors import InputError
 from ..jobs.runner import ItemResult, Summary, atomic_output
 from ..jobs.store import Item, JobStore, job_identity
+from ..media.fields import FieldPlan
 from ..media.video import open_backend
 from ..media.walk import default_output_dir, find_photos
 from ..pipeline.estimate import engine_terms, estimate_line
@@ -208,7 +209,7 @@ class PreviewVideoJob(VideoJob):
         self.check_unchanged()
         x = item.extra
         frames = open_backend(self.options.backend).frames(self.source, self.info, x["start_pts"], x["end_pts"],
-                                                           as_float=True)
+                                                           as_float=True, fields=FieldPlan.from_dict(x.get("fields")))
         picked = [f for i, f in zip(range(max(offsets) + 1), frames) if i in offsets]
         if len(picked) != len(offsets):
             raise InputError(f"{self.source}: {item.key} decoded fewer frames than the analysis counted")

@@ -137,7 +137,9 @@ def test_faces_tracked_give_their_shot_its_code(tmp_path, conditioned_models, mo
     path = tmp_path / "astronaut.mp4"
     _face_clip(path)
     given, encoded = _rendered_frames(monkeypatch)
-    result = _video([str(path), "--scale", "1", "--detect-every", "2"], conditioned_models, tmp_path / "jobs")
+    # frames on their own (no temporal steadying): each is then exactly CondSR's with its shot's code
+    result = _video([str(path), "--scale", "1", "--detect-every", "2", "--temporal", "off"], conditioned_models,
+                    tmp_path / "jobs")
     assert result.exit_code == 0, result.output
     _, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")
     assert analysis.extra["shots"] == 2 and analysis.extra["tracks"] == 1
@@ -302,8 +304,8 @@ def test_with_a_face_restorer_faces_are_restored_and_pasted_in_every_frame(tmp_p
     path = tmp_path / "astronaut.mp4"
     _face_clip(path)
     given, encoded = _rendered_frames(monkeypatch)
-    result = _video([str(path), "--scale", "1", "--detect-every", "2", "--models-dir", str(random_restorer)],
-                    conditioned_models, tmp_path / "jobs")
+    result = _video([str(path), "--scale", "1", "--detect-every", "2", "--models-dir", str(random_restorer),
+                     "--temporal", "off"], conditioned_models, tmp_path / "jobs")  # frames on their own
     assert result.exit_code == 0, result.output
     assert "no face restorer" not in result.stderr
     _, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")

@@ -98,6 +98,38 @@ def bench_eta(clip, frames, upscaler, device, models_dirs) -> None:
     click.echo("\n".join(measure_eta(clip, frames, settings, models_dirs, device).lines()))
 
 
+@bench.command("temporal")
+@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--frames", type=click.IntRange(min=2), default=24, show_default=True,
+              help="Each clip's first frames that are restored.")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True)
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["bicubic", "upscaler", "stack", "stack+temporal"]),
+              help="Methods to measure (repeatable) [default: all; bicubic always, the ratios' base].")
+@click.option("--upscaler", default="auto", show_default=True, metavar="NAME|PATH",
+              help="As `video --upscaler` (auto: as `video` picks it on this device).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@models_dir_option
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+def bench_temporal(clips, frames, scale, methods, upscaler, device, models_dirs, json_path) -> None:
+    """Whole-frame flicker of the restored video: consecutive output frames compared after motion compensation
+    (optical flow of the input frames, scaled; occlusions left out), for bicubic, the upscaler alone, the stack
+    and the stack with temporal steadying, as ratios to bicubic. CLIPS: video files or folders of frames."""
+    from ..bench.temporal import METHODS, format_table, measure_clip
+    from ..pipeline.engine import Engine, EngineOptions
+
+    settings = upscaler_settings(upscaler, None, models_dirs, on_cpu(device))
+    engine = Engine(EngineOptions(scale=int(scale), device=device, models_dirs=tuple(models_dirs),
+                                  face_restorer="none", **settings))
+    chosen = ("bicubic", *[m for m in methods if m != "bicubic"]) if methods else METHODS
+    results = []
+    for clip in clips:
+        results.append(measure_clip(engine, clip, frames, chosen))
+        click.echo(f"{clip}: done", err=True)
+    click.echo(format_table(results, Path(settings.get("upscaler", "condsr")).stem))
+    write_json(json_path, {"clips": [vars(r) for r in results]})
+
+
 @bench.command("speed")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A video whose first --frames frames are used (default: a synthetic clip made here).")

@@ -266,6 +266,9 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               help="Interlaced and telecined input: auto reads the stream's field order and FFmpeg's idet over the "
                    "first 300 frames; field: one frame per field (bwdif; 25i -> 50p, keeps motion); frame: one per "
                    "frame; ivtc: film frames back from 3:2 pulldown (29.97 -> 23.976); off: frames as they are.")
+@click.option("--temporal", type=click.Choice(["steady", "off"]), default="steady", show_default=True,
+              help="steady: each restored frame is pulled towards the previous one where the input did not change "
+                   "(motion-compensated; against the shimmer of invented texture); off: every frame on its own.")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Longest render chunk; a crash loses at most one chunk.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
@@ -287,7 +290,8 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @models_dir_option
 @jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          deinterlace, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision, scale_method,
+          deinterlace, temporal, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision,
+          scale_method,
           restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
@@ -300,7 +304,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     check_encoder(codec)
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
-                              deinterlace=deinterlace, tile=tile, device=device, batch=batch,
+                              deinterlace=deinterlace, temporal=temporal, tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
                               **_scale_method(scale_method, scale),

@@ -73,6 +73,7 @@ from .estimate import Estimate, engine_terms
 from .precision import job_engine
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD
+from .temporal import TemporalSteadier
 
 KIND = "video"
 ANALYSIS, FINISH = "analysis", "finish"
@@ -114,6 +115,7 @@ class VideoJobOptions:
     scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
+    temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -134,11 +136,14 @@ class VideoJobOptions:
                 ident["scale_method"] = self.scale_method
         if self.deinterlace != "auto":  # auto decides from the input; jobs before the choice keep their identity
             ident["deinterlace"] = self.deinterlace
+        if self.temporal != "off":  # jobs before temporal steadying rendered without it (``from_identity``)
+            ident["temporal"] = self.temporal
         return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> VideoJobOptions:
-        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, **stored}, **runtime)  # none recorded: the old one
+        # none recorded: what jobs before the option did
+        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, "temporal": "off", **stored}, **runtime)
 
     @property
     def encode(self) -> EncodeSettings:
@@ -395,11 +400,14 @@ class VideoJob:
             with SegmentWriter(tmp, fields.view(self.info), self.info.width * scale, self.info.height * scale,
                                self.options.encode, origin=x["start_pts"]) as writer:
                 steady, pasted = SteadyFaces(), 0  # a chunk lies within one shot; it starts without history
+                still = TemporalSteadier() if self.options.temporal == "steady" else None
                 since_trim = 0
                 with _Background(writer.write, ENCODE_QUEUE_FRAMES, "encode") as encode:
                     since = time.monotonic()
                     for batch in _batches(frames, self.options.batch):
                         for frame, restored in zip(batch, self.restore(batch, code)):
+                            if still is not None:
+                                restored = still.push(frame.rgb, restored)
                             picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
                             encode.put(to_uint8(picture), frame.pts)  # the queue holds 8-bit frames
                             pasted += faces

@@ -272,7 +272,6 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
     from .upscaler_stage import (
         DISC_LR_SCALE,
         GAN_WEIGHT,
-        HIGH_PASS_GAIN,
         LQ_PATCH,
         PERCEPTUAL_WEIGHT,
         PIXEL_WEIGHT,
@@ -316,8 +315,7 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
                 "gan_losses": {k: round(v, 5) for k, v in s.losses.items()},
                 "gan_autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
                 "gan_recipe": f"L1 + gradient L1 to x4plus (weight {PIXEL_WEIGHT} each), L1 of x4plus's first-layer "
-                              f"features (weight {PERCEPTUAL_WEIGHT}), patch-discriminator GAN on the detail x "
-                              f"{HIGH_PASS_GAIN} (weight {GAN_WEIGHT}, "
+                              f"features (weight {PERCEPTUAL_WEIGHT}), patch-discriminator GAN (weight {GAN_WEIGHT}, "
                               f"x4plus's answers as real, its lr x {DISC_LR_SCALE}), EMA 0.995",
                 "patches": f"{patches} of {LQ_PATCH}x{LQ_PATCH} LQ from {naturals.source} ({len(naturals)} images), degraded by "
                            f"our model, cleaned by cleanup_{cfg.size} with blind codes; {raw_patches} more degraded "

@@ -164,6 +164,10 @@ def test_an_interlaced_video_job_restores_fields_with_their_timing_whatever_the_
     assert analysis.extra["fields"]["mode"] == "field" and analysis.extra["frames"] == 48
     status = CliRunner().invoke(cli, ["status", job.id, "--jobs-dir", str(tmp_path / "j")])
     assert "interlaced tff: deinterlaced one frame per field" in status.output, status.output
+    page = CliRunner().invoke(cli, ["report", job.id, "-o", str(tmp_path / "page"), "--quiet",
+                                    "--jobs-dir", str(tmp_path / "j")])
+    assert page.exit_code == 0, page.output
+    assert "interlaced tff: deinterlaced one frame per field" in (tmp_path / "page" / "index.html").read_text()
 
 
 def test_a_telecined_video_job_gives_the_film_frames_at_film_rate(tmp_path, tiny_models):

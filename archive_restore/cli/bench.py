@@ -130,6 +130,23 @@ def bench_temporal(clips, frames, scale, methods, upscaler, device, models_dirs,
     write_json(json_path, {"clips": [vars(r) for r in results]})
 
 
+@bench.command("defects")
+@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--frames", type=click.IntRange(min=3), default=12, show_default=True,
+              help="Each clip's first frames.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+def bench_defects(clips, frames, seed, json_path) -> None:
+    """One-frame film dirt (`video --defects on`): synthetic dirt on real clips found and filled from the
+    frames beside it (recall, precision, PSNR inside the dirt), and the share of pixels a clip as it is has
+    changed. CLIPS: video files or folders of frames."""
+    from ..bench.defects import format_table, measure_clip
+
+    rows = [measure_clip(clip, frames, seed) for clip in clips]
+    click.echo(format_table(rows))
+    write_json(json_path, {"clips": [vars(r) for r in rows]})
+
+
 @bench.command("speed")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A video whose first --frames frames are used (default: a synthetic clip made here).")

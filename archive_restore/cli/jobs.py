@@ -269,6 +269,10 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @click.option("--temporal", type=click.Choice(["steady", "off"]), default="steady", show_default=True,
               help="steady: each restored frame is pulled towards the previous one where the input did not change "
                    "(motion-compensated; against the shimmer of invented texture); off: every frame on its own.")
+@click.option("--defects", type=click.Choice(["off", "on"]), default="off", show_default=True,
+              help="on: film dirt, dust and hair on single frames found against the frames beside them (motion "
+                   "compensated) and filled from them; nothing else is changed. Off by default until its false "
+                   "positives on fast motion are few enough (models/MODELS.md).")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Longest render chunk; a crash loses at most one chunk.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
@@ -290,7 +294,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @models_dir_option
 @jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          deinterlace, temporal, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision,
+          deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision,
           scale_method,
           restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
@@ -304,7 +308,8 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     check_encoder(codec)
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
-                              deinterlace=deinterlace, temporal=temporal, tile=tile, device=device, batch=batch,
+                              deinterlace=deinterlace, temporal=temporal, defects=defects,
+                              tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
                               **_scale_method(scale_method, scale),

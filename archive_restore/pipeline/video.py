@@ -70,6 +70,7 @@ from ..media.video import (
 )
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
+from .film_dirt import clean_run
 from .precision import job_engine
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD
@@ -116,6 +117,7 @@ class VideoJobOptions:
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
     temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
+    defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt removed) or off
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -138,6 +140,8 @@ class VideoJobOptions:
             ident["deinterlace"] = self.deinterlace
         if self.temporal != "off":  # jobs before temporal steadying rendered without it (``from_identity``)
             ident["temporal"] = self.temporal
+        if self.defects != "off":
+            ident["defects"] = self.defects
         return ident
 
     @classmethod
@@ -180,11 +184,13 @@ class Analysis:
         self.tracks = 0
         self._detector = ShotDetector()
         self._tracker = FaceTracker()
+        self._context = DirtContext(options.defects == "on")
 
     def run(self, frames: Iterable[VideoFrame]) -> list[Shot]:
         for frame in frames:
             self._push(frame)
         if self.shots:
+            self._context.cut(None, self.shots[-1].chunks[-1])
             self._close_shot()
         self._fill_codes()
         return self.shots
@@ -193,10 +199,14 @@ class Analysis:
         if self._detector.push(frame.rgb) or not self.shots:
             if self.shots:
                 self.shots[-1].chunks[-1]["end_pts"] = frame.pts
+                self._context.cut(frame.pts, self.shots[-1].chunks[-1])
                 self._close_shot()
             self.shots.append(Shot(len(self.shots), self.frames, frame.pts))
+        else:
+            self._context.step(frame.pts)
         shot = self.shots[-1]
         self._chunk_frame(shot, frame)
+        self._context.seen(frame.pts)
         offset = self.frames - shot.start_frame
         if offset % self.options.detect_every == 0:
             rgb = frame.rgb.astype(np.float32) / 255.0
@@ -210,8 +220,10 @@ class Analysis:
         if not shot.chunks or shot.chunks[-1]["frames"] >= self.options.chunk_frames:
             if shot.chunks:
                 shot.chunks[-1]["end_pts"] = frame.pts
+                self._context.close(shot.chunks[-1])
             shot.chunks.append({"start_frame": self.frames, "start_pts": frame.pts, "frames": 0,
                                 "end_pts": None, **({"fields": self.fields.as_dict()} if self.fields.active else {})})
+            self._context.open(shot.chunks[-1], frame.pts)
         shot.chunks[-1]["frames"] += 1
 
     def _faces(self, shot: Shot, rgb: np.ndarray, index: int) -> None:
@@ -255,6 +267,47 @@ class Analysis:
             else:
                 shot.code, shot.source, shot.confidence = combine(np.stack(shot.blind)), BLIND, 0.0
                 shot.detail = f"blind code from {len(shot.blind)} frames"
+
+
+class DirtContext:
+    """The frames a render chunk decodes beside its own when film dirt is removed (``film_dirt`` compares a
+    frame with its neighbours): up to ``FRAMES`` before and after it within its shot, recorded in the chunk
+    as ``dirt_from_pts`` and ``dirt_to_pts`` (exclusive; None: to the end of the video). Off: nothing."""
+
+    FRAMES = 2
+
+    def __init__(self, on: bool):
+        self.on = on
+        self._recent: list[int] = []              # the shot's last pts, at most FRAMES
+        self._waiting: list[list] = []            # [chunk, frames seen after it] until FRAMES + 1 are
+
+    def open(self, chunk: dict, pts: int) -> None:
+        if self.on:
+            chunk["dirt_from_pts"] = self._recent[0] if self._recent else pts
+
+    def close(self, chunk: dict) -> None:
+        """``chunk`` ended before this frame (within the shot): this frame is the first after it."""
+        if self.on:
+            self._waiting.append([chunk, 1])
+
+    def step(self, pts: int) -> None:
+        """A frame of the same shot: the chunks waiting for their frames after count it."""
+        for entry in list(self._waiting):
+            entry[1] += 1
+            if entry[1] > self.FRAMES:
+                entry[0]["dirt_to_pts"] = pts
+                self._waiting.remove(entry)
+
+    def seen(self, pts: int) -> None:
+        self._recent = (self._recent + [pts])[-self.FRAMES:]
+
+    def cut(self, pts: int | None, last: dict) -> None:
+        """The shot ends before ``pts`` (None: the video ends): its waiting chunks and its ``last`` end there."""
+        if self.on:
+            for chunk, _ in self._waiting:
+                chunk["dirt_to_pts"] = pts
+            last["dirt_to_pts"] = pts
+        self._waiting, self._recent = [], []
 
 
 # -------------------------------------------------------------------------------------- the job
@@ -392,8 +445,13 @@ class VideoJob:
         x = item.extra
         code = np.asarray(item.code, np.float32)
         fields = FieldPlan.from_dict(x.get("fields"))
-        frames = _prefetch(open_backend(self.options.backend).frames(  # uint8: a quarter of the bytes
-            self.source, self.info, x["start_pts"], x["end_pts"], fields=fields), QUEUE_FRAMES, str(self.source))
+        backend, dirt = open_backend(self.options.backend), DirtTally()
+        if self.options.defects == "on":  # the chunk's frames and their neighbours, dirt removed while decoding
+            decoded = dirt.removed(backend.frames(self.source, self.info, x["dirt_from_pts"], x["dirt_to_pts"],
+                                                  fields=fields), x["start_pts"], x["end_pts"])
+        else:
+            decoded = backend.frames(self.source, self.info, x["start_pts"], x["end_pts"], fields=fields)
+        frames = _prefetch(decoded, QUEUE_FRAMES, str(self.source))  # uint8: a quarter of the bytes
         out = self.segment_path(item)
         scale = self.options.scale
         with atomic_output(out) as tmp:
@@ -428,6 +486,8 @@ class VideoJob:
         faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
         if self.engine.threads is not None:  # the count at the chunk's end (``compute.threads``)
             faces["threads"] = self.engine.threads.threads
+        if self.options.defects == "on":
+            faces["dirt_percent"] = dirt.percent
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
                                  "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
@@ -486,6 +546,35 @@ class VideoJob:
             if written != expected:
                 raise JobError(f"joined {written} frames, expected {expected}")
         return ItemResult(output=self.job.output, extra={"frames": written})
+
+
+@dataclass
+class DirtTally:
+    """Film dirt removed from a chunk's frames (``film_dirt.clean_run``), and how much of them it covered."""
+
+    pixels: int = 0
+    repaired: int = 0
+
+    def removed(self, frames: Iterator[VideoFrame], start_pts: int, end_pts: int | None) -> Iterator[VideoFrame]:
+        """The frames of ``start_pts <= pts < end_pts`` among ``frames`` (a chunk with its neighbours in the
+        shot), each with its dirt filled from its neighbours."""
+        held: list[VideoFrame] = []
+
+        def pictures() -> Iterator[np.ndarray]:
+            for frame in frames:
+                held.append(frame)
+                yield frame.rgb
+
+        for rgb, mask in clean_run(pictures()):
+            frame = held.pop(0)
+            if frame.pts >= start_pts and (end_pts is None or frame.pts < end_pts):
+                self.pixels += mask.size
+                self.repaired += int(mask.sum())
+                yield VideoFrame(frame.pts, frame.time_base, rgb)
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.repaired / max(self.pixels, 1), 4)
 
 
 def _stamp(path: Path) -> list | None:
@@ -660,6 +749,7 @@ def shot_lines(items: list[Item]) -> list[str]:
         else:
             end = x["start_frame"] + x["frames"]
             render = f" {x['render_fps']} frames/s" if "render_fps" in x else ""
+            render += f", dirt removed from {x['dirt_percent']} % of the pixels" if "dirt_percent" in x else ""
             lines.append(f"  {item.status:<8} {item.key} shot {x['shot']} frames {x['start_frame']}-{end - 1}"
                          f" faces={x['tracks']} code={x['code_source']} ({x['code_detail']}, confidence "
                          f"{x['confidence']}){render}{error}")

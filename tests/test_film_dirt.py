@@ -1,0 +1,141 @@
+"""Film dirt (``pipeline.film_dirt``): a blotch on one frame is found and filled from the frames beside it,
+what moves is not dirt, a clean clip comes back unchanged, and the video job's ``--defects on`` does it
+across its chunks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from archive_restore.cli import cli
+from archive_restore.jobs.store import JobStore
+from archive_restore.pipeline.film_dirt import clean_run, remove_dirt
+from archive_restore.pipeline.video import VideoJobOptions
+
+H, W = 64, 96
+BLOTCH = (30, 40)  # centre (y, x) of the blotch
+
+
+def _texture() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    big = cv2.GaussianBlur(rng.uniform(40, 200, (H, W * 2)).astype(np.float32), (0, 0), 1.5)
+    return np.repeat(big[..., None], 3, axis=2)
+
+
+def _scene(t: int) -> np.ndarray:
+    """A textured wall panning 2 px a frame, and a bright square crossing it 4 px a frame."""
+    frame = _texture()[:, 2 * t:2 * t + W].copy()
+    x = 10 + 4 * t
+    frame[8:20, x:x + 10] = 235
+    return frame.clip(0, 255).astype(np.uint8)
+
+
+def _blotched(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = frame.copy()
+    mask = np.zeros((H, W), np.uint8)
+    cv2.circle(mask, BLOTCH[::-1], 4, 1, -1)
+    out[mask.astype(bool)] = 12
+    return out, mask.astype(bool)
+
+
+def test_a_one_frame_blotch_is_found_and_filled():
+    frames = [_scene(t) for t in range(5)]
+    clean = frames[2]
+    frames[2], truth = _blotched(clean)
+    out, mask = remove_dirt(frames, 2)
+    assert mask[truth].mean() > 0.95
+    assert mask.sum() <= 2.5 * truth.sum()  # the blotch, grown a little, not the picture
+    assert np.abs(out[truth].astype(int) - clean[truth].astype(int)).mean() < 12
+    assert np.array_equal(out[~mask], frames[2][~mask])  # nothing else touched
+
+
+@pytest.mark.parametrize("where", [0, 4], ids=["first", "last"])
+def test_the_first_and_last_frames_of_a_run_use_the_two_beside_them(where):
+    frames = [_scene(t) for t in range(5)]
+    frames[where], truth = _blotched(frames[where])
+    _, mask = remove_dirt(frames, where)
+    assert mask[truth].mean() > 0.9
+
+
+def test_what_moves_is_not_dirt_and_a_clean_clip_is_unchanged():
+    frames = [_scene(t) for t in range(6)]
+    cleaned = list(clean_run(iter(frames)))
+    assert sum(int(m.sum()) for _, m in cleaned) == 0
+    assert all(np.array_equal(out, f) for (out, _), f in zip(cleaned, frames))
+
+
+def test_a_run_of_two_frames_is_left_alone():
+    frames = [_blotched(_scene(0))[0], _scene(1)]
+    assert [m.any() for _, m in clean_run(iter(frames))] == [False, False]
+
+
+def test_clean_run_is_remove_dirt_frame_by_frame():
+    frames = [_scene(t) for t in range(7)]
+    for t in (0, 3, 6):
+        frames[t] = _blotched(frames[t])[0]
+    whole = [remove_dirt(frames, t)[0] for t in range(7)]
+    assert all(np.array_equal(a, b) for a, (b, _) in zip(whole, clean_run(iter(frames))))
+
+
+def _clip(path: Path, dirty_at: set[int], count: int = 12) -> list[np.ndarray]:
+    sources = []
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "4", "preset": "ultrafast", "bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv444p"
+        for t in range(count):
+            frame = _scene(t)
+            sources.append(frame)
+            if t in dirty_at:
+                frame = _blotched(frame)[0]
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv444p")
+            picture.pts = t
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return sources
+
+
+def test_a_video_job_removes_one_frame_dirt_across_its_chunks(tmp_path, tiny_models, monkeypatch):
+    from archive_restore.pipeline import video
+
+    path = tmp_path / "film.mp4"
+    _clip(path, dirty_at={4, 5 + 3})  # the first frame of the second chunk, and one inside it
+    given: dict[int, np.ndarray] = {}
+    restore = video.VideoJob.restore
+
+    def recording(self, batch, code):
+        given.update((f.pts * 25 * f.time_base, f.rgb.copy()) for f in batch)
+        return restore(self, batch, code)
+
+    monkeypatch.setattr(video.VideoJob, "restore", recording)
+    jobs = tmp_path / "jobs"
+    args = ["video", str(path), "--scale", "1", "--preset", "ultrafast", "--face-detector", "haar",
+            "--chunk-frames", "4", "--defects", "on", "--models-dir", str(tiny_models), "--jobs-dir", str(jobs)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(given) == list(range(12))
+    spot = np.zeros((H, W), np.uint8)
+    cv2.circle(spot, BLOTCH[::-1], 3, 1, -1)
+    for t in (4, 8):
+        assert given[t][spot.astype(bool)].mean() > 60, t  # the blotch (12) is gone
+    with JobStore.open(jobs) as store:
+        (job,) = store.jobs()
+        chunks = [i for i in store.items(job.id) if i.key.startswith("shot")]
+    assert job.options["defects"] == "on"
+    assert [c.extra["dirt_from_pts"] for c in chunks] == [c.extra["start_pts"] for c in chunks[:1]] + \
+        [chunks[i].extra["start_pts"] - 2 * (chunks[1].extra["start_pts"] // 4) for i in (1, 2)]
+    assert chunks[1].extra["dirt_percent"] > 0 and chunks[0].extra["dirt_percent"] == 0
+    status = CliRunner().invoke(cli, ["status", job.id, "--jobs-dir", str(jobs)])
+    assert "dirt removed from" in status.output
+
+
+def test_the_choice_is_part_of_the_identity_and_kept_on_resume():
+    assert "defects" not in VideoJobOptions().identity()
+    on = VideoJobOptions(defects="on")
+    assert on.identity()["defects"] == "on"
+    assert VideoJobOptions.from_identity(on.identity()).defects == "on"

@@ -15,7 +15,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InputError, UsageError
-from ..quality.niqe import DEFAULT_MODEL, MIN_SIDE, PristineModel, fit_pristine, load_pristine, niqe
+from ..quality.niqe import (
+    DEFAULT_MODEL,
+    MIN_SIDE,
+    PristineModel,
+    fit_pristine,
+    load_pristine,
+    niqe,
+)
 
 
 def bicubic_x4(img: np.ndarray) -> np.ndarray:

@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..codes import blind_code, image_to_tensor, paired_face_code, paired_image_code, tensor_to_image
+from ..codes import (
+    blind_code,
+    image_to_tensor,
+    paired_face_code,
+    paired_image_code,
+    tensor_to_image,
+)
 from ..degrade import Degradation
 from ..errors import DataError, UsageError
 from ..media.folders import image_files, load_rgb, to_float

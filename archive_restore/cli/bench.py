@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from .options import models_dir_option, on_cpu, shared_default, upscaler_settings, write_json
+from .options import (
+    models_dir_option,
+    on_cpu,
+    shared_default,
+    upscaler_settings,
+    write_json,
+)
 
 
 @click.group()
@@ -131,20 +137,41 @@ def bench_temporal(clips, frames, scale, methods, upscaler, device, models_dirs,
 
 
 @bench.command("defects")
-@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("clips", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--photos", type=click.Path(path_type=Path), default=None,
+              help="Held-out clean photos for the photo detector's figures (damaged here, seeded) [default without "
+                   "CLIPS: ../shared/data/eval/hq_natural].")
+@click.option("--max-images", type=click.IntRange(min=1), default=38, show_default=True)
 @click.option("--frames", type=click.IntRange(min=3), default=12, show_default=True,
               help="Each clip's first frames.")
 @click.option("--seed", type=int, default=7, show_default=True)
+@models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
-def bench_defects(clips, frames, seed, json_path) -> None:
-    """One-frame film dirt (`video --defects on`): synthetic dirt on real clips found and filled from the
-    frames beside it (recall, precision, PSNR inside the dirt), and the share of pixels a clip as it is has
-    changed. CLIPS: video files or folders of frames."""
-    from ..bench.defects import format_table, measure_clip
+def bench_defects(clips, photos, max_images, frames, seed, models_dirs, json_path) -> None:
+    """Damage found and repaired. Photos (`run --defects on`): synthetic print damage on held-out photos, our
+    detector against a threshold detector (precision, recall, F1, PSNR inside the damage), and what it flags on
+    the clean ones. CLIPS (`video --defects on`): synthetic one-frame dirt on real clips found and filled from
+    the frames beside it, and the share of pixels a clip as it is has changed (video files or folders of
+    frames)."""
+    from ..bench.defects import (
+        format_photos,
+        format_table,
+        measure_clip,
+        measure_photos,
+    )
+    from ..paths import SHARED_DATA
 
+    figures: dict = {}
+    photos = photos if photos is not None or clips else SHARED_DATA / "eval" / "hq_natural"
+    if photos is not None:
+        found = measure_photos(Path(photos), models_dirs, max_images, seed)
+        click.echo(format_photos(found))
+        figures["photos"] = vars(found)
     rows = [measure_clip(clip, frames, seed) for clip in clips]
-    click.echo(format_table(rows))
-    write_json(json_path, {"clips": [vars(r) for r in rows]})
+    if rows:
+        click.echo(format_table(rows))
+        figures["clips"] = [vars(r) for r in rows]
+    write_json(json_path, figures)
 
 
 @bench.command("speed")

@@ -9,13 +9,17 @@ import click
 
 from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
 from .options import (
+    deinterlace_option,
     executor_options,
     jobs_dir_option,
     models_dir_option,
     on_cpu,
+    photo_defects_option,
     scale_method_option,
+    temporal_option,
     upscaler_options,
     upscaler_settings,
+    video_defects_option,
 )
 
 
@@ -76,6 +80,7 @@ def _scale_method(choice: str | None, scale: str) -> dict:
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the photo was restored.")
 @upscaler_options
 @scale_method_option
+@photo_defects_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -85,15 +90,19 @@ def _scale_method(choice: str | None, scale: str) -> dict:
 @models_dir_option
 @jobs_dir_option
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+        precision, scale_method, defects, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from ..executors import open_executor
     from ..jobs.store import JobStore
     from ..pipeline.photo import PhotoJobOptions, open_photo_job
+    from ..weights.folders import find_model
 
+    if defects == "on":  # the detector's file is there, before any work
+        find_model("defects", list(models_dirs))
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
-                              face_fidelity=face_fidelity, precision=precision, **_scale_method(scale_method, scale),
+                              face_fidelity=face_fidelity, precision=precision, defects=defects,
+                              **_scale_method(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -165,7 +174,9 @@ def status(job_id, as_json, jobs_dir) -> None:
             source = f" code={item.code_source}" if item.code_source else ""
             error = f"  {item.error}" if item.error else ""
             gone = "  (the photo is gone from the input; its output is kept)" if item.extra.get("gone") else ""
-            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{error}{gone}")
+            repaired = (f" damage repaired on {item.extra['defect_percent']} % of it"
+                        if item.extra.get("defect_percent") else "")
+            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{repaired}{error}{gone}")
 
 
 @click.command()
@@ -261,18 +272,9 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               show_default=True, help="auto takes the best one whose model file is present (Haar needs none).")
 @click.option("--detect-every", type=click.IntRange(min=1), default=5, show_default=True,
               help="Detect faces every N frames of a shot (tracked in between).")
-@click.option("--deinterlace", type=click.Choice(["auto", "field", "frame", "ivtc", "off"]), default="auto",
-              show_default=True,
-              help="Interlaced and telecined input: auto reads the stream's field order and FFmpeg's idet over the "
-                   "first 300 frames; field: one frame per field (bwdif; 25i -> 50p, keeps motion); frame: one per "
-                   "frame; ivtc: film frames back from 3:2 pulldown (29.97 -> 23.976); off: frames as they are.")
-@click.option("--temporal", type=click.Choice(["steady", "off"]), default="steady", show_default=True,
-              help="steady: each restored frame is pulled towards the previous one where the input did not change "
-                   "(motion-compensated; against the shimmer of invented texture); off: every frame on its own.")
-@click.option("--defects", type=click.Choice(["off", "on"]), default="off", show_default=True,
-              help="on: film dirt, dust and hair on single frames found against the frames beside them (motion "
-                   "compensated) and filled from them; nothing else is changed. Off by default until its false "
-                   "positives on fast motion are few enough (models/MODELS.md).")
+@deinterlace_option
+@temporal_option
+@video_defects_option
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=120, show_default=True,
               help="Longest render chunk; a crash loses at most one chunk.")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
@@ -294,16 +296,20 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @models_dir_option
 @jobs_dir_option
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
-          deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity, precision,
-          scale_method,
-          restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+          deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity,
+          precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
     from ..executors import open_executor
     from ..jobs.store import JobStore
     from ..media.video import EncodeSettings, check_encoder, check_output
-    from ..pipeline.video import VideoJobOptions, find_videos, open_video_job, output_for
+    from ..pipeline.video import (
+        VideoJobOptions,
+        find_videos,
+        open_video_job,
+        output_for,
+    )
 
     check_encoder(codec)
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,

@@ -110,3 +110,25 @@ def executor_options(f):
     ):
         command = decorate(command)
     return command
+
+
+# the options of the frames' own clean-up: photos' damage, video fields, steadiness and film dirt
+photo_defects_option = click.option(
+    "--defects", type=click.Choice(["off", "on"]), default="off", show_default=True,
+    help="on: scratches, cracks, dust, creases and tears found by our detector and filled (inpainted) before "
+         "anything else reads the photo; nothing else is changed. Off by default until its figures hold "
+         "(models/MODELS.md).")
+deinterlace_option = click.option(
+    "--deinterlace", type=click.Choice(["auto", "field", "frame", "ivtc", "off"]), default="auto", show_default=True,
+    help="Interlaced and telecined input: auto reads the stream's field order and FFmpeg's idet over the first 300 "
+         "frames; field: one frame per field (bwdif; 25i -> 50p, keeps motion); frame: one per frame; ivtc: film "
+         "frames back from 3:2 pulldown (29.97 -> 23.976); off: frames as they are.")
+temporal_option = click.option(
+    "--temporal", type=click.Choice(["steady", "off"]), default="steady", show_default=True,
+    help="steady: each restored frame is pulled towards the previous one where the input did not change "
+         "(motion-compensated; against the shimmer of invented texture); off: every frame on its own.")
+video_defects_option = click.option(
+    "--defects", type=click.Choice(["off", "on"]), default="off", show_default=True,
+    help="on: film dirt, dust and hair on single frames found against the frames beside them (motion compensated) "
+         "and filled from them; nothing else is changed. Off by default until its false positives on fast motion "
+         "are few enough (models/MODELS.md).")

@@ -26,7 +26,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..errors import CheckpointError, DeviceError, InputError, ModelNotFoundError, UsageError
+from ..errors import (
+    CheckpointError,
+    DeviceError,
+    InputError,
+    ModelNotFoundError,
+    UsageError,
+)
 
 RETINAFACE_FILES = {
     "mobile0.25": "detection_mobilenet0.25_Final.pth",

@@ -44,7 +44,15 @@ import av
 import numpy as np
 
 from ..errors import InputError, UnsupportedFormatError, UsageError
-from .fields import CONTEXT_FRAMES, CYCLE, DETECT_FRAMES, FieldCounts, FieldPlan, count_fields, field_order_of
+from .fields import (
+    CONTEXT_FRAMES,
+    CYCLE,
+    DETECT_FRAMES,
+    FieldCounts,
+    FieldPlan,
+    count_fields,
+    field_order_of,
+)
 from .quiet import collecting_ffmpeg_messages, ffmpeg_messages
 
 BACKENDS = ("pyav", "decord")

@@ -20,12 +20,13 @@ from torch import nn
 from ..errors import CheckpointError
 from .cleanup import Cleanup
 from .condsr import CondSR
+from .defects import DefectNet
 from .degnet import BlindDegEncoder, DegEncoder
 from .degsynth import DegSynth
 
 FORMAT = "archive-restore/1"
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (DegEncoder, BlindDegEncoder, DegSynth, CondSR, Cleanup)
+    cls.__name__: cls for cls in (DegEncoder, BlindDegEncoder, DegSynth, CondSR, Cleanup, DefectNet)
 }
 
 

@@ -25,7 +25,13 @@ from ..faces import AlignedFace, Face, align_face, make_detector
 from ..faces.compose import compose_face, is_gray, to_gray
 from ..faces.parse import FaceParser, find_parser, load_face_parser
 from ..faces.parse import missing_notice as parse_missing_notice
-from ..faces.restore import CHOICES, FaceRestorer, find_gfpgan, load_face_restorer, missing_notice
+from ..faces.restore import (
+    CHOICES,
+    FaceRestorer,
+    find_gfpgan,
+    load_face_restorer,
+    missing_notice,
+)
 from ..faces.steady import SteadyFaces, TrackSmoother
 from ..nets import load_checkpoint
 from ..upscalers.runtime import precision_choice

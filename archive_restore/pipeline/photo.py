@@ -48,6 +48,7 @@ from ..media.walk import (
     find_photos,
 )
 from . import face_cache
+from .defects import DefectRepair
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
 from .estimate import Estimate, engine_terms
 from .precision import job_engine
@@ -72,6 +73,7 @@ class PhotoJobOptions:
     fidelity: float = DEFAULT_FIDELITY
     scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
+    defects: str = "off"                # ``pipeline.defects``: on (scratches, cracks, dust... found and filled) or off
 
     def identity(self) -> dict:
         """The options that change the result, and so a job's identity (the device does not). The
@@ -88,6 +90,8 @@ class PhotoJobOptions:
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
             if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
+        if self.defects != "off":
+            ident["defects"] = self.defects
         return ident
 
     @classmethod
@@ -107,6 +111,7 @@ class PhotoJob:
     notify: Callable[[str], None] = field(default=lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
     _engine: Engine | None = None
     _codes: dict[str, np.ndarray] | None = None
+    _repair: DefectRepair | None = None
 
     @property
     def engine(self) -> Engine:
@@ -115,6 +120,16 @@ class PhotoJob:
             for message in self._engine.notices:
                 self.notify(message)
         return self._engine
+
+    def repaired(self, rgb: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The photo with its scratches, cracks and dust filled (``--defects on``), and what to record; as it
+        is otherwise. The analysis and the render both see the repaired photo."""
+        if self.options.defects != "on":
+            return rgb, {}
+        if self._repair is None:
+            self._repair = DefectRepair.load(list(self.options.models_dirs), self.engine.device)
+        fixed, mask = self._repair.repair(rgb)
+        return fixed, {"defect_percent": round(100.0 * float(mask.mean()), 4)}
 
     # ------------------------------------------------------------------------------------ prepare
     def prepare(self, job: Job) -> None:
@@ -189,8 +204,9 @@ class PhotoJob:
             except InputError:
                 continue  # the render pass fails this item with the reason
             engine = self.engine  # outside the try: a missing network stops the job with its message
+            rgb, _ = self.repaired(_rgb(photo.pixels))
             try:
-                found = engine.face_codes(_rgb(photo.pixels))
+                found = engine.face_codes(rgb)
             except Exception as exc:  # a face-analysis failure costs this photo its face code, not the job
                 self.store.update_item(item.id, faces=0, extra={"analysis_error": f"{type(exc).__name__}: {exc}"})
                 continue
@@ -256,7 +272,7 @@ class PhotoJob:
         started = time.monotonic()
         self.record_source(item)
         photo = read_image(self.source(item), self.options.max_pixels)
-        rgb = _rgb(photo.pixels)
+        rgb, repair = self.repaired(_rgb(photo.pixels))
         code, source = self.code_for(item, rgb)
         out = self.destination(item)
         # an 8-bit output without faces to paste is rounded to 8 bits as the picture is made: a 3840x2160
@@ -270,7 +286,7 @@ class PhotoJob:
         self.kept_path(item).unlink(missing_ok=True)
         megapixels, seconds = photo.width * photo.height / 1e6, time.monotonic() - started
         self.engine.did(megapixels, seconds)  # photos differ in size: their pixels are the work
-        extra.update(seconds=round(seconds, 3), megapixels=round(megapixels, 4))
+        extra.update(seconds=round(seconds, 3), megapixels=round(megapixels, 4), **repair)
         if photo.decoder_said:  # decoded, with warnings: kept with the item, not printed
             extra["decoder_said"] = photo.decoder_said
         return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0, extra=extra)

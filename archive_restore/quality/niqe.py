@@ -42,7 +42,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import CheckpointError, DataError, InputError, ModelNotFoundError, UsageError
+from ..errors import (
+    CheckpointError,
+    DataError,
+    InputError,
+    ModelNotFoundError,
+    UsageError,
+)
 from ..weights.folders import REPO_MODELS
 from .metrics import rgb_to_y
 

@@ -77,7 +77,9 @@ def face_detection(job: Job, runs: list[dict]) -> tuple[str, Detect]:
     loaded: list = []
 
     def detect(rgb):
-        from ..faces import make_detector  # torch and the detectors: imported only when boxes are to be found
+        from ..faces import (
+            make_detector,  # torch and the detectors: imported only when boxes are to be found
+        )
         from ..pipeline.engine import EngineOptions
 
         if not loaded:

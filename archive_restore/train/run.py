@@ -10,7 +10,15 @@ from pathlib import Path
 import torch
 
 from ..errors import ArchiveRestoreError, DataError
-from ..nets import BlindDegEncoder, DegEncoder, DegSynth, build_cleanup, build_condsr, load_checkpoint, save_checkpoint
+from ..nets import (
+    BlindDegEncoder,
+    DegEncoder,
+    DegSynth,
+    build_cleanup,
+    build_condsr,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ..weights.folders import MODEL_FILES
 from .cleanup_stage import CleanupStep
 from .data import HELD_OUT_FACES, FaceBank, ImageBank, load_real_pairs
@@ -328,6 +336,35 @@ def train_upscaler_gan(cfg: TrainConfig, teacher: str = "RealESRGAN_x4plus", pat
 
     state = run_steps("upscaler-gan", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
     export_student(ema, cfg.models_dir / STUDENT_FILE, info(state))
+    return state
+
+
+def train_defects(cfg: TrainConfig) -> RunState:
+    """The defect detector (``nets.defects.DefectNet``) on HQ natural crops and faces with synthetic print damage
+    (``train.defects_stage``); written to ``models_dir/defects.safetensors``."""
+    from ..nets.defects import DefectNet
+    from .defects_stage import CROP, DefectStep
+
+    seed_everything(cfg.seed)
+    folders = _folders(cfg)
+    if not folders["naturals"].is_dir():
+        raise DataError(f"{folders['naturals']} not found: the defect detector trains on HQ natural photos")
+    bank = ImageBank.from_folder(folders["naturals"], CROP)
+    model = DefectNet().to(cfg.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state_path = cfg.work_dir / "defects.state"
+    state = load_state(state_path, {"model": model}, optimizer)
+    step = DefectStep(model, optimizer, bank, cfg.seed, cfg.batch, cfg.device)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, {"model": model}, optimizer, s)
+
+    state = run_steps("defects", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    info = {"stage": "defects", "steps": state.step, "train_seconds": round(state.seconds, 1), "batch": cfg.batch,
+            "lr": cfg.lr, "crop": CROP, "losses": {k: round(v, 5) for k, v in state.losses.items()},
+            "data": f"{bank.source} ({len(bank)} images) with synthetic print damage (degrade.defects), "
+                    "then our degradation chain at scale 1 (light or medium, its dust and scratches left out)"}
+    save_checkpoint(model, cfg.models_dir / MODEL_FILES["defects"], info)
     return state
 
 

@@ -25,7 +25,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ArchiveRestoreError, CheckpointError, ModelNotFoundError, UsageError
+from ..errors import (
+    ArchiveRestoreError,
+    CheckpointError,
+    ModelNotFoundError,
+    UsageError,
+)
 from ..weights.downloads import sha256_file
 from ..weights.folders import models_dirs as _models_dirs
 from . import runtime as upscale_runtime

@@ -22,6 +22,7 @@ MODEL_FILES = {
     "condsr_uncond_large": "condsr_uncond_large.safetensors",
     "cleanup_compact": "cleanup_compact.safetensors",
     "cleanup_large": "cleanup_large.safetensors",
+    "defects": "defects.safetensors",
 }
 REPO_MODELS = REPO_ROOT / "models"
 ENV_VAR = "ARCHIVE_RESTORE_MODELS"

@@ -1,0 +1,83 @@
+"""Scratches, cracks, dust, creases and tears in photos: found by our detector, filled by inpainting, before
+anything else reads the photo (its faces, its code, the cleanup).
+
+The detector (``nets.defects.DefectNet``, ``models/defects.safetensors``) runs on the photo's luma at its
+own resolution, in overlapping tiles; a pixel is damaged where its probability is at least ``THRESHOLD``.
+Spots under ``MIN_AREA`` pixels are dropped, the rest grown by ``GROW`` (the soft edge of a mark) and
+filled by OpenCV's inpainting (Telea's method; every channel as float, so 16-bit photos keep their depth).
+No other pixel changes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..nets import load_checkpoint
+from ..weights.folders import find_model
+
+THRESHOLD = 0.5
+MIN_AREA = 4
+GROW = 1
+INPAINT_RADIUS = 5
+TILE, OVERLAP = 512, 32
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class DefectRepair:
+    """The detector on a device, and the repair of what it finds."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", threshold: float = THRESHOLD):
+        self.model, self.device, self.threshold = model.eval(), torch.device(device), threshold
+
+    @classmethod
+    def load(cls, dirs: list[Path], device: torch.device | str = "cpu") -> DefectRepair:
+        """The detector from the models folders (ModelNotFoundError, saying where it was looked for, without)."""
+        return cls(load_checkpoint(find_model("defects", dirs), device, expect="DefectNet").model, device)
+
+    @torch.inference_mode()
+    def probability(self, rgb: np.ndarray) -> np.ndarray:
+        """Per pixel, the probability of damage (HxW float32) of an HxWx3 float picture in [0, 1]."""
+        luma = np.ascontiguousarray(rgb[..., :3] @ LUMA, np.float32)
+        h, w = luma.shape
+        out = np.zeros((h, w), np.float32)
+        step = TILE - 2 * OVERLAP
+        for y in range(0, h, step):
+            for x in range(0, w, step):
+                y0, x0 = max(0, y - OVERLAP), max(0, x - OVERLAP)
+                y1, x1 = min(h, y + step + OVERLAP), min(w, x + step + OVERLAP)
+                tile = torch.from_numpy(luma[y0:y1, x0:x1])[None, None].to(self.device)
+                p = torch.sigmoid(self.model(tile)).float().cpu().numpy()[0, 0]
+                out[y:min(h, y + step), x:min(w, x + step)] = p[y - y0:y - y0 + min(step, h - y),
+                                                                x - x0:x - x0 + min(step, w - x)]
+        return out
+
+    def mask(self, rgb: np.ndarray) -> np.ndarray:
+        found = (self.probability(rgb) >= self.threshold).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
+        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_AREA)
+        found[np.isin(labels, small[small > 0])] = 0
+        if GROW and found.any():
+            found = cv2.dilate(found, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW + 1, 2 * GROW + 1)))
+        return found.astype(bool)
+
+    def repair(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the picture with its damage filled, the mask); the picture itself when nothing is found."""
+        mask = self.mask(rgb)
+        if not mask.any():
+            return rgb, mask
+        return inpaint(rgb, mask), mask
+
+
+def inpaint(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``rgb`` (HxWxC float in [0, 1]) with the ``mask``'s pixels filled from around them (Telea), channel by
+    channel; other pixels unchanged."""
+    marks = mask.astype(np.uint8)
+    out = rgb.copy()
+    for c in range(rgb.shape[2]):
+        out[..., c] = cv2.inpaint(np.ascontiguousarray(rgb[..., c], np.float32), marks, INPAINT_RADIUS,
+                                  cv2.INPAINT_TELEA)
+    out[~mask] = rgb[~mask]
+    return out

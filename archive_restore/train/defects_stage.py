@@ -1,0 +1,60 @@
+"""The defect detector's stage (``train defects``): HQ crops with synthetic print damage (``degrade.defects``),
+then our archive degradation chain at the crop's own size without its own unlabelled marks (so the detector
+does not key on clean edges: the damage is blurred, noised and compressed like the rest of the scan); the
+detector learns the damage's mask from the crop's luma (BCE weighted towards the rare damaged pixels, plus
+soft Dice)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..degrade.chain import Degradation
+from ..degrade.defects import print_damage
+
+CROP = 128
+POS_WEIGHT = 4.0      # damaged pixels are few: their BCE counts this much more
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def damaged_example(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(luma HxW float32, mask HxW float32) of one training example made from the clean crop ``image``: damage
+    drawn (a quarter of the crops none at all: clean pictures must come back clean), then a degradation
+    drawn from our chain at scale 1 without its dust-and-scratches stage."""
+    amount = 0.0 if rng.random() < 0.25 else float(rng.uniform(0.5, 3.0))
+    damaged, mask = print_damage(image, rng, amount) if amount else (image, np.zeros(image.shape[:2], bool))
+    chain = Degradation.sample(rng, scale=1, severity="light" if rng.random() < 0.5 else "medium")
+    chain = Degradation(tuple(s for s in chain.stages if s.kind != "dust_scratches"), 1, chain.seed)
+    degraded = chain.apply(damaged)
+    return (degraded @ LUMA).astype(np.float32), mask.astype(np.float32)
+
+
+def batch_of(bank, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [damaged_example(bank.crop(rng, CROP), rng) for _ in range(size)]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
+    return x, y
+
+
+def detector_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    bce = F.binary_cross_entropy_with_logits(logits, mask, pos_weight=torch.tensor(POS_WEIGHT))
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * mask).sum() + 1) / (p.sum() + mask.sum() + 1)
+    return bce + dice
+
+
+class DefectStep:
+    """One step: a fresh batch of damaged crops (seeded by the step), the detector's loss, Adam."""
+
+    def __init__(self, model: torch.nn.Module, optimizer, bank, seed: int, batch: int, device: str):
+        self.model, self.optimizer, self.bank = model, optimizer, bank
+        self.seed, self.batch, self.device = seed, batch, device
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        x, y = batch_of(self.bank, np.random.default_rng([self.seed, 7, step]), self.batch)
+        logits = self.model(x.to(self.device))
+        loss = detector_loss(logits, y.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach()}

@@ -355,3 +355,27 @@ def test_training_autocasts_only_in_bf16_and_only_where_it_is_fast(monkeypatch):
     assert cpu.training_autocast_dtype() is torch.bfloat16
     monkeypatch.setattr(cpu, "half_speedups", lambda: {torch.float16: 3.0, torch.bfloat16: 1.2})
     assert cpu.training_autocast_dtype() is None  # fp16 is fast here, but never for training
+
+
+def test_train_cli_defects_resumes_and_exports_the_detector(tiny_data, tmp_path):
+    models, work = tmp_path / "models", tmp_path / "work"
+    args = ["--data", str(tiny_data), "--models-dir", str(models), "--work-dir", str(work), "--device", "cpu",
+            "--batch", "2"]
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "defects", "--steps", "1", *args])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["train", "defects", "--steps", "3", *args])
+    assert result.exit_code == 0, result.output
+    assert "defects: step 3" in result.output  # resumed at step 1
+    ckpt = load_checkpoint(models / "defects.safetensors", expect="DefectNet")
+    assert ckpt.info["steps"] == 3 and "synthetic print damage" in ckpt.info["data"]
+
+
+def test_the_detectors_examples_hold_damage_or_none():
+    from archive_restore.train.defects_stage import damaged_example
+
+    rng = np.random.default_rng(0)
+    clean = _smooth_image(rng, 96, 96).astype(np.float32) / 255
+    examples = [damaged_example(clean, np.random.default_rng(i)) for i in range(12)]
+    assert all(x.shape == (96, 96) and y.shape == (96, 96) for x, y in examples)
+    assert any(y.sum() == 0 for _, y in examples) and any(y.sum() > 20 for _, y in examples)

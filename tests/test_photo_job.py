@@ -532,3 +532,17 @@ def test_eight_bit_photos_are_rendered_straight_to_eight_bits(tmp_path, tiny_mod
     _restore(inp, tmp_path / "float", tmp_path / "jobs2", tiny_models)
     for name in ("eight.png", "deep.png"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "float" / name).read_bytes(), name
+
+
+def test_a_local_run_clears_the_check_files_a_dead_ray_driver_left(tmp_path, tiny_models, rng):
+    """A Ray driver writes hidden check files in the output folder and the job's folder for its workers;
+    when its node dies it cannot remove them: the next run of the job, on any executor, does."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    cv2.imwrite(str(scans / "a.png"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    left = out / ".archive-restore-check.0123456789abcdef"
+    left.touch()
+    _restore(scans, out, tmp_path / "jobs", tiny_models, "--scale", "1")
+    assert not left.exists() and sorted(p.name for p in out.iterdir()) == ["a.png"]

@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..jobs.runner import Work
 
 EXECUTORS = ("local", "ray")
+CHECK_FILES = ".archive-restore-check.*"  # what a Ray driver writes for its workers to find (``ray_cluster.driver``)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,22 @@ class LocalExecutor:
     """This process, one item after another: exactly the runner's loop."""
 
     def work_for(self, pipeline: Any) -> Work | None:
+        clear_checks(pipeline)
         return None
+
+
+def check_folders(pipeline: Any) -> list[Path]:
+    """Where a Ray run of this job writes its check files: the output folder and the job's folder."""
+    job = pipeline.job
+    output = Path(job.output)
+    return [output if job.kind == "photos" else output.parent, pipeline.store.job_dir(job.id)]
+
+
+def clear_checks(pipeline: Any) -> None:
+    """Remove the check files an earlier Ray run of this job left (a driver that died leaves them)."""
+    for folder in check_folders(pipeline):
+        for old in folder.glob(CHECK_FILES):
+            old.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from ...compute.cpu import THREADS_ENV
 from ...errors import ClusterError
 from ...jobs.runner import Work
 from ...jobs.store import one_line
-from .. import ExecutorSettings
+from .. import CHECK_FILES, ExecutorSettings, check_folders, clear_checks
 from .pool import WorkerPool
 from .work import ClusterWork
 from .worker import AccessCheck
@@ -127,22 +127,18 @@ class RayExecutor:
 def access_checks(pipeline: Any) -> list[AccessCheck]:
     """What every worker must reach for this job: the input (read), the output folder and the job's
     folder (write, and see a file the driver wrote there: the same storage)."""
-    job, store = pipeline.job, pipeline.store
-    output = Path(job.output)
-    folder = output if job.kind == "photos" else output.parent
-    checks = [AccessCheck("the input", job.input)]
-    for what, path in (("the output folder", folder), ("the job's folder", store.job_dir(job.id))):
+    clear_checks(pipeline)  # what a driver that died left
+    checks = [AccessCheck("the input", pipeline.job.input)]
+    for what, path in zip(("the output folder", "the job's folder"), check_folders(pipeline)):
         checks.append(AccessCheck(what, str(path), write=True, token=_token(path)))
     return checks
 
 
 def _token(folder: Path) -> str:
     """A hidden empty file with a fresh random name written in ``folder`` (removed when the job's work
-    ends; one a killed driver left is replaced here); its name."""
+    ends; one a killed driver left is removed by the next run, on any executor); its name."""
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(".archive-restore-check.*"):
-        old.unlink(missing_ok=True)
-    name = f".archive-restore-check.{secrets.token_hex(8)}"
+    name = CHECK_FILES.replace("*", secrets.token_hex(8))
     (folder / name).touch()
     return name
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,9 +29,10 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 class _Server:
     """Files served from memory; records the Range header of every request."""
 
-    def __init__(self, files: dict[str, bytes], honour_range: bool = True):
+    def __init__(self, files: dict[str, bytes], honour_range: bool = True, linger: float = 0.0):
         self.files = files
         self.honour_range = honour_range
+        self.linger = linger  # seconds the handler stays after sending the body (a slow server thread)
         self.ranges: list[str | None] = []
         self.sent = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -69,8 +71,10 @@ class _Server:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                server.sent += len(body)  # counted before the client can have it: a test asserts on it then
                 self.wfile.write(body)
-                server.sent += len(body)
+                self.wfile.flush()
+                time.sleep(server.linger)
 
         return Handler
 
@@ -162,6 +166,17 @@ def test_fetch_resumes_a_partial_download_with_a_range_request(tmp_path, server)
     assert server.ranges == ["bytes=300000-"]
     assert server.sent == len(PAYLOAD) - 300_000
     assert (tmp_path / "model.pth").read_bytes() == PAYLOAD
+
+
+def test_what_the_server_counts_is_there_when_the_client_has_its_answer(tmp_path):
+    """The race CI met once: the count came after the body, so an assertion could run before it. A server
+    thread that lingers after sending makes the old order fail every time."""
+    srv = _Server({"model.pth": PAYLOAD}, linger=0.5)
+    try:
+        weights.fetch(_entry(srv.url("model.pth")), tmp_path, progress=False)
+        assert srv.sent == len(PAYLOAD)
+    finally:
+        srv.close()
 
 
 def test_fetch_of_an_already_whole_part_file_answered_416(tmp_path, server):

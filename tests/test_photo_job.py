@@ -546,3 +546,21 @@ def test_a_local_run_clears_the_check_files_a_dead_ray_driver_left(tmp_path, tin
     left.touch()
     _restore(scans, out, tmp_path / "jobs", tiny_models, "--scale", "1")
     assert not left.exists() and sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+def test_a_deleted_database_beside_a_jobs_folder_keeps_that_work_and_says_so(tmp_path, tiny_models, rng):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    cv2.imwrite(str(scans / "a.png"), (rng.random((24, 24, 3)) * 255).astype(np.uint8))
+    jobs = tmp_path / "jobs"
+    _restore(scans, tmp_path / "out", jobs, tiny_models, "--scale", "1")
+    (job_dir,) = [p for p in jobs.iterdir() if p.is_dir()]
+    (job_dir / "work.bin").write_bytes(b"earlier work")
+    for db in jobs.glob("archive-restore.db*"):
+        db.unlink()
+    result = _restore(scans, tmp_path / "out", jobs, tiny_models, "--scale", "1")
+    assert "did not know this job" in result.output and "kept whole as" in result.output
+    (kept,) = jobs.glob(f"{job_dir.name}.kept-*")
+    assert (kept / "work.bin").read_bytes() == b"earlier work"
+    again = _restore(scans, tmp_path / "out", jobs, tiny_models, "--scale", "1")  # known now: nothing moved
+    assert "did not know" not in again.output and len(list(jobs.glob("*.kept-*"))) == 1

@@ -28,6 +28,10 @@ def _run_recorded(store, pipeline_job, **run_options):
     ``report``)."""
     from ..report import run_recorded
 
+    kept = store.kept_folders.get(pipeline_job.job.id)
+    if kept is not None:
+        click.echo(f"note: the job database {store.path} did not know this job, but its folder held earlier work "
+                   f"(was the database deleted?): kept whole as {kept}; the job starts afresh beside it", err=True)
     return run_recorded(store, pipeline_job, **run_options)
 
 

@@ -268,6 +268,8 @@ class JobStore:
     def __init__(self, jobs_dir: Path, db: sqlite_utils.Database) -> None:
         self.jobs_dir = jobs_dir
         self.db = db
+        # job id -> where the work found in its folder when the store did not know the job was moved
+        self.kept_folders: dict[str, Path] = {}
 
     @classmethod
     def open(cls, jobs_dir: str | os.PathLike[str] | None = None) -> JobStore:
@@ -355,13 +357,28 @@ class JobStore:
         options_json = canonical_json(options)
         now = _now()
         with self._write() as conn:
-            conn.execute(
+            created = conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, kind, input, output, options, options_hash,"
                 " status, created, updated, finished, version)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (job_id, kind, absolute(input), absolute(output), options_json,
-                 _hash(options_json, 16), PENDING, now, now, __version__))
+                 _hash(options_json, 16), PENDING, now, now, __version__)).rowcount
+        if created:
+            self._keep_unknown_work(job_id)
         return self.job(job_id)
+
+    def _keep_unknown_work(self, job_id: str) -> None:
+        """A job new to the store whose folder already holds work (its database was deleted or replaced):
+        the folder is moved aside, kept whole, so that nothing of it is silently overwritten or reused
+        (``kept_folders`` says where; the command says so)."""
+        folder = self.jobs_dir / job_id
+        if not folder.is_dir() or holder_pid(folder / LOCK_NAME) is not None:
+            return
+        if not [p for p in folder.iterdir() if p.name != LOCK_NAME]:
+            return
+        kept = folder.with_name(f"{job_id}.kept-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}")
+        folder.rename(kept)
+        self.kept_folders[job_id] = kept
 
     def jobs(self) -> list[Job]:
         """All jobs, oldest first."""

@@ -19,20 +19,20 @@ import zlib
 from pathlib import Path
 
 import cv2
+import direct_render
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image, ImageCms
 
-import direct_render
 from archive_restore.cli import cli
 from archive_restore.codes import blind_code
-from archive_restore.weights.folders import MODEL_FILES
+from archive_restore.jobs.store import DB_NAME
 from archive_restore.nets import load_checkpoint
 from archive_restore.pipeline.engine import combine
 from archive_restore.pipeline.photo import PhotoJob
-from archive_restore.jobs.store import DB_NAME
+from archive_restore.weights.folders import MODEL_FILES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 OLD_MTIME = 1_000_000_000  # outputs are stamped with this; a rewrite changes it

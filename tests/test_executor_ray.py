@@ -211,3 +211,81 @@ def test_a_worker_that_does_not_see_the_drivers_folder_says_so(tmp_path):
     elsewhere = AccessCheck("the output folder", str(tmp_path / "shared"), write=True, token=".other")
     assert "does not see the output folder" in elsewhere.problem()
     assert "cannot read the input" in AccessCheck("the input", str(tmp_path / "missing")).problem()
+
+
+def _claimed(jobs: Path) -> int:
+    """Items the driver has handed out or finished (0 while the store or its job is not there yet)."""
+    try:
+        with JobStore.open(jobs) as store:
+            return sum(i.status in ("running", "done") for j in store.jobs() for i in store.items(j.id))
+    except Exception:
+        return 0
+
+
+def test_a_lost_node_is_said_in_one_line_and_resume_goes_on(tmp_path, tiny_models):
+    """The node the driver's own Ray instance runs on dies mid-job (its raylet SIGKILLed): Ray ends the
+    driver from its C++ core, where nothing of ours can speak; the watching parent says what happened,
+    what is kept and what to run, exit 1. ``resume`` then finishes the job, and no check file stays."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    inp, out, jobs = tmp_path / "in", tmp_path / "out", tmp_path / "jobs"
+    _photos(inp, 40, size=(96, 128))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="disabled", RAY_TMPDIR=tempfile.mkdtemp(prefix="ray"))
+    command = [sys.executable, "-m", "archive_restore", "run", str(inp), "-o", str(out), "--scale", "4",
+               "--face-detector", "haar", "--executor", "ray", "--workers", "2", "--jobs-dir", str(jobs),
+               "--models-dir", str(tiny_models)]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # its own process group: what Ray leaves of it is stopped after
+    try:
+        deadline, killed = time.monotonic() + START_TIMEOUT_S, None
+        while killed is None and time.monotonic() < deadline and run.poll() is None:
+            if _claimed(jobs):
+                raylets = [pid for pid, line in _descendants(run.pid).items() if "raylet/raylet" in line]
+                if raylets:
+                    os.kill(raylets[0], signal.SIGKILL)
+                    killed = raylets[0]
+            time.sleep(0.1)
+        said, _ = run.communicate(timeout=START_TIMEOUT_S)
+    finally:
+        try:
+            os.killpg(run.pid, signal.SIGKILL)  # the lost instance's GCS and workers, and the run if still there
+        except OSError:
+            pass
+        run.wait()
+    assert killed, f"the node was not killed (exit {run.returncode}): {said[-2000:]}"
+    errors = [line for line in said.splitlines() if line.startswith("error: ")]
+    assert run.returncode == 1 and len(errors) == 1, said[-3000:]
+    assert "Ray cluster" in errors[0] and "items are done and kept" in errors[0] and "resume" in errors[0]
+    job_id = errors[0].split("archive-restore resume ")[1].split()[0]
+    resumed = _cli(["resume", job_id], jobs, tiny_models)
+    assert resumed.exit_code == 0, resumed.output
+    assert "40 done, 0 failed" in resumed.output
+    assert not list(out.rglob(".archive-restore-check.*"))
+
+
+def test_the_pool_says_when_no_node_is_alive_or_the_head_is_gone():
+    """What a wait in slices looks at between them (a dead node's answers never come): no node alive, or a
+    head that no longer answers, is a ClusterError naming it."""
+    from archive_restore.errors import ClusterError
+    from archive_restore.executors.ray_cluster.pool import WorkerPool
+
+    class FakeRay:
+        def __init__(self, nodes):
+            self._nodes = nodes
+
+        def remote(self, cls):
+            return self
+
+        def options(self, **kw):
+            return self
+
+        def nodes(self):
+            if isinstance(self._nodes, Exception):
+                raise self._nodes
+            return self._nodes
+
+    WorkerPool(FakeRay([{"Alive": True}, {"Alive": False}]), 1, {}, {}).check_alive()  # one is enough
+    with pytest.raises(ClusterError, match="every node of the Ray cluster is dead.*10.0.0.7"):
+        WorkerPool(FakeRay([{"Alive": False, "NodeManagerAddress": "10.0.0.7"}]), 1, {}, {}).check_alive()
+    with pytest.raises(ClusterError, match="head no longer answers"):
+        WorkerPool(FakeRay(ConnectionError("GCS unreachable")), 1, {}, {}).check_alive()

@@ -4,10 +4,12 @@ into docs/commands.md. This is the one place where errors become messages and ex
 1 something failed, 2 usage errors."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..errors import ArchiveRestoreError
-from . import bench, jobs, models, train
+from . import bench, jobs, models, supervise, train
 
 
 class _Group(click.Group):
@@ -33,5 +35,6 @@ for command in (jobs.run, jobs.video, jobs.resume, jobs.jobs, jobs.status, jobs.
 
 
 def main() -> None:
+    supervise.watched_start(sys.argv[1:])
     cli(prog_name="archive-restore")
 

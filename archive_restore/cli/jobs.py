@@ -16,11 +16,13 @@ from .options import (
     on_cpu,
     photo_defects_option,
     scale_method_option,
+    scale_method_setting,
     temporal_option,
     upscaler_options,
     upscaler_settings,
     video_defects_option,
 )
+from .supervise import tell_job, watched
 
 
 def _run_recorded(store, pipeline_job, **run_options):
@@ -59,13 +61,6 @@ def _finish(store, job, summary) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _scale_method(choice: str | None, scale: str) -> dict:
-    """The job option for ``--scale-method`` (the measured default for the scale when not given)."""
-    from ..pipeline.stack import default_scale_method
-
-    return {"scale_method": choice or default_scale_method(int(scale))}
-
-
 @click.command()
 @click.argument("input_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
@@ -93,6 +88,7 @@ def _scale_method(choice: str | None, scale: str) -> dict:
 @executor_options
 @models_dir_option
 @jobs_dir_option
+@watched
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
         precision, scale_method, defects, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
@@ -106,7 +102,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
                               face_fidelity=face_fidelity, precision=precision, defects=defects,
-                              **_scale_method(scale_method, scale),
+                              **scale_method_setting(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -115,6 +111,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
         return _preview_done(preview_photos(resolve_jobs_dir(jobs_dir), input_dir, output, options, preview), "photos")
     with JobStore.open(jobs_dir) as store:
         photo_job = open_photo_job(store, input_dir, output, options)
+        tell_job(photo_job.job.id, store.jobs_dir)
         with open_executor(executor) as chosen:
             summary = _run_recorded(store, photo_job, restart=restart, retry_failed=retry_failed,
                                     work=chosen.work_for(photo_job))
@@ -208,6 +205,7 @@ def report(job_id, folder, quiet, jobs_dir) -> None:
 @executor_options
 @models_dir_option
 @jobs_dir_option
+@watched
 def resume(job_id, device, retry_failed, upscaler, fidelity, precision, executor, models_dirs, jobs_dir) -> None:
     """Carry on with a job by its id (or a unique prefix), with the options it was started with.
     --upscaler or --fidelity other than the job's make a new job for the same input and output."""
@@ -299,6 +297,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @executor_options
 @models_dir_option
 @jobs_dir_option
+@watched
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
           deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity,
           precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
@@ -322,7 +321,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
                               tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
-                              **_scale_method(scale_method, scale),
+                              **scale_method_setting(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))
     videos = find_videos(inputs)
     if not videos:
@@ -336,6 +335,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
         for path in videos:
             try:
                 video_job = open_video_job(store, path, output_for(path, output, len(videos) > 1), options)
+                tell_job(video_job.job.id, store.jobs_dir)
                 summary = _run_recorded(store, video_job, restart=restart, retry_failed=retry_failed,
                                         work=chosen.work_for(video_job))
                 worst = max(worst, _video_report(store, video_job.job, summary))

@@ -132,3 +132,10 @@ video_defects_option = click.option(
     help="on: film dirt, dust and hair on single frames found against the frames beside them (motion compensated) "
          "and filled from them; nothing else is changed. Off by default until its false positives on fast motion "
          "are few enough (models/MODELS.md).")
+
+
+def scale_method_setting(choice: str | None, scale: str) -> dict:
+    """The job option for ``--scale-method`` (the measured default for the scale when not given)."""
+    from ..pipeline.stack import default_scale_method
+
+    return {"scale_method": choice or default_scale_method(int(scale))}

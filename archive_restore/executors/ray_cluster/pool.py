@@ -19,6 +19,7 @@ from .worker import AccessCheck, Node, Outcome, PipelineWorker
 DEPTH = 2              # items sent to one worker at once
 START_TIMEOUT_S = 180  # how long the pool waits for a worker to start when none is working
 FAILED_STARTS = 3      # workers in a row that die before answering their checks: the pool gives up
+HEALTH_S = 10.0        # while waiting for answers, the cluster's nodes are looked at this often
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class WorkerPool:
             self._start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while starting := [w.starting for w in self.workers if w.starting is not None]:
-            ready, _ = self.ray.wait(starting, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            left = min(HEALTH_S, max(0.0, deadline - time.monotonic()))
+            ready, _ = self.ray.wait(starting, num_returns=1, timeout=left)
+            if not ready and time.monotonic() < deadline:
+                self.check_alive()
+                continue
             if not ready:
                 raise ClusterError(f"only {self.count - len(starting)} of {self.count} workers started in "
                                    f"{START_TIMEOUT_S} s: the cluster has no room for more (see `ray status`); "
@@ -123,7 +128,13 @@ class WorkerPool:
         if not refs and not starting:
             return []
         working = any(w.node is not None for w in self.workers)
-        ready, _ = self.ray.wait(refs + starting, num_returns=1, timeout=None if working else START_TIMEOUT_S)
+        deadline = None if working else time.monotonic() + START_TIMEOUT_S
+        while True:  # in slices: a dead node's answers never come, and Ray may not say so
+            left = HEALTH_S if deadline is None else min(HEALTH_S, max(0.0, deadline - time.monotonic()))
+            ready, _ = self.ray.wait(refs + starting, num_returns=1, timeout=left)
+            if ready or (deadline is not None and time.monotonic() >= deadline):
+                break
+            self.check_alive()
         if not ready:
             raise ClusterError(f"no worker is left and none could start in {START_TIMEOUT_S} s (a node lost and "
                                "no room for its workers elsewhere? see `ray status`); run the same command again "
@@ -133,6 +144,18 @@ class WorkerPool:
             self._started(worker, ready[0])
             return []
         return self._answer(worker, ready[0])
+
+    def check_alive(self) -> None:
+        """ClusterError when no node of the cluster is alive any more (its raylets dead, or marked dead for
+        missed heartbeats), or when its head no longer answers."""
+        try:
+            nodes = self.ray.nodes()
+        except Exception as exc:  # the head (its GCS) is gone
+            raise ClusterError(f"the Ray cluster's head no longer answers ({_first_line(exc)})") from None
+        if not any(n.get("Alive") for n in nodes):
+            dead = ", ".join(sorted({str(n.get("NodeManagerAddress", "?")) for n in nodes})) or "?"
+            raise ClusterError(f"every node of the Ray cluster is dead (marked dead: {dead}; its raylet killed, "
+                               "or heartbeats missed)")
 
     def _answer(self, worker: Worker, ref: Any) -> list[tuple[Item, Outcome | Lost]]:
         item = worker.tasks.pop(ref)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ...errors import ClusterError
 from ...jobs.runner import ItemResult, process_one, remove_stale_temps
-from ...jobs.store import PENDING, Item, Job
+from ...jobs.store import DONE, PENDING, Item, Job
 from .pool import Lost, WorkerPool
 from .worker import ANALYSIS, PHOTOS, VIDEO, AccessCheck, Outcome, WorkerSpec
 
@@ -64,9 +65,14 @@ class ClusterWork:
                     self.pool.wait()  # items wait, no worker is started: wait for a replacement
                 else:
                     return
-        except BaseException:
+        except BaseException as exc:
             for item in [*self.pool.close(), *([held] if held else [])]:  # their answers no longer count
                 self.store.requeue(item.id)
+            if isinstance(exc, ClusterError):  # the cluster gave out: say what is kept and what goes on
+                items = self.store.items(job.id)
+                done = sum(i.status == DONE for i in items)
+                raise ClusterError(f"{exc}; {done} of {len(items)} items are done and kept; `archive-restore "
+                                   f"resume {job.id[:12]}` goes on from there") from None
             raise
         finally:
             for check in self.checks:

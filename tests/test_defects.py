@@ -118,3 +118,15 @@ def test_run_with_defects_on_and_no_detector_stops_before_any_work(tmp_path, tin
                                       str(tiny_models), "--jobs-dir", str(tmp_path / "jobs")])
     assert result.exit_code != 0 and "defects.safetensors" in result.output
     assert not (tmp_path / "jobs").exists() or not list((tmp_path / "jobs").glob("*/"))
+
+
+def test_inpainting_fills_from_the_surroundings_within_the_pictures_range():
+    """OpenCV's float inpainting gave -1.0 to 1.6 on a 0.2/0.5 picture: the fill must stay between what is
+    around it."""
+    rgb = np.full((40, 50, 3), 0.5, np.float32)
+    rgb[:, :25] = 0.2
+    mask = np.zeros((40, 50), bool)
+    mask[10:14, 5:45] = True
+    out = inpaint(rgb, mask)
+    assert out.min() >= 0.2 - 1e-3 and out.max() <= 0.5 + 1e-3
+    assert np.allclose(out[12, 5:20], 0.2, atol=0.01) and np.allclose(out[12, 30:45], 0.5, atol=0.01)

@@ -4,7 +4,7 @@ anything else reads the photo (its faces, its code, the cleanup).
 The detector (``nets.defects.DefectNet``, ``models/defects.safetensors``) runs on the photo's luma at its
 own resolution, in overlapping tiles; a pixel is damaged where its probability is at least ``THRESHOLD``.
 Spots under ``MIN_AREA`` pixels are dropped, the rest grown by ``GROW`` (the soft edge of a mark) and
-filled by OpenCV's inpainting (Telea's method; every channel as float, so 16-bit photos keep their depth).
+filled by OpenCV's inpainting (Telea's method; every channel in 16 bits, so 16-bit photos keep their depth).
 No other pixel changes.
 """
 from __future__ import annotations
@@ -73,11 +73,13 @@ class DefectRepair:
 
 def inpaint(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``rgb`` (HxWxC float in [0, 1]) with the ``mask``'s pixels filled from around them (Telea), channel by
-    channel; other pixels unchanged."""
+    channel in 16 bits (OpenCV's float inpainting returns values far outside the picture's: -1.0 to 1.6 for a
+    0.2/0.5 picture, here); other pixels unchanged."""
     marks = mask.astype(np.uint8)
     out = rgb.copy()
     for c in range(rgb.shape[2]):
-        out[..., c] = cv2.inpaint(np.ascontiguousarray(rgb[..., c], np.float32), marks, INPAINT_RADIUS,
-                                  cv2.INPAINT_TELEA)
+        levels = (np.clip(rgb[..., c], 0, 1) * 65535 + 0.5).astype(np.uint16)
+        filled = cv2.inpaint(levels, marks, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+        out[..., c] = filled.astype(np.float32) / 65535
     out[~mask] = rgb[~mask]
     return out

@@ -13,23 +13,26 @@ def _block(a: int, b: int) -> nn.Sequential:
 
 
 class DefectNet(nn.Module):
-    """Luma (N, 1, H, W) in [0, 1] -> damage logits (N, 1, H, W). Three scales; H and W any size (padded to
-    a multiple of 4 inside)."""
+    """Luma (N, 1, H, W) in [0, 1] -> damage logits (N, 1, H, W). ``depth`` scales, each half the size of the
+    one before with twice the features (what it sees around a pixel grows with it: a tear's plain inside is
+    told from paper only from far enough); H and W any size (padded inside)."""
 
-    def __init__(self, features: int = 16):
+    def __init__(self, features: int = 16, depth: int = 3):
         super().__init__()
-        self.config = {"features": features}
-        f = features
-        self.enc1, self.enc2, self.enc3 = _block(1, f), _block(f, 2 * f), _block(2 * f, 4 * f)
-        self.dec2, self.dec1 = _block(6 * f, 2 * f), _block(3 * f, f)
-        self.out = nn.Conv2d(f, 1, 1)
+        self.config = {"features": features, "depth": depth}
+        widths = [features * 2 ** i for i in range(depth)]
+        self.down = nn.ModuleList(_block(a, b) for a, b in zip([1, *widths], widths))
+        self.up = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1)))
+        self.out = nn.Conv2d(features, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate")
-        e1 = self.enc1(x)
-        e2 = self.enc2(F.max_pool2d(e1, 2))
-        e3 = self.enc3(F.max_pool2d(e2, 2))
-        d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0, mode="nearest"), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="nearest"), e1], 1))
-        return self.out(d1)[..., :h, :w]
+        step = 2 ** (len(self.down) - 1)
+        x = F.pad(x, (0, -w % step, 0, -h % step), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
+        return self.out(x)[..., :h, :w]

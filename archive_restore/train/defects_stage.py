@@ -13,6 +13,7 @@ from ..degrade.chain import Degradation
 from ..degrade.defects import print_damage
 
 CROP = 128
+DETECTOR_DEPTH = 4    # the detector's scales: four see a tear's plain inside from its edges (three did not)
 POS_WEIGHT = 4.0      # damaged pixels are few: their BCE counts this much more
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

@@ -343,14 +343,14 @@ def train_defects(cfg: TrainConfig) -> RunState:
     """The defect detector (``nets.defects.DefectNet``) on HQ natural crops and faces with synthetic print damage
     (``train.defects_stage``); written to ``models_dir/defects.safetensors``."""
     from ..nets.defects import DefectNet
-    from .defects_stage import CROP, DefectStep
+    from .defects_stage import CROP, DETECTOR_DEPTH, DefectStep
 
     seed_everything(cfg.seed)
     folders = _folders(cfg)
     if not folders["naturals"].is_dir():
         raise DataError(f"{folders['naturals']} not found: the defect detector trains on HQ natural photos")
     bank = ImageBank.from_folder(folders["naturals"], CROP)
-    model = DefectNet().to(cfg.device).train()
+    model = DefectNet(depth=DETECTOR_DEPTH).to(cfg.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state_path = cfg.work_dir / "defects.state"
     state = load_state(state_path, {"model": model}, optimizer)

@@ -8,6 +8,7 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -363,3 +364,16 @@ def test_subtitle_packets_are_copied_unchanged(tmp_path, tiny_models, name, code
     assert stream_start(out, "subtitle") == stream_start(clip.path, "subtitle")
     assert packet_hashes(out) == packet_hashes(clip.path)  # and the audio, as ever
     assert _seconds(decoded(out)[0], decoded(out)[1]) == _seconds(clip.pts, TB)
+
+
+def test_an_mp4_with_aac_priming_joined_into_mkv_keeps_the_frames_at_their_own_times(tmp_path, tiny_models):
+    """The AAC stream's first packet starts at -64 ms (1024 priming samples at 16 kHz): Matroska's muxer
+    shifted every stream by as much, the video included, until negative times were allowed to stay."""
+    clip = make_clip(tmp_path / "film.mp4", count=8)
+    with av.open(str(clip.path)) as container:
+        first_audio = next(p for p in container.demux(container.streams.audio[0]) if p.size)
+        assert first_audio.pts * first_audio.time_base < 0  # the case itself
+    result = _video([str(clip.path), "--scale", "1", "-o", str(tmp_path / "film.mkv")], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    pts, time_base, _ = decoded(tmp_path / "film.mkv")
+    assert _seconds(pts, time_base) == _seconds(clip.pts, TB)

@@ -692,14 +692,20 @@ def join_segments(segments: Sequence[Segment], source: Path, info: VideoInfo, ou
 
 
 _MOV_FAMILY = frozenset({"mp4", "mov", "m4v", "3gp", "3g2", "ipod"})
+_MATROSKA_FAMILY = frozenset({"mkv", "matroska", "webm"})
 
 
 def _muxer_options(output: Path, container_format: str | None, time_base: Fraction) -> dict[str, str]:
     """mp4 and mov keep a stream's late start (an edit list) in the movie time scale, 1/1000 s
     unless set, which rounds a start that is not a whole millisecond (and rounds it down again on
-    every remux). The movie time scale is set to the video's, so the start is kept exactly."""
+    every remux). The movie time scale is set to the video's, so the start is kept exactly.
+    Matroska: AAC's first packet (the encoder's priming) starts before 0, at -64 ms for 1024 samples
+    at 16 kHz; FFmpeg's default then shifts every stream by as much, the video's frames included, so
+    negative times are kept as they are (a block's time is signed, relative to its cluster's)."""
     name = (container_format or Path(output).suffix.lstrip(".")).lower()
-    return {"movie_timescale": str(time_base.denominator)} if name in _MOV_FAMILY else {}
+    if name in _MOV_FAMILY:
+        return {"movie_timescale": str(time_base.denominator)}
+    return {"avoid_negative_ts": "disabled"} if name in _MATROSKA_FAMILY else {}
 
 
 def _join(out, first, src, segments: Sequence[Segment], info: VideoInfo) -> int:

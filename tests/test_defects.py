@@ -103,6 +103,9 @@ def test_run_with_defects_on_repairs_and_records_it(tmp_path, tiny_models, repai
     assert items["a.png"].extra["defect_percent"] > 0.5 and items["b.png"].extra["defect_percent"] == 0
     status = CliRunner().invoke(cli, ["status", job.id, "--jobs-dir", str(jobs)])
     assert "damage repaired on" in status.output
+    page = CliRunner().invoke(cli, ["report", job.id, "-o", str(tmp_path / "page"), "--quiet", "--jobs-dir", str(jobs)])
+    assert page.exit_code == 0, page.output
+    assert "scratches, cracks and dust repaired on" in (tmp_path / "page" / "index.html").read_text()
 
 
 def test_run_with_defects_on_and_no_detector_stops_before_any_work(tmp_path, tiny_models, monkeypatch):

@@ -132,6 +132,9 @@ def test_a_video_job_removes_one_frame_dirt_across_its_chunks(tmp_path, tiny_mod
     assert chunks[1].extra["dirt_percent"] > 0 and chunks[0].extra["dirt_percent"] == 0
     status = CliRunner().invoke(cli, ["status", job.id, "--jobs-dir", str(jobs)])
     assert "dirt removed from" in status.output
+    page = CliRunner().invoke(cli, ["report", job.id, "-o", str(tmp_path / "page"), "--quiet", "--jobs-dir", str(jobs)])
+    assert page.exit_code == 0, page.output
+    assert "dirt repaired on" in (tmp_path / "page" / "index.html").read_text()
 
 
 def test_the_choice_is_part_of_the_identity_and_kept_on_resume():

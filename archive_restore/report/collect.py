@@ -54,6 +54,7 @@ class Chunk:
     render_fps: float | None
     faces_pasted: int | None
     reason: str | None
+    dirt_percent: float | None = None  # film dirt repaired (``video --defects on``), % of the chunk's pixels
 
 
 @dataclass
@@ -129,6 +130,8 @@ def photo_card(item: Item, root: Path, pictures: Pictures) -> PhotoCard:
         details.append(f"{item.faces} face{'s' if item.faces != 1 else ''} found by {x.get('detector', '?')}{kind}")
     if x.get("faces_restored"):
         details.append(f"{x['faces_restored']} restored by {x.get('face_restorer')} and pasted back")
+    if "defect_percent" in x:
+        details.append(f"scratches, cracks and dust repaired on {x['defect_percent']} % of it")
     for name, words in (("analysis_error", "face analysis failed"), ("paste_error", "face paste-back failed")):
         if x.get(name):
             details.append(f"{words}: {x[name]}")
@@ -176,7 +179,8 @@ def video_view(store: JobStore, job: Job, pictures: Pictures, progress: bool = T
                 code_source=x["code_source"], code_detail=x["code_detail"], confidence=x["confidence"])
         shot.chunks.append(Chunk(key=item.key, status=item.status, start_frame=x["start_frame"], frames=x["frames"],
                                  render_seconds=x.get("render_seconds"), render_fps=x.get("render_fps"),
-                                 faces_pasted=x.get("faces_pasted"), reason=plain_reason(item, source)))
+                                 faces_pasted=x.get("faces_pasted"), reason=plain_reason(item, source),
+                                 dirt_percent=x.get("dirt_percent")))
     frames = FrameSource(source, pictures)
     chunk_items = [i for i in items if i.key not in (ANALYSIS, FINISH)]
     for shot in tqdm(list(shots.values()), desc="report", unit="shot", disable=not progress or not shots):

@@ -201,6 +201,7 @@ def chunks_html(chunks: list[Chunk]) -> str:
         bar = "" if c.render_seconds is None else f'<span class="bar" style="width:{width:.0f}px"></span>'
         fps = "" if c.render_fps is None else f"{c.render_fps}"
         pasted = "" if c.faces_pasted is None else str(c.faces_pasted)
+        pasted += "" if c.dirt_percent is None else f"; dirt repaired on {c.dirt_percent} %"
         rows.append(f'<tr data-key="{escape(c.key)}" data-status="{c.status}"><td>{escape(c.key)}</td>'
                     f'<td>{c.start_frame}-{c.start_frame + c.frames - 1}</td>'
                     f'<td><span class="status {c.status}">{c.status}</span></td><td>{bar} {seconds}</td><td>{fps}</td>'

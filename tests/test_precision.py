@@ -87,3 +87,32 @@ def test_a_damaged_record_is_ignored(tmp_path, machine):
     (tmp_path / precision.PIN_FILE).write_text("{not json")
     engine, said = _engine(tmp_path, EngineOptions(), {"upscaler_runtime": "torch", "faithful": "fp32"})
     assert said == [] and json.loads((tmp_path / precision.PIN_FILE).read_text())["upscaler_runtime"] == "torch"
+
+
+def test_a_recorded_runtime_is_asked_for_as_the_jobs_own(tmp_path, machine):
+    """Built from the record, the engine is told so: the runtime is not timed again (``runtime.build``)."""
+    _engine(tmp_path, EngineOptions(), {"upscaler_runtime": "bf16", "faithful": "bf16"})
+    made = []
+    _engine(tmp_path, EngineOptions(), {"upscaler_runtime": "bf16", "faithful": "bf16"}, made)
+    assert made[0].runtime_recorded and made[0].upscaler_runtime == "bf16"
+    assert not EngineOptions().runtime_recorded
+
+
+def test_a_recorded_reduced_precision_is_not_timed_again_under_load(monkeypatch):
+    """The lost-worker bug (issue 33): a replacement Ray worker, started while the machine was busy, timed bf16
+    as no faster than fp32, refused the job's recorded bf16, chose again, and every photo it restored differed.
+    A recorded reduced precision is used as recorded; what cannot run at all is still refused."""
+    import torch
+
+    from archive_restore.compute import cpu
+    from archive_restore.nets.realesrgan import SRVGGNetCompact
+    from archive_restore.upscalers import runtime
+
+    monkeypatch.setattr(cpu, "half_speedups", lambda: {torch.bfloat16: 1.0, torch.float16: 0.01})  # a busy moment
+    model, weights = SRVGGNetCompact(2, 8, 4).eval(), runtime.Weights(None, "0" * 64)
+    with pytest.raises(UsageError, match="no fast bf16"):
+        runtime.build("bf16", model, weights)
+    assert runtime.build("bf16", model, weights, recorded=True).name == "bf16"
+    monkeypatch.setattr(runtime, "missing", lambda name, w: "the ncnn package is not installed")
+    with pytest.raises(UsageError, match="not installed"):
+        runtime.build("ncnn", model, weights, recorded=True)

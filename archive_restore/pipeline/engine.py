@@ -84,6 +84,7 @@ class EngineOptions:
     # On the CPU (a GPU runs as before: the upscaler in fp16, the rest under the device's autocast):
     precision: str = "auto"         # auto: reduced precision where admitted (``upscalers.runtime``); fp32: never
     upscaler_runtime: str = "auto"  # the upscaler's runtime: auto (measured), or one by name (a job's pinned one)
+    runtime_recorded: bool = False  # upscaler_runtime is the job's own, recorded on this kind of machine: not re-timed
     faithful: str = "auto"          # the faithful branch: auto (``stack.faithful_dtype``), or fp32, fp16, bf16
 
     @classmethod
@@ -130,6 +131,7 @@ class Engine:
         path = Path(self.options.upscaler)
         ref = UpscalerRef(name=path.stem, path=str(path), sha256=self.options.upscaler_sha256, source="the job's upscaler")
         upscaler = load_upscaler(ref, self.device, runtime=self.options.upscaler_runtime,
+                                 recorded=self.options.runtime_recorded,
                                  precision=self.options.precision)
         if self.device.type == "cuda":  # fp16, as Real-ESRGAN runs its models on a GPU
             upscaler.model.half()

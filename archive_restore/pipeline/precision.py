@@ -69,7 +69,8 @@ def job_engine(options: EngineOptions, job_dir: Path, notify: Callable[[str], No
     said = False
     if pin is not None and pin["machine"] == here and asked == "auto":
         try:
-            recorded = replace(options, upscaler_runtime=pin["upscaler_runtime"] or "auto", faithful=pin["faithful"])
+            recorded = replace(options, upscaler_runtime=pin["upscaler_runtime"] or "auto", faithful=pin["faithful"],
+                               runtime_recorded=pin["upscaler_runtime"] is not None)
             engine = make(recorded)
         except UsageError as exc:  # e.g. the runtime's package was uninstalled since
             notify(f"this job's recorded precision ({describe(pin)}) cannot be used now: {exc}; choosing again, "

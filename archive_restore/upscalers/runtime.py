@@ -266,11 +266,14 @@ def missing(name: str, weights: Weights) -> str | None:
     return None
 
 
-def build(name: str, model: torch.nn.Module, weights: Weights) -> Runtime:
-    """Runtime ``name`` for ``model`` (loaded from ``weights``); a UsageError when it cannot run here."""
+def build(name: str, model: torch.nn.Module, weights: Weights, recorded: bool = False) -> Runtime:
+    """Runtime ``name`` for ``model`` (loaded from ``weights``); a UsageError when it cannot run here.
+    ``recorded``: a job's own runtime, chosen on this kind of machine when the job first ran: a reduced
+    precision is not timed again (under a passing load the timing can say "not faster" and the job would then
+    compute in another precision than its earlier items); only what cannot run at all is refused."""
     if name not in RUNTIMES + OPT_IN:
         raise UsageError(f"unknown upscaler runtime {name!r}; choose one of {', '.join(CHOICES)}")
-    why = unavailable(name, weights)
+    why = None if recorded and name in REDUCED else unavailable(name, weights)
     if why:
         raise UsageError(f"upscaler runtime {name}: {why}")
     if name == "torch":
@@ -498,12 +501,14 @@ def unavailable(name: str, weights: Weights) -> str | None:
 
 
 def select(runtime: str, model: torch.nn.Module, weights: Weights, device: torch.device,
-           progress: bool = True, precision: str = AUTO) -> Runtime:
+           progress: bool = True, precision: str = AUTO, recorded: bool = False) -> Runtime:
     """The runtime ``runtime`` names (``auto`` or one of CHOICES) for ``model`` on ``device``: torch
     on CUDA whatever was asked; on the CPU the named one (a UsageError when it cannot run here), or for
-    ``auto`` the one ``choose`` picks at ``precision``."""
+    ``auto`` the one ``choose`` picks at ``precision``; ``recorded``: a job's own, see ``build``."""
     if runtime not in CHOICES:
         raise UsageError(f"unknown upscaler runtime {runtime!r}; choose one of {', '.join(CHOICES)}")
     if device.type != "cpu":
         return TorchRuntime(model)
-    return build(choose(model, weights, progress, precision) if runtime == AUTO else runtime, model, weights)
+    if runtime == AUTO:
+        return build(choose(model, weights, progress, precision), model, weights)
+    return build(runtime, model, weights, recorded)

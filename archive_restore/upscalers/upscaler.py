@@ -261,13 +261,13 @@ class Upscaler:
 
 
 def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu", runtime: str = "auto",
-                  progress: bool = True, precision: str = "auto") -> Upscaler:
+                  progress: bool = True, precision: str = "auto", recorded: bool = False) -> Upscaler:
     """The upscaler ``ref`` names, on ``device``: Real-ESRGAN's two layouts are built by
     :mod:`archive_restore.nets.realesrgan` (no spandrel in the process), any other file by spandrel
     (pickles only through its restricted unpickler); ncnn files are rebuilt through
     :mod:`archive_restore.nets.ncnn`. On the CPU it runs through ``runtime`` (``auto``: the fastest
     admissible one at ``precision``, measured once per machine; see :mod:`archive_restore.upscalers.runtime`);
-    on CUDA always through torch."""
+    on CUDA always through torch. ``recorded``: ``runtime`` is a job's own (``runtime.build``)."""
     from ..nets import realesrgan
 
     if ref.path is None:
@@ -306,7 +306,7 @@ def load_upscaler(ref: UpscalerRef, device: torch.device | str = "cpu", runtime:
         ncnn_reader.check_same_output(ncnn, model)
     model = model.to(device)
     run = upscale_runtime.select(runtime, model, upscale_runtime.Weights(path, digest), torch.device(device), progress,
-                                 precision)
+                                 precision, recorded=recorded)
     return Upscaler(ref, model, scale, name, multiple_of=multiple_of, minimum=minimum, runtime=run)
 
 

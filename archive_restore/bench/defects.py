@@ -4,11 +4,11 @@ costs on clean frames (``pipeline.film_dirt``).
 For each clip (a video file or a folder of frames), each frame but the first and last gets synthetic dirt
 (``degrade.film.film_dirt``: blotches and a hair, seeded) while its neighbours stay as they are; the dirt's
 mask is the truth. Figures, over the clip: recall (of the truth's pixels, the share found), precision (of
-the pixels found, the share within the truth grown by one pixel: the repair grows what it finds by as
-much; and again with the pixels it also finds on the clip as it is left out: a real dusty film's own
-dirt is not a false positive), PSNR inside the truth of the damaged frame and of the repaired one against the frame before the
-dirt, and on the clip as it is (no synthetic dirt) the share of pixels changed: what false positives cost,
-or, on a real dusty film, its own dirt found.
+the pixels found, the share within the truth grown by one pixel: the repair grows what it finds by as much;
+and again with the pixels it also finds on the clip as it is left out: a real dusty film's own dirt is not a
+false positive), PSNR inside the truth of the damaged frame and of the repaired one against the frame before
+the dirt, and on the clip as it is (no synthetic dirt) the share of pixels changed: what false positives
+cost, or, on a real dusty film, its own dirt found.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ class DirtFigures:
     clean_changed_percent: float
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR of two sets of pixels (no shave, all channels): 99 when they are equal."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return 99.0 if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
 
 
 def measure_clip(path: Path, frames: int = 12, seed: int = 7) -> DirtFigures:
@@ -78,7 +79,8 @@ def measure_clip(path: Path, frames: int = 12, seed: int = 7) -> DirtFigures:
 def format_table(rows: Sequence[DirtFigures]) -> str:
     lines = ["one-frame film dirt (synthetic, on every frame but the first and last), found against the frames "
              "beside it",
-             f"{'clip':<24}{'frames':>7}{'recall':>8}{'precision':>11}{'(own left out)':>16}{'PSNR in dirt: damaged':>23}"
+             f"{'clip':<24}{'frames':>7}{'recall':>8}{'precision':>11}{'(own left out)':>16}"
+             f"{'PSNR in dirt: damaged':>23}"
              f"{'repaired':>10}{'clean clip changed':>20}"]
     for r in rows:
         lines.append(f"{r.name[:24]:<24}{r.frames:>7}{r.recall:>8.3f}{r.precision:>11.3f}"
@@ -110,8 +112,7 @@ def measure_photos(folder: Path, models_dirs: Sequence[Path], max_images: int = 
     """Held-out HQ photos (at most ``side`` px long), each damaged (``degrade.defects``) and passed through a
     light or medium degradation of our chain; the truth is the damage's mask; the reference for PSNR is the same
     photo through the same degradation, undamaged."""
-    from ..degrade.chain import Degradation
-    from ..degrade.defects import print_damage
+    from ..degrade.defects import print_damage, scan_degradation
     from ..media.folders import image_files, load_rgb
     from ..pipeline.defects import DefectRepair, inpaint
 
@@ -127,39 +128,33 @@ def measure_photos(folder: Path, models_dirs: Sequence[Path], max_images: int = 
     for path in files:
         img = load_rgb(path, side).astype(np.float32) / 255
         damaged, truth = print_damage(img, rng, float(rng.uniform(0.5, 2.0)))
-        chain = Degradation.sample(rng, scale=1, severity="light" if rng.random() < 0.5 else "medium")
-        chain = Degradation(tuple(s for s in chain.stages if s.kind != "dust_scratches"), 1, chain.seed)
+        chain = scan_degradation(rng)
         clean, seen = chain.apply(img), chain.apply(damaged)
         grown = cv2.dilate(truth.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         for name, mask in (("ours", repair.mask(seen)), ("threshold", threshold_mask(seen))):
             fixed = inpaint(seen, mask) if mask.any() else seen
             sums[name] += [(mask & truth).sum(), mask.sum(), truth.sum(), (mask & grown).sum()]
             inside[name].append((fixed[truth], clean[truth]))
-            whole[name].append(_psnr01(fixed, clean))
+            whole[name].append(_psnr(fixed, clean, 1.0))
         inside["damaged"].append((seen[truth], clean[truth]))
-        whole["damaged"].append(_psnr01(seen, clean))
+        whole["damaged"].append(_psnr(seen, clean, 1.0))
         on_clean, found = repair.repair(clean)
         flagged.append(100.0 * found.mean())
-        changes.append(_psnr01(on_clean, clean))
+        changes.append(_psnr(on_clean, clean, 1.0))
 
     def rates(name: str) -> dict:
         hits, marked, truth, grown_hits = sums[name]
         precision, recall = grown_hits / max(marked, 1), hits / max(truth, 1)
         return {"precision": round(precision, 4), "recall": round(recall, 4),
                 "f1": round(2 * precision * recall / max(precision + recall, 1e-9), 4),
-                "psnr_in_mask": round(_psnr01(*map(np.concatenate, zip(*inside[name]))), 3),
+                "psnr_in_mask": round(_psnr(*map(np.concatenate, zip(*inside[name])), peak=1.0), 3),
                 "psnr_whole": round(float(np.mean(whole[name])), 3)}
 
     return PhotoFigures(len(files), rates("ours"), rates("threshold"),
-                        {"psnr_in_mask": round(_psnr01(*map(np.concatenate, zip(*inside["damaged"]))), 3),
+                        {"psnr_in_mask": round(_psnr(*map(np.concatenate, zip(*inside["damaged"])), peak=1.0), 3),
                          "psnr_whole": round(float(np.mean(whole["damaged"])), 3)},
                         round(float(np.median(flagged)), 4), round(float(np.percentile(flagged, 95)), 4),
                         round(float(np.mean(changes)), 3))
-
-
-def _psnr01(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def format_photos(f: PhotoFigures) -> str:
@@ -168,7 +163,8 @@ def format_photos(f: PhotoFigures) -> str:
     for name, r in (("our detector", f.detector), ("threshold detector", f.threshold)):
         lines.append(f"{name:<22}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>7.3f}"
                      f"{r['psnr_in_mask']:>13.2f} dB{r['psnr_whole']:>9.2f} dB")
-    lines.append(f"{'damaged, as it is':<22}{'':>25}{f.damaged['psnr_in_mask']:>13.2f} dB{f.damaged['psnr_whole']:>9.2f} dB")
+    inside, whole = f.damaged["psnr_in_mask"], f.damaged["psnr_whole"]
+    lines.append(f"{'damaged, as it is':<22}{'':>25}{inside:>13.2f} dB{whole:>9.2f} dB")
     lines.append(f"clean pictures: flagged {f.clean_flagged_median:.3f} % (median), {f.clean_flagged_p95:.3f} % (95th "
                  f"percentile); after the repair {f.clean_psnr_change:.2f} dB from before (99: unchanged)")
     return "\n".join(lines)

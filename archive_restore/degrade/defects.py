@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .chain import Degradation
+
 VISIBLE = 12.0 / 255  # luma change that makes a pixel damaged
 
 
@@ -25,6 +27,14 @@ def print_damage(image: np.ndarray, rng: np.random.Generator, amount: float = 1.
     luma = np.array([0.299, 0.587, 0.114], np.float32)
     changed = np.abs((out - image) @ luma) >= VISIBLE
     return np.clip(out, 0, 1).astype(np.float32), changed & (cover > 0.3)
+
+
+def scan_degradation(rng: np.random.Generator) -> Degradation:
+    """What the damage is seen through, for training and measuring the detector: a light or medium
+    degradation of our chain at the picture's own size, without its own dust and scratches (unlabelled
+    damage)."""
+    chain = Degradation.sample(rng, scale=1, severity="light" if rng.random() < 0.5 else "medium")
+    return Degradation(tuple(s for s in chain.stages if s.kind != "dust_scratches"), 1, chain.seed)
 
 
 def _shade(rng: np.random.Generator) -> float:

@@ -126,7 +126,7 @@ class FieldPlan:
         if self.mode == "field":
             return info.time_base / 2  # bwdif's: the second field at (cur + next) of the doubled base
         if self.mode == "ivtc":
-            return _rational_gcd(_first_time(info), self._film_frame(info))
+            return _rational_gcd(_first_time(info), _film_frame(info))
         return info.time_base
 
     def rate(self, info) -> Fraction | None:
@@ -135,9 +135,6 @@ class FieldPlan:
             return None
         return {"field": rate * 2, "ivtc": rate * Fraction(CYCLE - 1, CYCLE)}.get(self.mode, rate)
 
-    def _film_frame(self, info) -> Fraction:
-        return Fraction(CYCLE, CYCLE - 1) / _rate(info)
-
     def input_pts(self, pts: int, info) -> int:
         """The input pts at or just before output ``pts`` (where decoding for it must start)."""
         time = pts * self.time_base(info)
@@ -145,17 +142,9 @@ class FieldPlan:
 
     # ------------------------------------------------------------------------ filters
     def graph(self, stream) -> av.filter.Graph:
-        graph = av.filter.Graph()
-        source = graph.add_buffer(template=stream)
-        spec = {"field": ("bwdif", f"mode=send_field:parity={self.parity}:deint=all"),
-                "frame": ("bwdif", f"mode=send_frame:parity={self.parity}:deint=all"),
-                "ivtc": ("fieldmatch", f"order={self.parity}:combmatch=full")}[self.mode]
-        node = graph.add(*spec)
-        sink = graph.add("buffersink")
-        source.link_to(node)
-        node.link_to(sink)
-        graph.configure()
-        return graph
+        return _one_filter(stream, *{"field": ("bwdif", f"mode=send_field:parity={self.parity}:deint=all"),
+                                     "frame": ("bwdif", f"mode=send_frame:parity={self.parity}:deint=all"),
+                                     "ivtc": ("fieldmatch", f"order={self.parity}:combmatch=full")}[self.mode])
 
     def frames(self, decoded: Iterator[av.VideoFrame], stream, info) -> Iterator[tuple[int, av.VideoFrame]]:
         """(pts in ``time_base(info)``, frame) of the frames this plan makes from ``decoded`` (decoded
@@ -168,6 +157,16 @@ class FieldPlan:
             return
         for frame in filtered:
             yield _exact(frame.pts * Fraction(frame.time_base) / out_base), frame
+
+
+def _one_filter(stream, name: str, args: str | None = None) -> av.filter.Graph:
+    """A configured filter graph: the decoded frames of ``stream`` -> FFmpeg's filter ``name`` -> out."""
+    graph = av.filter.Graph()
+    source, node, sink = graph.add_buffer(template=stream), graph.add(name, args), graph.add("buffersink")
+    source.link_to(node)
+    node.link_to(sink)
+    graph.configure()
+    return graph
 
 
 def _through(graph: av.filter.Graph, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
@@ -190,7 +189,7 @@ def _film_frames(frames: Iterator[av.VideoFrame], info, out_base: Fraction) -> I
     the frame least different from its predecessor is dropped, the other four are timed as film frames
     ``4 * cycle + rank`` at 5/4 of a video frame each. A cycle whose frames are not all there (the start
     of a decode, the end of the video) drops only if it holds five."""
-    first, rate, film = _first_time(info), _rate(info), Fraction(CYCLE, CYCLE - 1) / _rate(info)
+    first, rate, film = _first_time(info), _rate(info), _film_frame(info)
     previous: np.ndarray | None = None
     cycle, held = None, []  # held: (position in cycle, difference to predecessor, frame)
     for frame in frames:
@@ -227,6 +226,11 @@ def _first_time(info) -> Fraction:
     return (info.first_pts or 0) * info.time_base
 
 
+def _film_frame(info) -> Fraction:
+    """A film frame's duration in seconds: 5/4 of a video frame."""
+    return Fraction(CYCLE, CYCLE - 1) / _rate(info)
+
+
 def _rate(info) -> Fraction:
     if not info.average_rate:
         raise ValueError("the stream states no frame rate")
@@ -249,13 +253,7 @@ def _exact(value: Fraction) -> int:
 # ------------------------------------------------------------------------------------- detection
 def count_fields(decoded: Iterator[av.VideoFrame], stream, frames: int = DETECT_FRAMES) -> FieldCounts:
     """``idet``'s counts over the first ``frames`` of ``decoded``."""
-    graph = av.filter.Graph()
-    source = graph.add_buffer(template=stream)
-    idet = graph.add("idet")
-    sink = graph.add("buffersink")
-    source.link_to(idet)
-    idet.link_to(sink)
-    graph.configure()
+    graph = _one_filter(stream, "idet")
     last, seen = None, 0
 
     def limited() -> Iterator[av.VideoFrame]:

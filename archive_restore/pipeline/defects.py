@@ -55,13 +55,7 @@ class DefectRepair:
         return out
 
     def mask(self, rgb: np.ndarray) -> np.ndarray:
-        found = (self.probability(rgb) >= self.threshold).astype(np.uint8)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
-        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_AREA)
-        found[np.isin(labels, small[small > 0])] = 0
-        if GROW and found.any():
-            found = cv2.dilate(found, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW + 1, 2 * GROW + 1)))
-        return found.astype(bool)
+        return tidy_mask(self.probability(rgb) >= self.threshold, MIN_AREA, GROW)
 
     def repair(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the picture with its damage filled, the mask); the picture itself when nothing is found."""
@@ -69,6 +63,18 @@ class DefectRepair:
         if not mask.any():
             return rgb, mask
         return inpaint(rgb, mask), mask
+
+
+def tidy_mask(found: np.ndarray, min_area: int, grow: int) -> np.ndarray:
+    """A detector's mask (HxW bool) without its spots of fewer than ``min_area`` pixels (8-connected), the
+    rest grown by ``grow`` pixels (the soft edge of a mark)."""
+    mask = found.astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_area)
+    mask[np.isin(labels, small[small > 0])] = 0
+    if grow and mask.any():
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    return mask.astype(bool)
 
 
 def inpaint(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

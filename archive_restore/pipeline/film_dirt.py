@@ -6,10 +6,12 @@ its neighbours in time (the frames before and after, each moved onto this one by
 flow), or lighter by as much than everything there, while the two neighbours agree with each other
 (within ``AGREE``). Real motion fails one of those tests: a moving edge is matched by the flow, and where
 the flow is a few pixels off the edge is still within reach; an occluded or uncovered area is seen by
-one neighbour and not the other (they disagree); a change that lasts is shared by a neighbour. The flow's forward-backward consistency is
-not asked for: the flow is computed against the dirty frame, and it is exactly on the dirt that the two
-directions disagree (with it, 16 % of synthetic dirt on old_movie_2 was found; models/MODELS.md). The flagged pixels, grown by ``GROW`` pixels, are filled with the mean of the two moved
-neighbours; every other pixel is left exactly as it was.
+one neighbour and not the other (they disagree); a change that lasts is shared by a neighbour. The
+flow's forward-backward consistency is not asked for: the flow is computed against the dirty frame, and
+it is exactly on the dirt that the two directions disagree (with it, 16 % of synthetic dirt on
+old_movie_2 was found; models/MODELS.md). The flagged pixels, grown by ``GROW`` pixels, are filled with
+the mean of the two moved neighbours, brought to this frame's exposure around the mark; every other
+pixel is left exactly as it was.
 
 At a shot's first frame the two frames after it stand in for the pair (and at its last, the two
 before); a shot of fewer than three frames is left alone. Line scratches that last over many frames
@@ -22,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from .defects import tidy_mask
 from .temporal import MEASURE_PRESET, optical_flow, warp
 
 THRESHOLD = 14.0  # luma levels (0..255) by which dirt is darker or lighter than its neighbours around it
@@ -62,7 +65,7 @@ def find_dirt(frame: np.ndarray, a: np.ndarray, b: np.ndarray, far: int = 1) -> 
     darkest = np.minimum(cv2.erode(la, near_around), cv2.erode(lb, far_around))
     lightest = np.maximum(cv2.dilate(la, near_around), cv2.dilate(lb, far_around))
     dirt = ((here < darkest - THRESHOLD) | (here > lightest + THRESHOLD)) & (np.abs(la - lb) < AGREE)
-    mask = _cleaned(dirt)
+    mask = tidy_mask(dirt, MIN_AREA, GROW)
     fill = (moved_a.astype(np.float32) + moved_b.astype(np.float32)) / 2
     return mask, _exposed_like(fill, frame, mask)
 
@@ -80,36 +83,26 @@ def _exposed_like(fill: np.ndarray, frame: np.ndarray, mask: np.ndarray) -> np.n
     return np.clip(fill + offset + 0.5, 0, 255).astype(np.uint8)
 
 
-def _cleaned(dirt: np.ndarray) -> np.ndarray:
-    mask = dirt.astype(np.uint8)
-    if MIN_AREA > 1:
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_AREA)
-        mask[np.isin(labels, small[small > 0])] = 0
-    if GROW:
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * GROW + 1, 2 * GROW + 1)))
-    return mask.astype(bool)
-
-
 def remove_dirt(frames: Sequence[np.ndarray], index: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``index`` of ``frames`` (a run within one shot, uint8 RGB) with its dirt filled, and the mask of
     what was filled (all False when the run is too short)."""
-    frame = frames[index]
     pair = neighbours(index, len(frames))
     if pair is None:
-        return frame, np.zeros(frame.shape[:2], bool)
-    mask, fill = find_dirt(frame, *_nearer_first(frames, index, pair))
+        return frames[index], np.zeros(frames[index].shape[:2], bool)
+    return _repaired(frames, index, pair)
+
+
+def _repaired(frames: Sequence[np.ndarray], index: int, pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``index`` with the dirt found against the frames ``pair`` (the nearer one first to
+    ``find_dirt``, with how far the other is) filled, and the mask."""
+    a, b = sorted(pair, key=lambda i: abs(i - index))
+    frame = frames[index]
+    mask, fill = find_dirt(frame, frames[a], frames[b], abs(b - index))
     if not mask.any():
         return frame, mask
     out = frame.copy()
     out[mask] = fill[mask]
     return out, mask
-
-
-def _nearer_first(frames: Sequence[np.ndarray], index: int, pair: tuple[int, int]) -> tuple:
-    """The pair's frames, the nearer one first, and how far the other one is."""
-    a, b = sorted(pair, key=lambda i: abs(i - index))
-    return frames[a], frames[b], abs(b - index)
 
 
 def clean_run(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -136,14 +129,7 @@ def clean_run(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.nda
 
 
 def _cleaned_at(held: list[np.ndarray], base: int, index: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``remove_dirt`` for frame ``index`` of a run of at least ``count`` frames held from ``base`` on; a
-    frame before the last known is interior (or the first)."""
-    last = index == count - 1
-    pair = neighbours(index, count) if (index == 0 or last) else (index - 1, index + 1)
-    frame = held[index - base]
-    mask, fill = find_dirt(frame, *_nearer_first(held, index - base, (pair[0] - base, pair[1] - base)))
-    if not mask.any():
-        return frame, mask
-    out = frame.copy()
-    out[mask] = fill[mask]
-    return out, mask
+    """``remove_dirt`` for frame ``index`` of a run of at least ``count`` frames held from ``base`` on (a frame
+    before the last known is interior, or the first: ``neighbours`` says the same for it in the whole run)."""
+    a, b = neighbours(index, count)
+    return _repaired(held, index - base, (a - base, b - base))

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 BLEND = 0.6          # the previous frame's weight where the scene is still and the flow sure
-NOISE_LEVEL = 6.0    # input luma difference (0..255) at which a point counts as changed: weight falls as exp(-(d/this)^2)
+# input luma difference (0..255) at which a point counts as changed: the weight falls as exp(-(d / this)^2)
+NOISE_LEVEL = 6.0
 # DIS's presets: the steadier's flow runs every frame (fast: 22 ms at 854x480 here, medium 65 ms); what
 # measures flicker (``consistent_flow``, ``bench temporal``) takes the better one
 STEADY_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST

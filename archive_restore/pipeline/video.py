@@ -385,7 +385,8 @@ class VideoJob:
         analysis, tally = Analysis(self.engine, self.options, fields), DecodeTally()
         frames = _prefetch(backend.frames(self.source, info, tally=tally, fields=fields), QUEUE_FRAMES,
                            str(self.source))
-        with tqdm(desc=f"analysis {self.source.name}", unit="frame", total=fields.count(info.header_frames),  # an estimate
+        estimated = fields.count(info.header_frames)  # the header's count, as the plan changes it: an estimate
+        with tqdm(desc=f"analysis {self.source.name}", unit="frame", total=estimated,
                   disable=not self.progress) as bar:
             shots = analysis.run(_counted(frames, bar))
         if not analysis.frames:

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..degrade.chain import Degradation
-from ..degrade.defects import print_damage
+from ..degrade.defects import print_damage, scan_degradation
 
 CROP = 128
 DETECTOR_DEPTH = 4    # the detector's scales: four see a tear's plain inside from its edges (three did not)
@@ -24,9 +23,7 @@ def damaged_example(image: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     drawn from our chain at scale 1 without its dust-and-scratches stage."""
     amount = 0.0 if rng.random() < 0.25 else float(rng.uniform(0.5, 3.0))
     damaged, mask = print_damage(image, rng, amount) if amount else (image, np.zeros(image.shape[:2], bool))
-    chain = Degradation.sample(rng, scale=1, severity="light" if rng.random() < 0.5 else "medium")
-    chain = Degradation(tuple(s for s in chain.stages if s.kind != "dust_scratches"), 1, chain.seed)
-    degraded = chain.apply(damaged)
+    degraded = scan_degradation(rng).apply(damaged)
     return (degraded @ LUMA).astype(np.float32), mask.astype(np.float32)
 
 

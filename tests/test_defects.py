@@ -3,18 +3,22 @@ and filled, a clean picture comes back unchanged, only what is found changes, an
 repairs before anything reads the photo, records it, and keeps the choice in the job's identity."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from archive_restore.cli import cli
 from archive_restore.degrade.defects import print_damage
 from archive_restore.jobs.store import JobStore
-from archive_restore.pipeline.defects import DefectRepair, inpaint
+from archive_restore.media.image import read_image
+from archive_restore.pipeline.defects import DefectRepair, inpaint, mask_file
 from archive_restore.pipeline.photo import PhotoJobOptions
+from archive_restore.report.pictures import overlay_rgba
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -133,3 +137,77 @@ def test_inpainting_fills_from_the_surroundings_within_the_pictures_range():
     out = inpaint(rgb, mask)
     assert out.min() >= 0.2 - 1e-3 and out.max() <= 0.5 + 1e-3
     assert np.allclose(out[12, 5:20], 0.2, atol=0.01) and np.allclose(out[12, 30:45], 0.5, atol=0.01)
+
+
+# ------------------------------------------------------------------------- the mask kept for the report
+@pytest.fixture
+def repaired_job(tmp_path, tiny_models, repair):
+    """``run --defects on`` over a scratched photo (``a.png``) and a clean one (``b.png``), at scale 1 so that
+    the report's slider pictures are the input's size: (jobs folder, job, items by key)."""
+    import shutil
+
+    root = tmp_path
+    models = root / "models"
+    shutil.copytree(tiny_models, models)
+    shutil.copy(MODELS / "defects.safetensors", models / "defects.safetensors")
+    scans, jobs = root / "scans", root / "jobs"
+    scans.mkdir()
+    scratched, _ = _scratched(_picture())
+    cv2.imwrite(str(scans / "a.png"), cv2.cvtColor((scratched * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(scans / "b.png"), cv2.cvtColor((_picture() * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    result = CliRunner().invoke(cli, ["run", str(scans), "--scale", "1", "--face-detector", "haar", "--defects", "on",
+                                      "--models-dir", str(models), "--jobs-dir", str(jobs)])
+    assert result.exit_code == 0, result.output
+    with JobStore.open(jobs) as store:
+        (job,) = store.jobs()
+        items = {i.key: i for i in store.items(job.id)}
+    return jobs, job, items
+
+
+def _report(jobs: Path, job_id: str) -> Path:
+    page = jobs.parent / "page"
+    result = CliRunner().invoke(cli, ["report", job_id, "-o", str(page), "--quiet", "--jobs-dir", str(jobs)])
+    assert result.exit_code == 0, result.output
+    return page / "index.html"
+
+
+def _card(index: Path, key: str) -> str:
+    return re.search(rf'<article class="card" data-key="{re.escape(key)}".*?</article>', index.read_text(),
+                     re.DOTALL).group(0)
+
+
+def test_the_repair_mask_is_kept_for_a_damaged_photo_and_not_for_a_clean_one(repaired_job, repair):
+    jobs, job, items = repaired_job
+    folder = jobs / job.id
+    kept = items["a.png"].extra["defect_mask"]
+    assert kept == mask_file("a.png") and (folder / kept).is_file()
+    stored = np.asarray(Image.open(folder / kept).convert("L")) > 0
+    photo = read_image(Path(job.input) / "a.png").pixels
+    assert stored.shape == photo.shape[:2]  # the input's resolution
+    assert np.array_equal(stored, repair.mask(photo))  # what the render filled
+    assert items["b.png"].extra["defect_mask"] is None and not (folder / mask_file("b.png")).exists()
+
+
+def test_the_report_overlays_the_mask_on_a_repaired_photos_slider_and_nowhere_else(repaired_job):
+    jobs, job, items = repaired_job
+    index = _report(jobs, job.id)
+    card = _card(index, "a.png")
+    assert 'class="show-repairs" type="checkbox"' in card and "show repairs" in card
+    overlay = re.search(r'<img class="repairs" src="([^"]*)"', card).group(1)
+    before = re.search(r'<img class="before" src="([^"]*)"', card).group(1)
+    with Image.open(index.parent / overlay) as o, Image.open(index.parent / before) as b:
+        assert o.mode == "RGBA" and o.size == b.size
+        alpha = np.asarray(o)[..., 3]
+    mask = np.asarray(Image.open(jobs / job.id / items["a.png"].extra["defect_mask"]).convert("L")) > 0
+    assert mask.any() and np.array_equal(alpha > 0, mask)  # scale 1: the slider is the input's size
+    clean = _card(index, "b.png")  # nothing repaired: no toggle, no overlay
+    assert 'class="compare"' in clean and "show-repairs" not in clean and 'class="repairs"' not in clean
+
+
+def test_the_overlay_marks_every_masked_pixel_when_reduced():
+    mask = np.zeros((400, 600), bool)
+    mask[100, 50:550] = True  # a scratch one pixel wide: a quarter of a pixel at a quarter of the size
+    rgba = overlay_rgba(mask, (150, 100))
+    assert rgba.shape == (100, 150, 4)
+    marked = rgba[..., 3] > 0
+    assert marked[25, 13:137].all() and marked.sum() <= 2 * 125

@@ -112,6 +112,34 @@ def test_photo_job_on_ray_gives_the_local_files(tmp_path, tiny_models, ray_clust
     assert all(i.status == "done" and i.attempts == 1 for i in _items(jobs, tmp_path / "ray"))
 
 
+def test_photo_analysis_runs_on_the_workers_and_gives_the_local_codes(tmp_path, tiny_models, ray_cluster, face_rgb):
+    """Faces found and codes read on the workers (the driver never loads a network); the photos' own,
+    folder and job codes and the files are the local executor's."""
+    from archive_restore.executors import ExecutorSettings, open_executor
+    from archive_restore.pipeline.photo import PhotoJobOptions, open_photo_job
+
+    inp = tmp_path / "in"
+    _photos(inp, 4, size=(48, 64))  # no face: their code is their folder's, or the job's
+    Image.fromarray(face_rgb).save(inp / "roll0" / "face.png")
+    Image.fromarray(face_rgb[:, ::-1]).convert("L").save(inp / "roll0" / "scans" / "mirrored.png")
+    options = PhotoJobOptions(scale=2, face_detector="haar", models_dirs=(tiny_models,))
+    found = {}
+    for name, settings in (("local", ExecutorSettings()), ("ray", ExecutorSettings("ray", ray_cluster[0], 2))):
+        with JobStore.open(tmp_path / "jobs") as store:
+            job = open_photo_job(store, inp, tmp_path / name, options, progress=False)
+            with open_executor(settings) as executor:
+                summary = job.run(work=executor.work_for(job))
+            assert summary.done == 6 and summary.failed == 0
+            if name == "ray":
+                assert job._engine is None  # the faces were analysed on the workers
+            found[name] = {i.key: (i.faces, i.code_source, i.code, i.extra.get("face_codes")) for i in
+                           store.items(job.job.id)}
+    assert found["ray"] == found["local"]
+    sources = {key: source for key, (_, source, _, _) in found["local"].items()}
+    assert sources["roll0/face.png"] == "faces" and "folder" in sources.values()  # faces found, codes shared
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+
+
 def test_two_chunk_video_on_ray_gives_the_local_file(tmp_path, tiny_models, ray_cluster):
     clip = make_clip(tmp_path / "film.mp4", count=12)
     jobs, fast = tmp_path / "jobs", ["--preset", "ultrafast", "--face-detector", "haar", "--scale", "2",
@@ -176,6 +204,104 @@ def test_a_worker_killed_mid_job_loses_nothing(tmp_path, tiny_models, ray_cluste
     local = _cli(["run", inp, "-o", tmp_path / "local", *photo], jobs, tiny_models)
     assert local.exit_code == 0, local.output
     assert _files(out) == _files(tmp_path / "local")  # every photo once, nothing half-written left
+
+
+@pytest.fixture
+def second_node(ray_cluster):
+    """A second node joined to the test cluster (``ray start --address``, 1 CPU, its own raylet on 127.0.0.1):
+    its process, for the test to take the node down."""
+    address, _ = ray_cluster
+    ray = str(Path(sys.executable).with_name("ray"))
+    node = subprocess.Popen([ray, "start", "--address", address, "--block", "--node-ip-address", "127.0.0.1",
+                             "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "/3.0 CPU" not in subprocess.run([ray, "status", "--address", address], capture_output=True,
+                                               text=True).stdout:
+            assert node.poll() is None, f"the second node's ray start exited with {node.returncode}"
+            assert time.monotonic() < deadline, "the second node did not join in time"
+            time.sleep(0.5)
+        yield node
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+def _kill_raylet_when(node: subprocess.Popen, ready, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs ``node``'s raylet (the node is lost: its workers die with it) once ``ready()``
+    and a worker runs there."""
+    def watch() -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and not killed:
+            found = _descendants(node.pid)
+            raylets = [pid for pid, line in found.items() if "raylet/raylet" in line]
+            if raylets and ready() and any("PipelineWorker" in line for line in found.values()):
+                os.kill(raylets[0], signal.SIGKILL)
+                killed.append(raylets[0])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_node_lost_mid_photo_job_costs_nothing_and_changes_no_byte(tmp_path, tiny_models, ray_cluster, second_node):
+    """Three workers on two nodes (two on the head, one on the second); the second node's raylet is killed
+    mid-job: what its worker had goes back to pending, the head's workers finish the job, and the files
+    are the local executor's byte for byte."""
+    inp, out, jobs = tmp_path / "in", tmp_path / "ray", tmp_path / "jobs"
+    _photos(inp, 12, size=(96, 128))
+    photo = ["--scale", "4", "--face-detector", "haar"]
+    killed: list[int] = []
+
+    def written() -> bool:  # a photo is out: every worker has items in hand
+        return out.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in out.rglob("*"))
+
+    watcher = _kill_raylet_when(second_node, written, killed)
+    remote = _cli(["run", inp, "-o", out, *photo, "--executor", "ray", "--ray-address", ray_cluster[0],
+                   "--workers", "3"], jobs, tiny_models)
+    watcher.join(timeout=5)
+    assert killed, "the second node was not taken down"
+    assert remote.exit_code == 0, remote.output
+    assert "3 Ray worker(s) on" in remote.output and "12 done, 0 failed" in remote.output
+    assert "Ray worker(s) died during the job" in remote.output
+    items = _items(jobs, out)
+    assert all(i.status == "done" for i in items) and max(i.attempts for i in items) == 2
+    local = _cli(["run", inp, "-o", tmp_path / "local", *photo], jobs, tiny_models)
+    assert local.exit_code == 0, local.output
+    assert _files(out) == _files(tmp_path / "local") and len(_files(out)) == 12
+
+
+def test_a_node_lost_mid_video_job_costs_nothing_and_changes_no_byte(tmp_path, tiny_models, ray_cluster, second_node):
+    clip = make_clip(tmp_path / "film.mp4", count=24)
+    jobs, fast = tmp_path / "jobs", ["--preset", "ultrafast", "--face-detector", "haar", "--scale", "2",
+                                     "--chunk-frames", "6"]
+    out, killed = tmp_path / "ray.mp4", []
+
+    def rendering() -> bool:  # chunks handed out: the second node's worker has one
+        return sum(i.status == "running" and i.key.startswith("shot") for i in _items_or_none(jobs, out)) >= 2
+
+    watcher = _kill_raylet_when(second_node, rendering, killed)
+    remote = _cli(["video", clip.path, "-o", out, *fast, "--executor", "ray", "--ray-address", ray_cluster[0],
+                   "--workers", "3"], jobs, tiny_models)
+    watcher.join(timeout=5)
+    assert killed, "the second node was not taken down"
+    assert remote.exit_code == 0, remote.output
+    local = _cli(["video", clip.path, "-o", tmp_path / "local.mp4", *fast], jobs, tiny_models)
+    assert local.exit_code == 0, local.output
+    assert out.read_bytes() == (tmp_path / "local.mp4").read_bytes()
+    assert all(i.status == "done" for i in _items(jobs, out))
+
+
+def _items_or_none(jobs: Path, output: Path) -> list:
+    try:
+        return _items(jobs, output)
+    except Exception:  # the store or the job is not there yet
+        return []
 
 
 def test_an_unreachable_address_fails_fast_with_the_message(tmp_path, tiny_models):

@@ -126,6 +126,14 @@ def test_slider_pictures_are_web_sized_copies_and_every_file_is_inside_the_folde
     assert all(f.parent.name == "img" for f in files)
 
 
+def test_a_job_without_defects_repair_has_no_repairs_toggle_or_mask(photo_job):
+    job_id, jobs, index, _ = photo_job
+    html = index.read_text()
+    assert html.count('class="compare"') == 3
+    assert "show-repairs" not in html.split("<script>")[0] and 'class="repairs"' not in html
+    assert not (jobs / job_id / "masks").exists()
+
+
 def test_detail_crop_is_the_output_at_one_to_one(photo_job):
     job_id, jobs, index, _ = photo_job
     with JobStore.open(jobs) as store:

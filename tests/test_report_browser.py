@@ -1,7 +1,8 @@
 """The report in a real browser: headless Chromium from Debian's packages, driven by Selenium.
 
 The page must load from file:// with no console error and no request outside its folder, show
-every item, move its slider when dragged (and so show another picture), and not be blank. The
+every item, move its slider when dragged (and so show another picture), lay the repair mask over a
+slider when its "show repairs" box is ticked, and not be blank. The
 report is made from a job store filled by hand (restored photos made here with bicubic, a failed and
 a skipped item), so that no network runs: ``test_report.py`` covers reports of real jobs.
 """
@@ -17,8 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archive_restore.report import write_report
 from archive_restore.jobs.store import ItemSpec, JobStore
+from archive_restore.pipeline.defects import keep_mask
+from archive_restore.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -53,7 +55,8 @@ def _scan(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A photo job's store and files: two photos restored (x4, sharpened so that the two sides of the
-    slider differ), one failed, one skipped; and its report."""
+    slider differ), the first with a repair mask (``--defects on``: a block in its middle), one failed, one
+    skipped; and its report."""
     root = tmp_path_factory.mktemp("browser")
     rng = np.random.default_rng(7)
     inp, out = root / "scans", root / "restored"
@@ -71,7 +74,8 @@ def site(tmp_path_factory):
             (out / key).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(restored).save(out / key)
             item = store.claim_next(job.id)
-            store.mark_done(item.id, output=out / key, code_source="blind", faces=0)
+            extra = {"defect_mask": keep_mask(store.job_dir(job.id), key, REPAIRED)} if key == keys[0] else {}
+            store.mark_done(item.id, output=out / key, code_source="blind", faces=0, extra=extra)
         (inp / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
         store.mark_failed(store.claim_next(job.id).id,
                           f"InputError: {inp / 'a' / 'broken.png'}: cannot decode the image (image file is truncated)")
@@ -79,6 +83,10 @@ def site(tmp_path_factory):
         index = write_report(store, store.job(job.id), root / "report", progress=False)
         items = {i.key: i.status for i in store.items(job.id)}
     return index, items
+
+
+REPAIRED = np.zeros((40, 56), bool)
+REPAIRED[10:30, 20:36] = True  # the first photo's repair mask: the middle of its columns 20-35, rows 10-29
 
 
 def _load(browser, index: Path) -> None:
@@ -137,6 +145,30 @@ def test_dragging_the_slider_changes_what_is_shown(browser, site):
     # the strip between the old and the new divider now shows the restored picture instead of the input
     assert changed[:, int(width * 0.1):int(width * 0.45)].mean() > 0.5
     assert changed[:, int(width * 0.55):].mean() < 0.05
+
+
+def test_ticking_show_repairs_lays_the_mask_over_the_slider(browser, site):
+    index, _ = site
+    _load(browser, index)
+    assert browser.find_elements("css selector", '[data-key="a/two.png"] input.show-repairs') == []  # no mask
+    card = browser.find_element("css selector", '[data-key="a/one.png"]')
+    compare, overlay = card.find_element("css selector", ".compare"), card.find_element("css selector", "img.repairs")
+    box = card.find_element("css selector", "input.show-repairs")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", card)  # all of it on the screen
+    assert not overlay.is_displayed() and not box.is_selected()
+    hidden = _pixels(compare.screenshot_as_png)
+    box.click()
+    assert box.is_selected() and overlay.is_displayed()
+    shown = _pixels(compare.screenshot_as_png)
+    assert hidden.shape == shown.shape
+    changed = np.abs(hidden.astype(int) - shown.astype(int)).max(axis=2) > 40
+    h, w = changed.shape  # the mask's block, as fractions of the 56x40 photo, with a margin
+    assert changed[int(h * 11 / 40):int(h * 29 / 40), int(w * 21 / 56):int(w * 35 / 56)].mean() > 0.9
+    inside = np.zeros_like(changed)
+    inside[int(h * 9 / 40):int(h * 31 / 40), int(w * 19 / 56):int(w * 37 / 56)] = True
+    assert changed[~inside].mean() < 0.01
+    box.click()
+    assert not overlay.is_displayed()
 
 
 def test_a_screenshot_is_not_blank(browser, site):

@@ -171,7 +171,8 @@ def test_run_job_gives_prepare_and_work_the_job_and_times_the_run(store, tmp_pat
 
     job = _job(store, tmp_path, ["a", "b"])
     seen, clock = [], iter([100.0, 102.34567])
-    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: next(clock)))  # the runner's clock only
+    monkeypatch.setattr(runner, "time", SimpleNamespace(
+        monotonic=lambda: next(clock), perf_counter=time.perf_counter))  # the runner's run clock only
 
     def work(running, advance):  # another executor: it records each item itself and advances the bar
         seen.append(running.id)
@@ -380,3 +381,18 @@ def test_runner_survives_sigkill_at_any_moment(tmp_path):
         assert job.status == "done"
         assert {i.status for i in store.items(job.id)} == {"done"}
         assert store.locked_by(job.id) is None
+
+
+def test_the_progress_bar_ends_with_the_jobs_true_counts(tmp_path, capsys):
+    """The bar reads the counts at most once a second, and once more at the end: its last line has them."""
+    with JobStore.open(tmp_path / "jobs") as store:
+        job = store.get_or_create_job("photos", tmp_path / "in", tmp_path / "out", {})
+        store.add_items(job.id, [ItemSpec(f"p{i}") for i in range(5)])
+
+        def process(item):
+            if item.key == "p4":
+                raise ValueError("bad")
+            return ItemResult()
+
+        run_job(store, job, process, progress=True)
+    assert "done=4, failed=1" in capsys.readouterr().err.splitlines()[-1].split("\r")[-1]

@@ -511,3 +511,33 @@ def test_a_prefix_two_jobs_share_is_ambiguous(store, tmp_path):
     with pytest.raises(JobError) as ambiguous:
         store.job(job_id[:2])
     assert str(ambiguous.value) == f"job id {job_id[:2]!r} is ambiguous; it matches {first}, {second}"
+
+
+def test_a_large_job_lists_its_unfinished_photos_first_and_says_how_to_see_all(store, job, monkeypatch):
+    from archive_restore.pipeline import status
+
+    monkeypatch.setattr(status, "LISTED", 3)
+    _add(store, job.id, *(f"p{i}.png" for i in range(6)))
+    first, second = store.claim_next(job.id), store.claim_next(job.id)
+    store.mark_done(first.id)
+    store.mark_failed(second.id, "InputError: truncated")
+    lines = status.photo_lines(store, job)
+    assert lines[0] == "items: 4 pending, 1 done, 1 failed"
+    assert [line.split()[:2] for line in lines[1:4]] == [["failed", "p1.png"], ["pending", "p2.png"],
+                                                          ["pending", "p3.png"]]
+    assert lines[4] == f"  ... and 3 more; `archive-restore status {job.id[:12]} --all` lists every photo"
+    every = status.photo_lines(store, job, every=True)
+    assert len(every) == 7 and [line.split()[1] for line in every[1:]] == [f"p{i}.png" for i in range(6)]
+
+
+def test_the_job_status_follows_its_items_as_each_is_finished(store, job):
+    _add(store, job.id, "a.jpg", "b.jpg")
+    a, b = store.claim_next(job.id), store.claim_next(job.id)
+    store.mark_failed(a.id, "broken")
+    assert store.job(job.id).status == "pending"  # b is still running
+    store.mark_done(b.id)
+    assert store.job(job.id).status == "failed"
+    store.retry_failed(job.id)
+    assert store.job(job.id).status == "pending"
+    store.mark_done(store.claim_next(job.id).id)
+    assert store.job(job.id).status == "done"

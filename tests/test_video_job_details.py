@@ -24,8 +24,9 @@ from archive_restore.media.video import EncodeSettings, VideoFrame, probe
 from archive_restore.pipeline import video
 from archive_restore.faces.steady import SteadyFaces
 from archive_restore.pipeline.engine import ALIGNED_SIZE, Engine, combine
+from archive_restore.pipeline.status import video_lines
 from archive_restore.pipeline.video import (BLIND, FACES, NEIGHBOUR, WHOLE, Analysis, Shot, VideoJobOptions,
-                                            damage_note, find_videos, open_video_job, output_for, shot_lines)
+                                            damage_note, find_videos, open_video_job, output_for)
 from archive_restore.jobs.store import Item, JobStore
 
 FAST = ["--preset", "ultrafast", "--face-detector", "haar", "--face-restorer", "none"]
@@ -431,16 +432,16 @@ def test_status_lines_name_each_shot_chunk_with_its_frames_code_and_speed():
              _item("shot0001.000", "failed", "OSError: disk", start_frame=8, frames=4, shot=1, tracks=0,
                    code_source="neighbour", code_detail="from shot 0", confidence=0.2556),
              _item("finish", "failed", "JobError: 1 of 2 chunks are not rendered")]
-    assert shot_lines(items) == [
+    assert video_lines(items) == [
         "  done     analysis 12 frames, 2 shots, 1 face tracks, 30.5 frames/s, 3 frames lost to damage",
         ("  done     shot0000.000 shot 0 frames 0-7 faces=1 code=faces (paired codes of 3 crops of 1 tracks, "
          "confidence 0.5111) 42.0 frames/s"),
         ("  failed   shot0001.000 shot 1 frames 8-11 faces=0 code=neighbour (from shot 0, confidence 0.2556)"
          "  OSError: disk"),
         "  failed   finish  JobError: 1 of 2 chunks are not rendered"]
-    assert shot_lines([_item("analysis", "pending"), _item("finish", "pending")]) == ["  pending  analysis",
+    assert video_lines([_item("analysis", "pending"), _item("finish", "pending")]) == ["  pending  analysis",
                                                                                       "  pending  finish"]
-    assert shot_lines([_item("analysis", frames=5, shots=1, tracks=0, fps=9.0, frames_lost=0)]) == [
+    assert video_lines([_item("analysis", frames=5, shots=1, tracks=0, fps=9.0, frames_lost=0)]) == [
         "  done     analysis 5 frames, 1 shots, 0 face tracks, 9.0 frames/s"]
 
 
@@ -578,6 +579,35 @@ def test_a_stalled_decoder_fails_at_once_naming_the_file(monkeypatch):
     assert str(raised.value) == "clip.mp4: no frame decoded for 0 s; the file is probably damaged (decoding stopped)"
     assert time.monotonic() - started < 3  # the stuck thread is left behind, not waited for
     release.set()
+
+
+def test_a_stalled_decoder_is_stopped_and_closed_once_it_comes_back(monkeypatch):
+    """After the item failed, the decoder that was stuck decodes nothing more: when its call returns,
+    its thread closes it (its file with it) and ends."""
+    release, closed, decoded = threading.Event(), threading.Event(), []
+
+    def frames():
+        try:
+            for name in ("a", "b", "c", "d"):
+                if name == "b":
+                    release.wait(30)
+                decoded.append(name)
+                yield name
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(video, "DECODE_STALL_S", 0.2)
+    decoder = frames()  # held here: only the thread's own close, not garbage collection, can close it
+    before = set(threading.enumerate())
+    reader = video._prefetch(decoder, 1, "clip.mp4")
+    assert next(reader) == "a"
+    (thread,) = [t for t in threading.enumerate() if t.name == "decode" and t not in before]
+    with pytest.raises(InputError, match="no frame decoded"):
+        next(reader)
+    release.set()
+    assert closed.wait(5), "the decoder was not closed after it came back"
+    thread.join(5)
+    assert not thread.is_alive() and decoded == ["a", "b"]  # it ended, decoding nothing after the stop
 
 
 def test_a_probe_is_answered_or_fails_with_the_reason_and_its_own_error():

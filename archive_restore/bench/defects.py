@@ -9,6 +9,12 @@ and again with the pixels it also finds on the clip as it is left out: a real du
 false positive), PSNR inside the truth of the damaged frame and of the repaired one against the frame before
 the dirt, and on the clip as it is (no synthetic dirt) the share of pixels changed: what false positives
 cost, or, on a real dusty film, its own dirt found.
+
+Line scratches, in a second table: the same frames, all of them, get one to three synthetic vertical scratches
+that last over the clip (``degrade.film.line_scratches``, seeded apart from the dirt, so the dirt's figures are
+as they were), and each frame alone goes through the line test (``pipeline.film_dirt.remove_lines``). The same
+figures: recall, precision against the truth grown by a pixel (and with the clip's own finds left out), PSNR
+inside the truth, and the share of the clip's pixels, as it is, that the test changes.
 """
 from __future__ import annotations
 
@@ -19,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..degrade.film import film_dirt
+from ..degrade.film import film_dirt, line_scratches
 from ..errors import DataError
-from ..pipeline.film_dirt import remove_dirt
+from ..pipeline.film_dirt import remove_dirt, remove_lines
 from .temporal import read_clip
 
 
@@ -76,17 +82,51 @@ def measure_clip(path: Path, frames: int = 12, seed: int = 7) -> DirtFigures:
                        100.0 * changed / max(pixels, 1))
 
 
-def format_table(rows: Sequence[DirtFigures]) -> str:
-    lines = ["one-frame film dirt (synthetic, on every frame but the first and last), found against the frames "
-             "beside it",
+def format_table(rows: Sequence[DirtFigures], title: str = "one-frame film dirt (synthetic, on every frame but "
+                 "the first and last), found against the frames beside it", psnr: str = "PSNR in dirt: damaged") -> str:
+    lines = [title,
              f"{'clip':<24}{'frames':>7}{'recall':>8}{'precision':>11}{'(own left out)':>16}"
-             f"{'PSNR in dirt: damaged':>23}"
+             f"{psnr:>23}"
              f"{'repaired':>10}{'clean clip changed':>20}"]
     for r in rows:
         lines.append(f"{r.name[:24]:<24}{r.frames:>7}{r.recall:>8.3f}{r.precision:>11.3f}"
                      f"{r.precision_own_left_out:>16.3f}{r.psnr_damaged:>20.2f} dB"
                      f"{r.psnr_repaired:>7.2f} dB{r.clean_changed_percent:>18.3f} %")
     return "\n".join(lines)
+
+
+def measure_lines(path: Path, frames: int = 12, seed: int = 7) -> DirtFigures:
+    """Line scratches on the clip's first ``frames`` frames found and filled, frame by frame (see above)."""
+    raw = read_clip(path, frames)
+    if not raw:
+        raise DataError(f"{path}: no frames")
+    damaged, masks = line_scratches(raw, np.random.default_rng([seed, 1]))
+    found = truth = right = flagged = own = changed = pixels = 0
+    damaged_in, repaired_in, clean_in = [], [], []
+    for clean, dirty, mask in zip(raw, damaged, masks):
+        out, hit = remove_lines(dirty)
+        on_clean = remove_lines(clean)[1]
+        grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        found += int((hit & mask).sum())
+        truth += int(mask.sum())
+        right += int((hit & grown).sum())
+        flagged += int(hit.sum())
+        own += int((hit & ~grown & on_clean).sum())
+        damaged_in.append(dirty[mask])
+        repaired_in.append(out[mask])
+        clean_in.append(clean[mask])
+        changed += int(on_clean.sum())
+        pixels += on_clean.size
+    reference = np.concatenate(clean_in)
+    return DirtFigures(path.name, len(raw), found / max(truth, 1), right / max(flagged, 1),
+                       right / max(flagged - own, 1),
+                       _psnr(np.concatenate(damaged_in), reference), _psnr(np.concatenate(repaired_in), reference),
+                       100.0 * changed / max(pixels, 1))
+
+
+def format_lines(rows: Sequence[DirtFigures]) -> str:
+    return format_table(rows, "line scratches (synthetic, on every frame, lasting over the clip), found on each "
+                              "frame alone", "PSNR in line: damaged")
 
 
 # ---------------------------------------------------------------------------------------------- photos

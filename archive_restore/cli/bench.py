@@ -151,12 +151,14 @@ def bench_defects(clips, photos, max_images, frames, seed, models_dirs, json_pat
     """Damage found and repaired. Photos (`run --defects on`): synthetic print damage on held-out photos, our
     detector against a threshold detector (precision, recall, F1, PSNR inside the damage), and what it flags on
     the clean ones. CLIPS (`video --defects on`): synthetic one-frame dirt on real clips found and filled from
-    the frames beside it, and the share of pixels a clip as it is has changed (video files or folders of
-    frames)."""
+    the frames beside it, synthetic line scratches lasting over the clip found on each frame alone, and the
+    share of pixels a clip as it is has changed (video files or folders of frames)."""
     from ..bench.defects import (
+        format_lines,
         format_photos,
         format_table,
         measure_clip,
+        measure_lines,
         measure_photos,
     )
     from ..paths import SHARED_DATA
@@ -171,6 +173,9 @@ def bench_defects(clips, photos, max_images, frames, seed, models_dirs, json_pat
     if rows:
         click.echo(format_table(rows))
         figures["clips"] = [vars(r) for r in rows]
+        lines = [measure_lines(clip, frames, seed) for clip in clips]
+        click.echo(format_lines(lines))
+        figures["line_scratches"] = [vars(r) for r in lines]
     write_json(json_path, figures)
 
 
@@ -289,14 +294,26 @@ def bench_memory(durations, width, height, scale, upscaler, photo_size, models_d
 @click.option("--upscaler", default="condsr", show_default=True, metavar="auto|condsr|NAME|PATH",
               help="As for `run`; condsr (no upscaler file) keeps a CPU run short.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--store", "store_counts", type=click.IntRange(min=10), multiple=True, metavar="N",
+              help="Instead, the job store at N generated tiny photos (repeatable: --store 10000 --store 100000): "
+                   "time to open and reopen the job, claim-and-mark overhead per item, `status` and `jobs` time, "
+                   "database size.")
 @models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 def bench_scale(photos, max_photos, worker_counts, ray_address, cpus_per_worker, gpus_per_worker, scale, upscaler,
-                device, models_dirs, json_path) -> None:
+                device, store_counts, models_dirs, json_path) -> None:
     """Photos per second of the photo job on the local executor and on Ray with 1, 2... workers, on the
-    same photos (outputs checked to be the local ones)."""
+    same photos (outputs checked to be the local ones); with --store, what the job store costs at N photos."""
     from ..bench.scale import ScaleConfig, format_table, run_scale
     from ..pipeline.photo import PhotoJobOptions
+
+    if store_counts:
+        from ..bench.store import format_store, run_store
+
+        result = run_store(sorted(store_counts))
+        click.echo(format_store(result))
+        write_json(json_path, result)
+        return
 
     options = PhotoJobOptions(scale=int(scale), device=device, models_dirs=tuple(models_dirs),
                               **upscaler_settings(upscaler, None, models_dirs))

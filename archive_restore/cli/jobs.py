@@ -145,19 +145,21 @@ def jobs(repair, jobs_dir) -> None:
 @click.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="The job and every item as JSON, for scripts.")
+@click.option("--all", "every", is_flag=True, help="List every photo; without it a job of more than 200 lists "
+              "200 of them, those not done first.")
 @jobs_dir_option
-def status(job_id, as_json, jobs_dir) -> None:
-    """A job's state and its items (status, error, code source, faces, output)."""
+def status(job_id, as_json, every, jobs_dir) -> None:
+    """A job's state, its item counts and its items (status, error, code source, faces, output)."""
     from dataclasses import asdict
 
     from ..jobs.store import JobStore
+    from ..pipeline.status import photo_lines, video_lines
 
     with JobStore.open(jobs_dir) as store:
         job = store.job(job_id)
-        items = store.items(job.id)
         if as_json:
             data = {"job": asdict(job), "summary": store.summary(job.id), "locked_by": store.locked_by(job.id),
-                    "items": [asdict(i) for i in items]}
+                    "items": [asdict(i) for i in store.items(job.id)]}
             click.echo(json.dumps(data, indent=2, default=str))
             return
         click.echo(f"job {job.id} ({job.kind}, {job.status}): {job.input} -> {job.output}")
@@ -166,18 +168,9 @@ def status(job_id, as_json, jobs_dir) -> None:
         if holder:
             click.echo(f"being worked on by process {holder}")
         if job.kind == "video":
-            from ..pipeline.video import shot_lines
-
-            click.echo("\n".join(shot_lines(items)))
+            click.echo("\n".join(video_lines(store.items(job.id))))
             return
-        for item in items:
-            faces = "" if item.faces is None else f" faces={item.faces}"
-            source = f" code={item.code_source}" if item.code_source else ""
-            error = f"  {item.error}" if item.error else ""
-            gone = "  (the photo is gone from the input; its output is kept)" if item.extra.get("gone") else ""
-            repaired = (f" damage repaired on {item.extra['defect_percent']} % of it"
-                        if item.extra.get("defect_percent") else "")
-            click.echo(f"  {item.status:<8} {item.key}{faces}{source}{repaired}{error}{gone}")
+        click.echo("\n".join(photo_lines(store, job, every)))
 
 
 @click.command()

@@ -130,7 +130,8 @@ temporal_option = click.option(
 video_defects_option = click.option(
     "--defects", type=click.Choice(["off", "on"]), default="off", show_default=True,
     help="on: film dirt, dust and hair on single frames found against the frames beside them (motion compensated) "
-         "and filled from them; nothing else is changed. Off by default until its false positives on fast motion "
+         "and filled from them, and thin vertical line scratches found on each frame and filled from beside them; "
+         "nothing else is changed. Off by default until its false positives on fast motion "
          "are few enough (models/MODELS.md).")
 
 

@@ -440,13 +440,14 @@ class JobStore:
                 self._refresh_job(conn, job_id)
         return added
 
-    def items(self, job_id: str, status: str | None = None) -> list[Item]:
-        """The job's items in claim order, optionally only those with ``status``."""
+    def items(self, job_id: str, status: str | None = None, limit: int | None = None) -> list[Item]:
+        """The job's items in claim order, optionally only those with ``status``, at most ``limit``."""
+        last = "" if limit is None else f" LIMIT {max(0, int(limit))}"
         if status is None:
-            rows = self._rows("SELECT * FROM items WHERE job_id = ? ORDER BY id", (job_id,))
+            rows = self._rows(f"SELECT * FROM items WHERE job_id = ? ORDER BY id{last}", (job_id,))
         else:
             _check_status(status)
-            rows = self._rows("SELECT * FROM items WHERE job_id = ? AND status = ? ORDER BY id",
+            rows = self._rows(f"SELECT * FROM items WHERE job_id = ? AND status = ? ORDER BY id{last}",
                               (job_id, status))
         return [Item.from_row(r) for r in rows]
 
@@ -614,13 +615,16 @@ class JobStore:
     def _refresh_job(conn: sqlite3.Connection, job_id: str) -> None:
         """Job status from its items: pending while any is unfinished, else failed if any failed,
         else done."""
-        counts = dict(conn.execute("SELECT status, count(*) FROM items WHERE job_id = ?"
-                                   " GROUP BY status", (job_id,)).fetchall())
+        def any_item(*statuses: str) -> bool:  # an index seek: the job's items are not counted at each item
+            marks = ", ".join("?" for _ in statuses)
+            return conn.execute(f"SELECT EXISTS (SELECT 1 FROM items WHERE job_id = ? AND status IN ({marks}))",
+                                (job_id, *statuses)).fetchone()[0] == 1
+
         now = _now()
-        if counts.get(PENDING) or counts.get(RUNNING):
+        if any_item(PENDING, RUNNING):
             status, finished = PENDING, None
         else:
-            status, finished = (FAILED if counts.get(FAILED) else DONE), now
+            status, finished = (FAILED if any_item(FAILED) else DONE), now
         conn.execute("UPDATE jobs SET status = ?, updated = ?, finished = ? WHERE id = ?",
                      (status, now, finished, job_id))
 

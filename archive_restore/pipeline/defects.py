@@ -6,15 +6,21 @@ own resolution, in overlapping tiles; a pixel is damaged where its probability i
 Spots under ``MIN_AREA`` pixels are dropped, the rest grown by ``GROW`` (the soft edge of a mark) and
 filled by OpenCV's inpainting (Telea's method; every channel in 16 bits, so 16-bit photos keep their depth).
 No other pixel changes.
+
+The mask of what was filled is kept for the report (``keep_mask``: a 1-bit PNG at the photo's own resolution
+in the job's folder, ``masks/``), which lays it over the photo's before/after slider on request.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
+from ..jobs.runner import atomic_output
 from ..nets import load_checkpoint
 from ..weights.folders import find_model
 
@@ -24,6 +30,7 @@ GROW = 1
 INPAINT_RADIUS = 5
 TILE, OVERLAP = 512, 32
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+MASKS = "masks"  # the job folder's sub-folder of repair masks
 
 
 class DefectRepair:
@@ -89,3 +96,21 @@ def inpaint(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         out[..., c] = filled.astype(np.float32) / 65535
     out[~mask] = rgb[~mask]
     return out
+
+
+def mask_file(key: str) -> str:
+    """Where the repair mask of the item ``key`` is kept, relative to the job's folder: named by a hash of the
+    key, as keys hold folders and any character."""
+    return f"{MASKS}/{hashlib.sha1(key.encode()).hexdigest()[:20]}.png"
+
+
+def keep_mask(job_dir: Path, key: str, mask: np.ndarray) -> str | None:
+    """Keep the item ``key``'s repair mask (HxW bool) for the report, as a 1-bit PNG written atomically; its
+    path relative to ``job_dir``, or None when nothing was repaired (an earlier mask of the item is removed)."""
+    path = job_dir / mask_file(key)
+    if not mask.any():
+        path.unlink(missing_ok=True)
+        return None
+    with atomic_output(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(mask, bool)).save(tmp, format="PNG")
+    return mask_file(key)

@@ -14,8 +14,22 @@ the mean of the two moved neighbours, brought to this frame's exposure around th
 pixel is left exactly as it was.
 
 At a shot's first frame the two frames after it stand in for the pair (and at its last, the two
-before); a shot of fewer than three frames is left alone. Line scratches that last over many frames
-are shared by the neighbours, so they are not found here.
+before); a shot of fewer than three frames has no dirt removed.
+
+Line scratches that last over many frames are shared by the neighbours, so the test above misses them;
+they are found on each frame alone (``find_lines``, after the dirt is filled). A thin line is 1 to
+``MAX_WIDTH`` columns whose luma is lighter (or darker) than the ``SIDE`` columns just left of it and
+the ``SIDE`` just right of it, both by comparable amounts (``BALANCE``): a real edge differs on one side
+only, or, sharpened, on both by very different amounts; anything wider than ``MAX_WIDTH`` has itself on
+one side. The frame's height is cut into ``BANDS`` bands; a band's column means (film grain averaged
+out, a vertical line kept) are tested with ``BAND_CONTRAST``, and a column is a line where it, or a
+column beside it (a line leans a little), passes in ``MIN_BANDS`` bands of the same sign: counted band
+by band, so a scratch over part of the height is found, and a thin thing in one band is not. On those
+columns the pixels that pass the same test row by row (``PIXEL_CONTRAST``, on the median over
+``PIXEL_ROWS`` rows) are the line, grown sideways by ``LINE_GROW``, and filled row by row with the
+straight line between the unflagged pixels just left and right of them. A thin pole or cable that spans
+most of the frame is, to this test, a scratch. Nothing here compares frames, so a frame's result
+depends only on it and on the two frames its dirt is found against.
 """
 from __future__ import annotations
 
@@ -33,6 +47,23 @@ AGREE = 20.0      # the neighbours, moved onto the frame, agree within this
 GROW = 1          # pixels added around what is found (the soft edge of a mark)
 MIN_AREA = 2      # a flagged spot of fewer pixels is noise, not dirt
 EXPOSURE_WINDOW = 15  # pixels over which a fill takes the frame's own brightness
+
+# line scratches
+MAX_WIDTH = 3        # columns: the widest scratch found; a pole or a frame's edge wider than this is not one
+SIDE = 2             # columns each side a line is compared with: its soft edge may spill onto the first
+BALANCE = 0.5        # a band's weaker side stands out at least this share of its stronger side: the halo of a
+                     # sharpened edge stands out far more from the dark side than from the bright one
+BANDS = 12           # the height is judged in this many bands, so a scratch over part of it still counts
+MIN_BANDS = 5        # bands (over 40 % of the height) a line must pass in, in the same sign; 4 took what the
+                     # clean anime clip had changed from 0.07 % to 0.66 % (drawn seams of wooden planks)
+BAND_CONTRAST = 8.0  # luma levels a band's column mean stands out by: under the 12 a scratch must change a pixel
+                     # by to be damage (``degrade.film.VISIBLE``), over the grain left after averaging
+PIXEL_ROWS = 5       # rows whose median the pixel test takes: one pixel's grain is as strong as a faint scratch
+PIXEL_CONTRAST = 6.0  # luma levels a pixel of a found line's column stands out by to be repaired
+PIXEL_BALANCE = 0.2  # looser than ``BALANCE``: the column is known to be a line; where it crosses an edge of the
+                     # scene it stands out less from the bright side (recall on old_movie_1 0.79 -> 0.87)
+MIN_RUN = 4          # a flagged piece of a line shorter than this (pixels) is grain, not scratch
+LINE_GROW = 1        # columns added each side of what is found (the line's soft edge)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -105,10 +136,143 @@ def _repaired(frames: Sequence[np.ndarray], index: int, pair: tuple[int, int]) -
     return out, mask
 
 
+def find_lines(frame: np.ndarray) -> np.ndarray:
+    """Where ``frame`` (uint8 RGB) holds thin vertical line scratches: HxW bool, grown by ``LINE_GROW``."""
+    luma = _luma(frame)
+    h, w = luma.shape
+    found = np.zeros((h, w), bool)
+    if h < BANDS or w < 2 * SIDE + MAX_WIDTH:
+        return found
+    starts = np.linspace(0, h, BANDS + 1).astype(int)[:-1]
+    bands = np.add.reduceat(luma, starts, axis=0) / np.diff(np.append(starts, h))[:, None]
+    band_contrast, band_width = line_contrast(bands, BALANCE)
+    columns = {sign: _line_columns(sign * band_contrast >= BAND_CONTRAST, band_width) for sign in (1, -1)}
+    wanted = np.flatnonzero(columns[1] | columns[-1])
+    if not wanted.size:
+        return found
+    # the pixel test only around the line columns (it costs as much as finding the dirt, on a whole frame)
+    x0, x1 = max(wanted[0] - MAX_WIDTH - SIDE, 0), min(wanted[-1] + MAX_WIDTH + SIDE + 1, w)
+    pixel_contrast, pixel_width = line_contrast(_vertical_median(luma[:, x0:x1], PIXEL_ROWS), PIXEL_BALANCE)
+    for sign in (1, -1):
+        found[:, x0:x1] |= _covered(sign * pixel_contrast >= PIXEL_CONTRAST, pixel_width) & columns[sign][x0:x1]
+    if not found.any():
+        return found
+    found = _runs_at_least(found, MIN_RUN)
+    return cv2.dilate(found.astype(np.uint8), np.ones((1, 2 * LINE_GROW + 1), np.uint8)).astype(bool)
+
+
+def _line_columns(lit_starts: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """The columns (W bool) that are a line of one sign: given where, band by band, a line of that sign starts
+    (bands x W bool) and how wide it is, those covered, or beside one covered (a line leans a little), in at
+    least ``MIN_BANDS`` bands."""
+    lit = _covered(lit_starts, width)
+    lit[:, 1:] |= lit[:, :-1].copy()
+    lit[:, :-1] |= lit[:, 1:].copy()
+    return lit.sum(axis=0) >= MIN_BANDS
+
+
+def _vertical_median(luma: np.ndarray, rows: int) -> np.ndarray:
+    """Each pixel's median over ``rows`` rows around it (the column's ends repeated): grain is cut down, and a
+    scratch's end or break stays where it is (a mean would smear the line into it)."""
+    half = rows // 2
+    padded = np.pad(luma, ((half, half), (0, 0)), mode="edge")
+    return np.partition(np.stack([padded[k:k + luma.shape[0]] for k in range(rows)]), half, axis=0)[half]
+
+
+def line_contrast(rows: np.ndarray, balance: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each start column of ``rows`` (R x W luma): by how much the thin line best starting there (1 to
+    ``MAX_WIDTH`` columns) is lighter (> 0) or darker (< 0) than the ``SIDE`` columns on each side of it, and
+    that line's width (R x W). Its column and each side's column nearest to the other in value count, so every
+    column of the line stands out from every column beside it; 0 where the two sides' contrasts differ in sign,
+    or where the weaker is under ``balance`` of the stronger."""
+    r, w = rows.shape
+    padded = np.pad(rows, ((0, 0), (SIDE, MAX_WIDTH + SIDE)), mode="edge")
+
+    def column(offset: int) -> np.ndarray:  # rows[:, x + offset] for every x
+        return padded[:, SIDE + offset:SIDE + offset + w]
+
+    best = np.zeros((r, w), np.float32)
+    width = np.zeros((r, w), np.int8)
+    for size in range(1, MAX_WIDTH + 1):
+        line = [column(k) for k in range(size)]
+        left = [column(-1 - k) for k in range(SIDE)]
+        right = [column(size + k) for k in range(SIDE)]
+        dimmest, brightest = np.minimum.reduce(line), np.maximum.reduce(line)
+        light = _balanced(dimmest - np.maximum.reduce(left), dimmest - np.maximum.reduce(right), balance)
+        dark = _balanced(np.minimum.reduce(left) - brightest, np.minimum.reduce(right) - brightest, balance)
+        contrast = np.where(light > 0, light, -dark)
+        contrast[:, max(w - size - SIDE + 1, 0):] = 0  # no room for the right side
+        contrast[:, :SIDE] = 0                        # nor for the left
+        better = np.abs(contrast) > np.abs(best)
+        best[better], width[better] = contrast[better], size
+    return best, width
+
+
+def _balanced(left: np.ndarray, right: np.ndarray, balance: float) -> np.ndarray:
+    """The weaker of two same-sign contrasts, where both are positive and the weaker is at least ``balance``
+    of the stronger; else 0."""
+    weak, strong = np.minimum(left, right), np.maximum(left, right)
+    return np.where((weak > 0) & (weak >= balance * strong), weak, 0).astype(np.float32)
+
+
+def _covered(starts: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """The columns covered by the lines starting where ``starts`` is True, each ``width`` columns wide."""
+    covered = starts.copy()
+    for k in range(1, MAX_WIDTH):
+        covered[:, k:] |= (starts & (width > k))[:, :-k]
+    return covered
+
+
+def _runs_at_least(mask: np.ndarray, rows: int) -> np.ndarray:
+    """``mask`` without its pieces (8-connected) fewer than ``rows`` tall."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    tall = stats[:, cv2.CC_STAT_HEIGHT] >= rows
+    tall[0] = False
+    return tall[labels]
+
+
+def fill_across(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``frame`` (HxWx3 uint8) with the ``mask``'s pixels filled, row by row, on the straight line between the
+    nearest unmasked pixels left and right of them (the one there is at the frame's border); others unchanged."""
+    h, w = mask.shape
+    columns = np.broadcast_to(np.arange(w), (h, w))
+    left = np.maximum.accumulate(np.where(mask, -1, columns), axis=1)
+    right = np.fliplr(np.minimum.accumulate(np.fliplr(np.where(mask, w, columns)), axis=1))
+    ys, xs = np.nonzero(mask)
+    lo, hi = left[ys, xs], right[ys, xs]
+    lo, hi = np.where(lo < 0, hi, lo), np.where(hi >= w, lo, hi)
+    keep = hi < w  # both sides missing (a whole row masked): nothing to fill from
+    ys, xs, lo, hi = ys[keep], xs[keep], lo[keep], hi[keep]
+    t = np.where(hi > lo, (xs - lo) / np.maximum(hi - lo, 1), 0.0)[:, None]
+    value = frame[ys, lo].astype(np.float32) * (1 - t) + frame[ys, hi].astype(np.float32) * t
+    out = frame.copy()
+    out[ys, xs] = np.clip(value + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def remove_lines(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``frame`` (uint8 RGB) with its line scratches filled from beside them, and the mask of what was filled."""
+    mask = find_lines(frame)
+    return (fill_across(frame, mask) if mask.any() else frame), mask
+
+
+def remove_damage(frames: Sequence[np.ndarray], index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``index`` of ``frames`` (a run within one shot) with its dirt (``remove_dirt``) and then its line
+    scratches (``remove_lines``) filled, and the mask of all that was filled: what ``clean_run`` gives."""
+    out, dirt = remove_dirt(frames, index)
+    return _lines_too(out, dirt)
+
+
+def _lines_too(frame: np.ndarray, dirt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out, lines = remove_lines(frame)
+    return out, dirt | lines
+
+
 def clean_run(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Each frame of a run within one shot (uint8 RGB, in order) with its dirt removed, and the mask of what
-    was filled, as ``remove_dirt`` gives them for the whole run, holding at most four frames: frame ``i`` is
-    done once frame ``i + 1`` is there (the first once the third is), the last at the end."""
+    """Each frame of a run within one shot (uint8 RGB, in order) with its dirt and line scratches removed, and
+    the mask of what was filled, as ``remove_damage`` gives them for the whole run, holding at most four
+    frames: frame ``i`` is done once frame ``i + 1`` is there (the first once the third is), the last at the
+    end."""
     held: list[np.ndarray] = []  # the original frames from index ``base`` on
     base = done = 0
     for index, frame in enumerate(frames):
@@ -123,13 +287,13 @@ def clean_run(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.nda
             base = done - 2
     count = base + len(held)
     while done < count:
-        yield _cleaned_at(held, base, done, count) if count >= 3 else (held[done - base],
-                                                                       np.zeros(held[0].shape[:2], bool))
+        yield _cleaned_at(held, base, done, count) if count >= 3 else _lines_too(held[done - base],
+                                                                                 np.zeros(held[0].shape[:2], bool))
         done += 1
 
 
 def _cleaned_at(held: list[np.ndarray], base: int, index: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``remove_dirt`` for frame ``index`` of a run of at least ``count`` frames held from ``base`` on (a frame
+    """``remove_damage`` for frame ``index`` of a run of at least ``count`` frames held from ``base`` on (a frame
     before the last known is interior, or the first: ``neighbours`` says the same for it in the whole run)."""
     a, b = neighbours(index, count)
-    return _repaired(held, index - base, (a - base, b - base))
+    return _lines_too(*_repaired(held, index - base, (a - base, b - base)))

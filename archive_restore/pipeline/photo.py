@@ -48,7 +48,7 @@ from ..media.walk import (
     find_photos,
 )
 from . import face_cache
-from .defects import DefectRepair
+from .defects import DefectRepair, keep_mask
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
 from .estimate import Estimate, engine_terms
 from .precision import job_engine
@@ -121,15 +121,19 @@ class PhotoJob:
                 self.notify(message)
         return self._engine
 
-    def repaired(self, rgb: np.ndarray) -> tuple[np.ndarray, dict]:
+    def repaired(self, rgb: np.ndarray, item: Item | None = None) -> tuple[np.ndarray, dict]:
         """The photo with its scratches, cracks and dust filled (``--defects on``), and what to record; as it
-        is otherwise. The analysis and the render both see the repaired photo."""
+        is otherwise. The analysis and the render both see the repaired photo; the render (given its ``item``)
+        also keeps the mask of what was filled for the report (``defects.keep_mask``)."""
         if self.options.defects != "on":
             return rgb, {}
         if self._repair is None:
             self._repair = DefectRepair.load(list(self.options.models_dirs), self.engine.device)
         fixed, mask = self._repair.repair(rgb)
-        return fixed, {"defect_percent": round(100.0 * float(mask.mean()), 4)}
+        record = {"defect_percent": round(100.0 * float(mask.mean()), 4)}
+        if item is not None:
+            record["defect_mask"] = keep_mask(self.store.job_dir(self.job.id), item.key, mask)
+        return fixed, record
 
     # ------------------------------------------------------------------------------------ prepare
     def prepare(self, job: Job) -> None:
@@ -197,26 +201,35 @@ class PhotoJob:
 
     def analyse(self) -> None:
         """Faces and codes for every photo not analysed yet (``faces`` is null until then)."""
-        todo = [i for i in self.store.items(self.job.id, status=PENDING) if i.faces is None]
+        todo = self.to_analyse()
         for item in tqdm(todo, desc="analysing faces", unit="photo", disable=not self.progress or not todo):
-            try:
-                photo = read_image(self.source(item), self.options.max_pixels)
-            except InputError:
-                continue  # the render pass fails this item with the reason
-            engine = self.engine  # outside the try: a missing network stops the job with its message
-            rgb, _ = self.repaired(_rgb(photo.pixels))
-            try:
-                found = engine.face_codes(rgb)
-            except Exception as exc:  # a face-analysis failure costs this photo its face code, not the job
-                self.store.update_item(item.id, faces=0, extra={"analysis_error": f"{type(exc).__name__}: {exc}"})
-                continue
-            if found.restored is not None:
-                self.keep_faces(item, found.restored)
-            if found.count:
-                self.store.update_item(item.id, faces=found.count, code=combine(found.codes, found.weights).tolist(),
-                                       code_source=FACES, extra={"detector": found.detector, "face_codes": found.source})
-            else:
-                self.store.update_item(item.id, faces=0, extra={"detector": found.detector})
+            self.analyse_one(item)
+
+    def to_analyse(self) -> list[Item]:
+        return [i for i in self.store.items(self.job.id, status=PENDING) if i.faces is None]
+
+    def analyse_one(self, item: Item) -> None:
+        """One photo's faces and face code, recorded with ``update_item`` (on a cluster, by a worker: the
+        driver replays the writes). The engine is made first, whatever the photo: the first photo analysed
+        chooses the job's precision and records it (``precision.job_engine``)."""
+        engine = self.engine  # outside any try: a missing network stops the job with its message
+        try:
+            photo = read_image(self.source(item), self.options.max_pixels)
+        except InputError:
+            return  # the render pass fails this item with the reason
+        rgb, _ = self.repaired(_rgb(photo.pixels))
+        try:
+            found = engine.face_codes(rgb)
+        except Exception as exc:  # a face-analysis failure costs this photo its face code, not the job
+            self.store.update_item(item.id, faces=0, extra={"analysis_error": f"{type(exc).__name__}: {exc}"})
+            return
+        if found.restored is not None:
+            self.keep_faces(item, found.restored)
+        if found.count:
+            self.store.update_item(item.id, faces=found.count, code=combine(found.codes, found.weights).tolist(),
+                                   code_source=FACES, extra={"detector": found.detector, "face_codes": found.source})
+        else:
+            self.store.update_item(item.id, faces=0, extra={"detector": found.detector})
 
     def keep_faces(self, item: Item, restored: RestoredFaces) -> None:
         """Keep the photo's restored faces for its render (on failure the render restores them again)."""
@@ -272,7 +285,7 @@ class PhotoJob:
         started = time.monotonic()
         self.record_source(item)
         photo = read_image(self.source(item), self.options.max_pixels)
-        rgb, repair = self.repaired(_rgb(photo.pixels))
+        rgb, repair = self.repaired(_rgb(photo.pixels), item)
         code, source = self.code_for(item, rgb)
         out = self.destination(item)
         # an 8-bit output without faces to paste is rounded to 8 bits as the picture is made: a 3840x2160
@@ -315,11 +328,15 @@ class PhotoJob:
                           "faces_from": "analysis" if kept is not None else "render"}
 
     def run(self, restart: bool = False, retry_failed: bool = False, work: Work | None = None) -> Summary:
-        """``work``: another executor's loop (``executors.ray_cluster``), else the runner's (which says the
-        estimate for the photos left after the first, ``pipeline.estimate``)."""
-        process = self.process if work is not None else self._estimated(Estimate(self.notify, "photo", after=1))
+        """``work``: another executor's loop (``executors.ray_cluster``: its workers also analyse the photos,
+        ``analyse_one``), else the runner's (which says the estimate for the photos left after the first,
+        ``pipeline.estimate``)."""
+        if work is None:
+            process, prepare = self._estimated(Estimate(self.notify, "photo", after=1)), self.prepare
+        else:
+            process, prepare = self.process, lambda job: self.add_items()
         return run_job(self.store, self.job, process, self.progress, restart=restart,
-                       retry_failed=retry_failed, prepare=self.prepare, work=work)
+                       retry_failed=retry_failed, prepare=prepare, work=work)
 
     def _estimated(self, estimate: Estimate) -> Callable[[Item], ItemResult]:
         """``process``, timed: this run's photos and seconds so far give ``estimate`` its rate."""
@@ -367,3 +384,4 @@ def _spec(path: Path, key: str) -> ItemSpec:
 def _names(keys: list[str], shown: int = 5) -> str:
     more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
     return ", ".join(keys[:shown]) + more
+

@@ -68,16 +68,17 @@ from ..media.video import (
     to_uint8,
     with_ffmpeg_said,
 )
+from .defects import keep_mask
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
 from .film_dirt import clean_run
 from .precision import job_engine
 from .shots import ShotDetector
 from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD
+from .status import ANALYSIS, FINISH
 from .temporal import TemporalSteadier
 
 KIND = "video"
-ANALYSIS, FINISH = "analysis", "finish"
 FACES, NEIGHBOUR, WHOLE, BLIND = "faces", "neighbour", "job", "blind"
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
 NEAR_SHOTS = 2  # a shot without faces borrows from a shot with faces at most this far away
@@ -117,7 +118,7 @@ class VideoJobOptions:
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
     temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
-    defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt removed) or off
+    defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt and line scratches removed) or off
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -446,7 +447,7 @@ class VideoJob:
         x = item.extra
         code = np.asarray(item.code, np.float32)
         fields = FieldPlan.from_dict(x.get("fields"))
-        backend, dirt = open_backend(self.options.backend), DirtTally()
+        backend, dirt = open_backend(self.options.backend), DirtTally(keep=shown_offset(x, self.options.chunk_frames))
         if self.options.defects == "on":  # the chunk's frames and their neighbours, dirt removed while decoding
             decoded = dirt.removed(backend.frames(self.source, self.info, x["dirt_from_pts"], x["dirt_to_pts"],
                                                   fields=fields), x["start_pts"], x["end_pts"])
@@ -489,6 +490,7 @@ class VideoJob:
             faces["threads"] = self.engine.threads.threads
         if self.options.defects == "on":
             faces["dirt_percent"] = dirt.percent
+            faces["dirt_mask"] = dirt.kept_mask(self.store.job_dir(self.job.id), item.key)
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
                                  "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
@@ -551,10 +553,14 @@ class VideoJob:
 
 @dataclass
 class DirtTally:
-    """Film dirt removed from a chunk's frames (``film_dirt.clean_run``), and how much of them it covered."""
+    """Film dirt removed from a chunk's frames (``film_dirt.clean_run``), and how much of them it covered; and
+    the mask of the frame at offset ``keep`` in the chunk (the one the report shows, ``shown_offset``)."""
 
     pixels: int = 0
     repaired: int = 0
+    keep: int | None = None
+    kept: np.ndarray | None = None
+    frames: int = 0
 
     def removed(self, frames: Iterator[VideoFrame], start_pts: int, end_pts: int | None) -> Iterator[VideoFrame]:
         """The frames of ``start_pts <= pts < end_pts`` among ``frames`` (a chunk with its neighbours in the
@@ -571,11 +577,31 @@ class DirtTally:
             if frame.pts >= start_pts and (end_pts is None or frame.pts < end_pts):
                 self.pixels += mask.size
                 self.repaired += int(mask.sum())
+                self.kept = mask if self.frames == self.keep else self.kept
+                self.frames += 1
                 yield VideoFrame(frame.pts, frame.time_base, rgb)
 
     @property
     def percent(self) -> float:
         return round(100.0 * self.repaired / max(self.pixels, 1), 4)
+
+    def kept_mask(self, job_dir: Path, key: str) -> dict | None:
+        """The kept frame's mask, written for the report (``defects.keep_mask``, as the chunk ``key``'s frame):
+        {"offset": in the chunk, "file": relative to ``job_dir``}; None when no dirt was found on it or the
+        chunk does not hold the frame the report shows."""
+        if self.keep is None or self.kept is None:
+            return None
+        file = keep_mask(job_dir, f"{key}@{self.keep}", self.kept)
+        return {"offset": self.keep, "file": file} if file else None
+
+
+def shown_offset(chunk: dict, chunk_frames: int) -> int | None:
+    """The offset in a render chunk (its item's extra) of the frame the report shows of its shot, the shot's
+    middle frame (``report.collect.FrameSource``); None when another chunk holds it. A shot's chunks are all
+    ``chunk_frames`` long but its last, so the shot starts ``part`` of them before the chunk."""
+    shot_start = chunk["start_frame"] - chunk["part"] * chunk_frames
+    offset = shot_start + chunk["shot_frames"] // 2 - chunk["start_frame"]
+    return offset if 0 <= offset < chunk["frames"] else None
 
 
 def _stamp(path: Path) -> list | None:
@@ -616,8 +642,10 @@ _END = object()
 
 def _prefetch(frames: Iterator[VideoFrame], size: int, what: str) -> Iterator[VideoFrame]:
     """Decode in a thread, at most ``size`` frames ahead: decoding overlaps the network. A decoder
-    that gives nothing for ``DECODE_STALL_S`` raises InputError naming ``what`` (the stuck thread is
-    left behind, a daemon)."""
+    that gives nothing for ``DECODE_STALL_S`` raises InputError naming ``what``. The thread is then told
+    to stop: it decodes nothing more and closes the decoder (``frames``, its container) as soon as the
+    call it is stuck in returns. A call stuck inside FFmpeg cannot be interrupted from Python (PyAV's
+    ``timeout`` does not reach a blocked file read), so until then the thread waits there, a daemon."""
     buffer: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
 
@@ -635,6 +663,10 @@ def _prefetch(frames: Iterator[VideoFrame], size: int, what: str) -> Iterator[Vi
             buffer.put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
             buffer.put(exc)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:  # the decoder and its file closed here, however decoding ended
+                close()
 
     thread = threading.Thread(target=work, daemon=True, name="decode")
     thread.start()
@@ -730,31 +762,6 @@ def damage_note(items: list[Item]) -> str | None:
     detail = f" (FFmpeg said: {'; '.join(said[:2])})" if said else ""
     return (f"{lost} frame(s) could not be decoded (the file is damaged); the {analysis.extra['frames']} "
             f"that decoded are kept with their timestamps{detail}")
-
-
-def shot_lines(items: list[Item]) -> list[str]:
-    """``status`` lines for a video job: the analysis, each shot with its chunks, the finish."""
-    lines = []
-    for item in items:
-        x, error = item.extra, f"  {item.error}" if item.error else ""
-        if item.key == ANALYSIS:
-            found = (f" {x['frames']} frames, {x['shots']} shots, {x['tracks']} face tracks, "
-                     f"{x['fps']} frames/s") if "frames" in x else ""
-            found += f", {x['frames_lost']} frames lost to damage" if x.get("frames_lost") else ""
-            fields = FieldPlan.from_dict(x.get("fields"))
-            if fields.worth_saying:
-                found += f"; {fields.summary()}"
-            lines.append(f"  {item.status:<8} analysis{found}{error}")
-        elif item.key == FINISH:
-            lines.append(f"  {item.status:<8} finish{error}")
-        else:
-            end = x["start_frame"] + x["frames"]
-            render = f" {x['render_fps']} frames/s" if "render_fps" in x else ""
-            render += f", dirt removed from {x['dirt_percent']} % of the pixels" if "dirt_percent" in x else ""
-            lines.append(f"  {item.status:<8} {item.key} shot {x['shot']} frames {x['start_frame']}-{end - 1}"
-                         f" faces={x['tracks']} code={x['code_source']} ({x['code_detail']}, confidence "
-                         f"{x['confidence']}){render}{error}")
-    return lines
 
 
 # ------------------------------------------------------------------------------------ opening

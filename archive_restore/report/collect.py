@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,9 @@ from ..errors import ArchiveRestoreError
 from ..jobs.store import DONE, FAILED, PENDING, RUNNING, SKIPPED, Item, Job, JobStore
 from ..media.image import read_image
 from ..media.video import open_backend, probe
+from ..pipeline.status import ANALYSIS, FINISH
 from .pictures import Pair, Pictures, rgb8
 
-ANALYSIS, FINISH = "analysis", "finish"  # the video job's own items (pipeline.video)
 PREVIEW_FRAMES = "preview_frames"        # a preview chunk's restored sample frames (report.preview)
 
 
@@ -115,13 +115,13 @@ def summarise(store: JobStore, job: Job, runs: list[dict], note: str = "") -> Su
 
 # ------------------------------------------------------------------------------------- photos
 def photo_cards(store: JobStore, job: Job, pictures: Pictures, progress: bool = True) -> list[PhotoCard]:
-    root = Path(job.input)
+    root, job_dir = Path(job.input), store.job_dir(job.id)
     items = store.items(job.id)
-    return [photo_card(item, root, pictures)
+    return [photo_card(item, root, pictures, job_dir)
             for item in tqdm(items, desc="report", unit="photo", disable=not progress or not items)]
 
 
-def photo_card(item: Item, root: Path, pictures: Pictures) -> PhotoCard:
+def photo_card(item: Item, root: Path, pictures: Pictures, job_dir: Path | None = None) -> PhotoCard:
     source = root / item.key if root.is_dir() else root
     x = item.extra
     details = []
@@ -143,6 +143,8 @@ def photo_card(item: Item, root: Path, pictures: Pictures) -> PhotoCard:
         pair, reason = _restored_pair(source, Path(item.output or ""), pictures)
     elif item.status in (PENDING, RUNNING, FAILED) and source.is_file():
         picture = pictures.input_picture(source)
+    if pair is not None and job_dir is not None:
+        pair = with_repairs(pair, job_dir, x.get("defect_mask"), pictures)
     if pair is not None:
         details.append(f"{pair.source_size[0]}x{pair.source_size[1]} -> {pair.output_size[0]}x{pair.output_size[1]}")
     return PhotoCard(key=item.key, status=item.status, reason=reason, code_source=item.code_source,
@@ -159,6 +161,17 @@ def _restored_pair(source: Path, output: Path, pictures: Pictures) -> tuple[Pair
         return pictures.photo_pair(source, output), None
     except (ArchiveRestoreError, OSError) as exc:
         return None, f"cannot show it: {exc}"
+
+
+def with_repairs(pair: Pair, job_dir: Path, mask: str | None, pictures: Pictures) -> Pair:
+    """``pair`` with the overlay of the repair mask the job kept (``mask``, relative to ``job_dir``: the
+    item's ``defect_mask``); as it is when there is none, or it is gone or unreadable."""
+    if not mask or not (job_dir / mask).is_file():
+        return pair
+    try:
+        return replace(pair, repairs=pictures.repairs_overlay(job_dir / mask, (pair.width, pair.height)))
+    except (OSError, ValueError):
+        return pair
 
 
 # -------------------------------------------------------------------------------------- video
@@ -181,7 +194,7 @@ def video_view(store: JobStore, job: Job, pictures: Pictures, progress: bool = T
                                  render_seconds=x.get("render_seconds"), render_fps=x.get("render_fps"),
                                  faces_pasted=x.get("faces_pasted"), reason=plain_reason(item, source),
                                  dirt_percent=x.get("dirt_percent")))
-    frames = FrameSource(source, pictures)
+    frames = FrameSource(source, pictures, store.job_dir(job.id))
     chunk_items = [i for i in items if i.key not in (ANALYSIS, FINISH)]
     for shot in tqdm(list(shots.values()), desc="report", unit="shot", disable=not progress or not shots):
         try:
@@ -196,11 +209,13 @@ def video_view(store: JobStore, job: Job, pictures: Pictures, progress: bool = T
 class FrameSource:
     """Before/after frame pairs of a video job: the input's frame beside the same frame restored,
     taken from the chunk's rendered segment (the shot's middle frame), or, for a preview, the sample
-    frames it restored."""
+    frames it restored; with the film dirt mask the render kept of that frame (``video --defects on``,
+    ``pipeline.video.shown_offset``), when the chunk's ``job_dir`` holds one."""
 
-    def __init__(self, source: Path, pictures: Pictures) -> None:
+    def __init__(self, source: Path, pictures: Pictures, job_dir: Path | None = None) -> None:
         self.source = source
         self.pictures = pictures
+        self.job_dir = job_dir
         self._info = None
 
     def pairs(self, shot: ShotView, chunks: list[Item]) -> tuple[list[tuple[str, Pair]], str | None]:
@@ -220,6 +235,9 @@ class FrameSource:
         key = f"{self.pictures.digests.of(self.source)[:16]}-{x['start_pts']}-{offset}"
         pair = self.pictures.frame_pair(key, lambda: self.input_frame(x["start_pts"], x["end_pts"], offset),
                                         after_file, index, lambda: nth_frame(after_file, index))
+        kept = x.get("dirt_mask")
+        if self.job_dir is not None and kept and kept["offset"] == offset:
+            pair = with_repairs(pair, self.job_dir, kept["file"], self.pictures)
         return f"frame {x['start_frame'] + offset} ({chunk.key})", pair
 
     def input_frame(self, start_pts: int, end_pts: int | None, offset: int) -> np.ndarray:

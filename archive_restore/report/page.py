@@ -124,17 +124,31 @@ def card_html(card: PhotoCard) -> str:
 
 def compare_html(pair: Pair, label: str) -> str:
     """The before/after slider: the restored picture with the input (bicubic) over it, clipped at
-    the slider's position; face boxes on top."""
+    the slider's position; face boxes on top; and, when the job kept a repair mask, its overlay with a
+    "show repairs" box below (``_repairs``)."""
     faces = "".join(f'<div class="face" style="left:{x * 100:.2f}%;top:{y * 100:.2f}%;width:{w * 100:.2f}%;'
                     f'height:{h * 100:.2f}%"></div>' for x, y, w, h in pair.faces)
+    overlay, toggle = _repairs(pair, label)
     return (f'<div class="compare" style="aspect-ratio:{pair.width}/{pair.height}">'
             f'<img class="after" src="{escape(pair.after)}" width="{pair.width}" height="{pair.height}" '
             f'loading="lazy" alt="restored: {escape(label)}">'
             f'<img class="before" src="{escape(pair.before)}" width="{pair.width}" height="{pair.height}" '
-            f'loading="lazy" alt="input enlarged by bicubic: {escape(label)}">{faces}'
+            f'loading="lazy" alt="input enlarged by bicubic: {escape(label)}">{overlay}{faces}'
             f'<input class="slider" type="range" min="0" max="100" value="50" step="0.5" '
             f'aria-label="before and after: {escape(label)}"><div class="divider"></div>'
-            f'<span class="label left">input, bicubic</span><span class="label right">restored</span></div>')
+            f'<span class="label left">input, bicubic</span><span class="label right">restored</span></div>{toggle}')
+
+
+def _repairs(pair: Pair, label: str) -> tuple[str, str]:
+    """(the overlay of what was repaired, hidden until shown; the box that shows it), or nothing without a
+    mask. Not lazy: a hidden lazy picture would not load until shown."""
+    if pair.repairs is None:
+        return "", ""
+    overlay = (f'<img class="repairs" src="{escape(pair.repairs)}" width="{pair.width}" height="{pair.height}" '
+               f'alt="scratches, cracks and dust repaired: {escape(label)}">')
+    toggle = ('<label class="repairs-toggle"><input class="show-repairs" type="checkbox"> show repairs '
+              '<span class="note">(scratches, cracks and dust found and filled, in magenta)</span></label>')
+    return overlay, toggle
 
 
 def _crops(pair: Pair) -> str:

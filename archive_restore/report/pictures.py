@@ -9,6 +9,9 @@ photo written again has another sha256 and gets new pictures. Files no longer us
 * detail crop: the ``CROP_SIDE`` square of the output with the most detail (mean gradient energy,
   found on a reduced copy), at 1:1, beside the same region of the input enlarged by bicubic; PNG.
 * face boxes: the faces the job's detector finds in the input, as fractions of the picture.
+* repairs: the mask of the damage a job filled (``--defects on``, kept in the job's folder at the input's size)
+  at the slider's size, as a PNG whose marks are translucent magenta and the rest transparent: laid over the
+  slider when its "show repairs" box is ticked.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ WEB_SIDE = 1024    # longer side of the slider pictures, in pixels
 CROP_SIDE = 256    # side of the 1:1 detail crop, in output pixels
 SEARCH_SIDE = 512  # the output is reduced to this longer side to find its most detailed region
 JPEG_QUALITY = 85
+REPAIRS_RGBA = (255, 0, 200, 170)  # the overlay's colour where a mask says repaired
 IMAGES = "img"
 DIGESTS = "digests.json"
 OURS = re.compile(r"^[0-9a-f]{16}-[\w.-]+\.(?:jpg|png|json)$")  # the names this module gives; nothing else is pruned
@@ -82,6 +86,7 @@ class Pair:
     crop_after: str | None = None
     crop_box: tuple[int, int, int] | None = None  # (x, y, side) in output pixels
     faces: tuple[tuple[float, float, float, float], ...] = ()  # (x, y, w, h) as fractions of the picture
+    repairs: str | None = None       # the repair mask's overlay at the web size, when the job kept one
 
 
 class Pictures:
@@ -141,6 +146,17 @@ class Pictures:
         except (ArchiveRestoreError, OSError, ValueError):  # unreadable: its card says why, with no picture
             return None
         return self._rel(name), meta["web"][0], meta["web"][1]
+
+    def repairs_overlay(self, mask: Path, size: tuple[int, int]) -> str:
+        """The repair mask ``mask`` (a PNG of the input's size, ``pipeline.defects.keep_mask``) as a picture to
+        lay over a slider of ``size`` (width, height): ``overlay_rgba``; named by the mask's sha256 and size."""
+        name = f"{self.digests.of(mask)[:16]}-{size[0]}x{size[1]}-repairs.png"
+        self.used.add(name)
+        if not (self.folder / name).is_file():
+            with Image.open(mask) as picture:
+                marks = np.asarray(picture.convert("L")) > 0
+            self._save(name, overlay_rgba(marks, size))
+        return self._rel(name)
 
     # ----------------------------------------------------------------------------------- video
     def frame_pair(self, before_key: str, before: Callable[[], np.ndarray], after_file: Path, index: int,
@@ -203,7 +219,8 @@ class Pictures:
         os.replace(tmp, path)
 
     def _save(self, name: str, rgb: np.ndarray) -> None:
-        """Write an RGB uint8 picture (JPEG or PNG by its name) under a temporary name, then rename."""
+        """Write an RGB (or, as PNG, RGBA) uint8 picture (JPEG or PNG by its name) under a temporary name,
+        then rename."""
         path = self.folder / name
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         options = {"quality": JPEG_QUALITY, "optimize": True} if path.suffix == ".jpg" else {"optimize": False}
@@ -283,6 +300,16 @@ def detail_box(rgb: np.ndarray, side: int = CROP_SIDE) -> tuple[int, int, int]:
     x = min(max(0, round(cx / factor)), w - side)
     y = min(max(0, round(cy / factor)), h - side)
     return int(x), int(y), int(side)
+
+
+def overlay_rgba(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An HxW bool mask at ``size`` (width, height) as RGBA uint8: ``REPAIRS_RGBA`` wherever a marked pixel
+    falls (so that a thin scratch stays visible when reduced), transparent elsewhere."""
+    covered = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA
+                         if size[0] * size[1] < mask.shape[0] * mask.shape[1] else cv2.INTER_NEAREST)
+    out = np.zeros((size[1], size[0], 4), np.uint8)
+    out[covered > 1e-3] = REPAIRS_RGBA
+    return out
 
 
 def enlarged_region(source: np.ndarray, output_hw: tuple[int, int], box: tuple[int, int, int]) -> np.ndarray:

@@ -2,26 +2,30 @@
 
 The job store stays the single source of truth on the driver (SQLite, one writer): the loop claims
 items, sends them to the workers and records each answer with the runner's own ``process_one``
-(failures, a full disk, the output checked to be in place before the item is marked done). An item
+(failures, a full disk, the output checked to be in place before the item is marked done). A photo
+job's faces and codes are found on the workers first (``_analyse``); the folder and job codes are then
+made here from the stored results, and the renders follow. An item
 whose worker died goes back to pending and is done by another worker; one that took
 ``MAX_LOSSES`` workers down with it is failed. Items that must run where the job's files are
 gathered (a video's ``finish``: join and audio) run here, once every other item is done.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ...errors import ClusterError
 from ...jobs.runner import ItemResult, process_one, remove_stale_temps
 from ...jobs.store import DONE, PENDING, Item, Job
+from ...pipeline.status import FINISH
 from .pool import Lost, WorkerPool
 from .worker import ANALYSIS, PHOTOS, VIDEO, AccessCheck, Outcome, WorkerSpec
 
 MAX_LOSSES = 3
-FINISH = "finish"  # a video's last item (pipeline.video.FINISH): runs on the driver
 
 
 class ClusterWork:
@@ -40,12 +44,12 @@ class ClusterWork:
         self._losses: Counter[int] = Counter()
 
     def __call__(self, job: Job, advance: Callable[[], None]) -> None:
-        engine = self.pipeline._engine  # made here when the job's analysis ran here (photos)
-        self._said.update(engine.notices if engine is not None else ())
-        self._send_spec(job)
         lost_before = self.pool.lost
         held: Item | None = None  # a driver item, waiting for the workers' items to be done
         try:
+            if self.kind == PHOTOS:
+                self._analyse(job)
+            self._send_spec(job)
             while True:
                 while held is None and self.pool.has_room():
                     item = self.store.claim_next(job.id)
@@ -86,6 +90,49 @@ class ClusterWork:
                 remove_stale_temps(output if output.is_dir() else output.parent, recursive=output.is_dir())
                 remove_stale_temps(self.store.job_dir(job.id))
 
+    def _analyse(self, job: Job) -> None:
+        """The photos' faces and codes, on the workers: each photo not analysed yet is sent as it is (not
+        claimed: it stays pending), and the writes its analysis made are replayed here. The first photo
+        goes alone: its worker makes the job's engine, which chooses the precision and records it in the
+        job's folder (``pipeline.precision``); every other worker then reads that record, so that all
+        compute alike. The folder and job codes are then made here from the stored results, as locally."""
+        todo = deque(self.pipeline.to_analyse())
+        if not todo:
+            return
+        spec = self.ray.put(WorkerSpec(PHOTOS, job, self.pipeline.options, self.store.jobs_dir, analysis=True,
+                                       version=self._version))
+        self._version += 1
+        primed = False
+        with tqdm(total=len(todo), desc="analysing faces", unit="photo", disable=not self.pipeline.progress) as bar:
+            while todo or self.pool.busy:
+                while todo and self.pool.has_room() and (primed or not self.pool.busy):
+                    self.pool.submit(spec, todo.popleft())
+                for item, outcome in self.pool.wait():
+                    if isinstance(outcome, Lost):
+                        self._losses[item.id] += 1
+                        if self._losses[item.id] < MAX_LOSSES:
+                            todo.appendleft(item)
+                            continue
+                        self.store.update_item(item.id, faces=0, extra={
+                            "analysis_error": f"{outcome.reason}; {MAX_LOSSES} workers died analysing it"})
+                    else:
+                        self._apply(outcome)
+                        primed = True
+                    bar.update(1)
+        self._losses.clear()
+        self.pipeline._codes = None  # made again from what the workers found
+
+    def _apply(self, outcome: Outcome) -> None:
+        """A worker's notices said once, its item writes replayed here, its error raised."""
+        for notice in outcome.notices:
+            if notice not in self._said:
+                self._said.add(notice)
+                self.pipeline.notify(notice)
+        for name, args, kwargs in outcome.writes:
+            getattr(self.store, name)(*args, **kwargs)
+        if outcome.error is not None:
+            raise outcome.error
+
     def _send_spec(self, job: Job) -> None:
         """The worker spec (photos: the folder and job codes; video: the items) in Ray's object store."""
         p = self.pipeline
@@ -114,10 +161,6 @@ class ClusterWork:
             self.store.mark_failed(item.id, f"{outcome.reason}; {MAX_LOSSES} workers died working on it")
             advance()
             return
-        for notice in outcome.notices:
-            if notice not in self._said:
-                self._said.add(notice)
-                self.pipeline.notify(notice)
         process_one(self.store, item, lambda _: self._accept(outcome), job)
         advance()
         if self.kind == VIDEO and item.key == ANALYSIS:
@@ -126,12 +169,9 @@ class ClusterWork:
             self.pipeline.render_bar().update(item.extra.get("frames", 0))
 
     def _accept(self, outcome: Outcome) -> ItemResult:
-        """The worker's answer applied here: its item writes replayed, its error raised, a video
-        analysis' shots added as items; the result (``process_one`` checks its output is there)."""
-        for name, args, kwargs in outcome.writes:
-            getattr(self.store, name)(*args, **kwargs)
-        if outcome.error is not None:
-            raise outcome.error
+        """The worker's answer applied here (``_apply``), a video analysis' shots added as items; the result
+        (``process_one`` checks its output is there)."""
+        self._apply(outcome)
         if outcome.shots is not None:
             self.pipeline.add_shot_items(outcome.shots)
         return outcome.result

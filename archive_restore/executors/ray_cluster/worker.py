@@ -1,9 +1,9 @@
 """The worker side of ``--executor ray``: one ``PipelineWorker`` actor per worker.
 
 A worker rebuilds the job's pipeline (``PhotoJob`` or ``VideoJob``, the same code the local executor
-runs) from a picklable ``WorkerSpec`` and runs one item at a time: ``process(item)``, or for a video's
-analysis item ``analyse_shots()``. Its networks are loaded once (an engine per set of options, kept
-across items and jobs). It never opens the job database: the store it sees (``WorkerStore``) holds
+runs) from a picklable ``WorkerSpec`` and runs one item at a time: ``process(item)``; a photo's
+analysis ``analyse_one(item)``; a video's analysis item ``analyse_shots()``. Its networks are loaded
+once (an engine per set of options, kept across items and jobs). It never opens the job database: the store it sees (``WorkerStore``) holds
 the job folders on shared storage and a snapshot of the items the driver sent, and records the few
 item writes a pipeline makes while processing (``set_source``, ``update_item``) for the driver to
 replay. Outputs are written as locally: to a temporary name, renamed into place.
@@ -21,9 +21,9 @@ from ...errors import WorkerError
 from ...jobs.runner import ItemResult, disk_full
 from ...jobs.store import Item, Job
 from ...pipeline.engine import EngineOptions
+from ...pipeline.status import ANALYSIS
 
 PHOTOS, VIDEO = "photos", "video"
-ANALYSIS = "analysis"  # a video's analysis item (pipeline.video.ANALYSIS)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class WorkerSpec:
     items: tuple[Item, ...] = ()  # video: the job's items as the driver saw them
     codes: dict | None = None     # photos: folder and job codes (PhotoJob.shared_codes)
     version: int = 0
+    analysis: bool = False        # photos: the items sent are to be analysed (faces and codes), not rendered
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class PipelineWorker:
         try:
             if spec.kind == VIDEO and item.key == ANALYSIS:
                 outcome.shots, outcome.result = pipeline.analyse_shots()
+            elif spec.analysis:
+                pipeline.analyse_one(item)
             else:
                 outcome.result = pipeline.process(item)
         except Exception as exc:  # recorded by the driver as the local runner records it

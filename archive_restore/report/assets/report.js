@@ -1,4 +1,4 @@
-/* archive-restore report: the before/after sliders and the status filter. No network, no libraries. */
+/* archive-restore report: the before/after sliders, their repairs overlays and the status filter. No network, no libraries. */
 (function () {
   "use strict";
   function bindSlider(compare) {
@@ -7,6 +7,13 @@
     var show = function () { compare.style.setProperty("--pos", slider.value + "%"); };
     slider.addEventListener("input", show);
     slider.addEventListener("change", show);
+    show();
+  }
+  function bindRepairs(box) {
+    var compare = box.parentElement.previousElementSibling;  /* the toggle's label follows its slider */
+    if (!compare || !compare.classList.contains("compare")) { return; }
+    var show = function () { compare.classList.toggle("repairs-on", box.checked); };
+    box.addEventListener("change", show);
     show();
   }
   function bindFilter(chip) {
@@ -20,5 +27,6 @@
     });
   }
   document.querySelectorAll(".compare").forEach(bindSlider);
+  document.querySelectorAll("input.show-repairs").forEach(bindRepairs);
   document.querySelectorAll("button.chip[data-filter]").forEach(bindFilter);
 }());

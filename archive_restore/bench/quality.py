@@ -13,7 +13,7 @@ rests on few patches, so judge naturalness on full-size photos with ``bench niqe
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +34,7 @@ from ..degrade import Degradation
 from ..errors import DataError, UsageError
 from ..media.folders import image_files, load_rgb, to_float
 from ..nets import load_checkpoint
+from ..pipeline.adapt import Adaptation, HQBank, fine_tune
 from ..pipeline.stack import DEFAULT_FIDELITY, SCALE_METHODS, resize_to, stack_restore
 from ..quality.metrics import psnr_y, ssim_y
 from ..quality.niqe import niqe_or_none
@@ -57,6 +58,7 @@ class QualityConfig:
     fidelities: Sequence[float] = (DEFAULT_FIDELITY,)
     precisions: Sequence[str] = ("auto",)  # the upscalers' precision on the CPU; several: rows NAME@PRECISION
     sheet: Path | None = None
+    adapt: bool = False  # rows NAME+face_code+adapt, NAME+blind_code+adapt: the cleanup fine-tuned to each code
 
 
 def center_crop(img: np.ndarray, size: int, multiple: int) -> np.ndarray:
@@ -97,11 +99,13 @@ def _upscaler(path: Path, precision: str = "auto") -> Upscaler:
 
 def method_outputs(models: Models, upscalers: dict[str, Upscaler], lq: torch.Tensor, size: tuple[int, int],
                    codes: dict[str, torch.Tensor], fidelities: Sequence[float],
-                   seconds: dict[str, list[float]] | None = None) -> dict[str, torch.Tensor]:
+                   seconds: dict[str, list[float]] | None = None,
+                   adapted: dict[str, torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
     """Every method's restoration of one LQ image at ``size``; ``codes``: its face, blind and oracle codes. The
     stack's rows are named ``NAME+CODE``, or ``NAME+CODE@F`` when several fidelities are measured
     (the upscaled cleanup and CondSR's picture are computed once and blended per fidelity), with ``/METHOD``
-    below the upscaler's scale; the stack's seconds per row are appended to ``seconds``."""
+    below the upscaler's scale; the stack's seconds per row are appended to ``seconds``. ``adapted``: per code
+    name, the cleanup fine-tuned to that code (``--adapt``): rows ``NAME+CODE+adapt``."""
     scale = size[0] // lq.shape[-2]
     outputs = {
         "bicubic": _up(lq, size),
@@ -111,15 +115,18 @@ def method_outputs(models: Models, upscalers: dict[str, Upscaler], lq: torch.Ten
     methods = [None] if scale >= 4 else list(SCALE_METHODS)
     for name, upscaler in upscalers.items():
         outputs[name] = resize_to(upscaler(lq).float(), size)
-        for code_name, z in codes.items():
+        runs = [(code_name, "", models.cleanup) for code_name in codes]
+        runs += [(code_name, "+adapt", cleanup) for code_name, cleanup in (adapted or {}).items()]
+        for code_name, suffix, cleanup in runs:
+            z = codes[code_name]
             faithful = outputs[code_name].clamp(0, 1)
             for method in methods:
                 started = time.perf_counter()
-                sharp = stack_restore(lq, z, models.cleanup, upscaler, fidelity=0.0, scale=scale,
+                sharp = stack_restore(lq, z, cleanup, upscaler, fidelity=0.0, scale=scale,
                                       **({"method": method} if method else {}))
                 took = time.perf_counter() - started
                 for f in fidelities:
-                    key = f"{name}+{code_name}" if len(fidelities) == 1 else f"{name}+{code_name}@{f:g}"
+                    key = f"{name}+{code_name}{suffix}" if len(fidelities) == 1 else f"{name}+{code_name}{suffix}@{f:g}"
                     key += f"/{method}" if method else ""
                     outputs[key] = sharp * (1 - f) + faithful * f
                     if seconds is not None:
@@ -147,6 +154,8 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
                  for p in cfg.upscalers for precision in cfg.precisions}
     models = Models(cfg.models, cleanup=bool(upscalers))
     z_face = face_codes(models, faces, degs)
+    adapter = Adapting(cfg.models) if cfg.adapt and upscalers else None
+    face_adapted = [adapter.tune(models.cleanup, z) for z in z_face] if adapter else []
     scores: dict[str, list[tuple[float, float, float]]] = {}
     sheet = Sheet(cfg.sheet) if cfg.sheet else None
     hits, hq_niqe, seconds = [], [], {}
@@ -162,7 +171,9 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
             for k, lq in enumerate(lqs):
                 codes = {"face_code": z_face[k : k + 1], "blind_code": blind_code(models.blind, lq, cfg.scale),
                          "oracle_code": z_oracle[k : k + 1]}
-                outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities, seconds)
+                adapted = None if adapter is None else {
+                    "face_code": face_adapted[k], "blind_code": adapter.tune(models.cleanup, codes["blind_code"][0])}
+                outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities, seconds, adapted)
                 restored = {name: tensor_to_image(out) for name, out in outputs.items()}
                 for name, image in restored.items():
                     scores.setdefault(name, []).append(
@@ -193,7 +204,29 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
                           "runtime": u.runtime.name} for name, u in upscalers.items()},
         fidelity=list(cfg.fidelities),
     )
+    if adapter is not None:
+        result["adapt"] = {**asdict(adapter.settings), "seconds_per_code": round(adapter.seconds / adapter.codes, 2),
+                           "codes": adapter.codes, "hq": adapter.bank.source}
     return result
+
+
+class Adapting:
+    """``--adapt``: the shipped cleanup fine-tuned to each code as the jobs do (``pipeline.adapt.fine_tune``, the
+    jobs' settings, scikit-image's photos), timed."""
+
+    def __init__(self, dirs: Sequence[Path]) -> None:
+        self.settings = Adaptation()
+        self.synth = load_checkpoint(find_model("deg_synth", dirs), expect="DegSynth").model
+        self.bank = HQBank.of(None, self.settings.crop)
+        self.seconds, self.codes = 0.0, 0
+
+    def tune(self, cleanup: torch.nn.Module, code: torch.Tensor) -> torch.nn.Module:
+        started = time.perf_counter()
+        with torch.inference_mode(False), torch.enable_grad():
+            tuned = fine_tune(cleanup, self.synth, code.detach().cpu().numpy().reshape(-1), self.bank, self.settings)
+        self.seconds += time.perf_counter() - started
+        self.codes += 1
+        return tuned
 
 
 def _mean_of_measured(values: Sequence[float | None]) -> float | None:
@@ -261,6 +294,10 @@ def format_table(result: dict) -> str:
         niqe_text = "-" if r.get("niqe") is None else f"{r['niqe']:.3f}"
         took = (f" {r['seconds']:>8.3f}" if "seconds" in r else f" {'-':>8}") if timed else ""
         lines.append(f"{name:<36} {r['psnr_y']:>11.3f} {r['ssim']:>7.4f} {niqe_text:>7}{took}")
+    if result.get("adapt"):
+        a = result["adapt"]
+        lines.append(f"+adapt: the cleanup fine-tuned to each code ({a['steps']} steps, lr {a['lr']:g}, batch "
+                     f"{a['batch']}, crop {a['crop']}; {a['codes']} codes, {a['seconds_per_code']} s a code)")
     if result.get("hq_niqe") is not None:
         lines.append(f"NIQE of the HQ crops themselves: {result['hq_niqe']:.3f} (the floor the NIQE column is read against)")
     lines.append(f"code retrieval top-1 (face -> natural, among {result['degradations']}): {result['retrieval_top1']:.1%}")

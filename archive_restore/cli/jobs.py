@@ -9,6 +9,8 @@ import click
 
 from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
 from .options import (
+    adapt_options,
+    adapt_settings,
     deinterlace_option,
     executor_options,
     jobs_dir_option,
@@ -80,6 +82,7 @@ def _finish(store, job, summary) -> None:
 @upscaler_options
 @scale_method_option
 @photo_defects_option
+@adapt_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -90,7 +93,8 @@ def _finish(store, job, summary) -> None:
 @jobs_dir_option
 @watched
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        precision, scale_method, defects, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+        precision, scale_method, defects, adapt, adapt_data, restart, retry_failed, preview, executor, models_dirs,
+        jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from ..executors import open_executor
     from ..jobs.store import JobStore
@@ -102,7 +106,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
                               face_fidelity=face_fidelity, precision=precision, defects=defects,
-                              **scale_method_setting(scale_method, scale),
+                              **scale_method_setting(scale_method, scale), **adapt_settings(adapt, adapt_data),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -282,6 +286,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
 @upscaler_options
 @scale_method_option
+@adapt_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -293,7 +298,8 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @watched
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
           deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity,
-          precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+          precision, scale_method, adapt, adapt_data, restart, retry_failed, preview, executor, models_dirs,
+          jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -314,7 +320,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
                               tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
-                              **scale_method_setting(scale_method, scale),
+                              **scale_method_setting(scale_method, scale), **adapt_settings(adapt, adapt_data),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))
     videos = find_videos(inputs)
     if not videos:

@@ -270,19 +270,24 @@ class Engine:
         if self.threads is not None:
             self.threads.record(units, seconds)
 
-    def restore(self, rgb: np.ndarray, code: np.ndarray, as_uint8: bool = False) -> np.ndarray:
+    def restore(self, rgb: np.ndarray, code: np.ndarray, as_uint8: bool = False,
+                cleanup: torch.nn.Module | None = None) -> np.ndarray:
         """The picture restored with ``code`` at the engine's output scale (``restore_frames``)."""
-        return self.restore_frames([rgb], code, as_uint8=as_uint8)[0]
+        return self.restore_frames([rgb], code, as_uint8=as_uint8, cleanup=cleanup)[0]
 
     def restore_frames(self, frames: Sequence[np.ndarray], code: np.ndarray, batch: int = 1,
-                       as_uint8: bool = False) -> list[np.ndarray]:
+                       as_uint8: bool = False, cleanup: torch.nn.Module | None = None) -> list[np.ndarray]:
         """HxWx3 frames restored with ``code`` at the engine's scale: through the stack (cleanup ->
         upscaler, blended towards CondSR by ``fidelity``; ``pipeline.stack``) when there is an
         upscaler, else CondSR alone. CondSR runs through the fast forward (``pipeline.forward``):
         up to ``batch`` whole frames per pass when they fit the device's memory (or the fixed tile), tiled
         otherwise, smaller batches and then smaller tiles after an out-of-memory error (said once).
-        ``as_uint8``: rounded to uint8 on the device, as the encoder takes them."""
-        return self.frame_restorer(batch).restore(frames, code, as_uint8)
+        ``as_uint8``: rounded to uint8 on the device, as the encoder takes them. ``cleanup``: another cleanup
+        than the shipped one (``--adapt``: fine-tuned to ``code``, ``pipeline.adapt``)."""
+        restorer = self.frame_restorer(batch)
+        if self.upscaler is not None:
+            restorer.net.use_cleanup(cleanup if cleanup is not None else self.cleanup)
+        return restorer.restore(frames, code, as_uint8)
 
     def frame_restorer(self, batch: int = 1) -> FrameRestorer:
         """The restorer ``restore_frames`` uses (made once per network and batch: it keeps what an

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..errors import InputError
@@ -48,6 +49,7 @@ from ..media.walk import (
     find_photos,
 )
 from . import face_cache
+from .adapt import Adapter, job_adapter
 from .defects import DefectRepair, keep_mask
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
 from .estimate import Estimate, engine_terms
@@ -74,6 +76,8 @@ class PhotoJobOptions:
     scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     defects: str = "off"                # ``pipeline.defects``: on (scratches, cracks, dust... found and filled) or off
+    adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned to each code) or off
+    adapt_data: str | None = None       # the HQ photos adaptation learns from; None: scikit-image's
 
     def identity(self) -> dict:
         """The options that change the result, and so a job's identity (the device does not). The
@@ -92,6 +96,8 @@ class PhotoJobOptions:
                 ident["scale_method"] = self.scale_method
         if self.defects != "off":
             ident["defects"] = self.defects
+        if self.adapt != "off":
+            ident.update(adapt=self.adapt, adapt_data=self.adapt_data)
         return ident
 
     @classmethod
@@ -112,6 +118,7 @@ class PhotoJob:
     _engine: Engine | None = None
     _codes: dict[str, np.ndarray] | None = None
     _repair: DefectRepair | None = None
+    _adapter: Adapter | None = None
 
     @property
     def engine(self) -> Engine:
@@ -134,6 +141,15 @@ class PhotoJob:
         if item is not None:
             record["defect_mask"] = keep_mask(self.store.job_dir(self.job.id), item.key, mask)
         return fixed, record
+
+    def adapted(self, code: np.ndarray) -> tuple[torch.nn.Module | None, dict]:
+        """The cleanup fine-tuned to ``code`` (``--adapt on``; ``pipeline.adapt``), and what to record; else
+        (None, {}): the shipped cleanup."""
+        if self.options.adapt != "on":
+            return None, {}
+        if self._adapter is None:
+            self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
+        return self._adapter.adapted(code, self.progress)
 
     # ------------------------------------------------------------------------------------ prepare
     def prepare(self, job: Job) -> None:
@@ -293,13 +309,15 @@ class PhotoJob:
         # ``run_tiled``); faces are pasted into the float picture, which is rounded once, after them
         pastes = self.engine.restorer is not None and bool(item.faces)
         eight_bit = written_bit_depth(out, photo) == 8 and not pastes
-        restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code, as_uint8=eight_bit), item)
+        cleanup, adapted = self.adapted(code)
+        restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code, as_uint8=eight_bit, cleanup=cleanup),
+                                             item)
         with atomic_output(out) as tmp:
             write_image(tmp, restored, like=photo)
         self.kept_path(item).unlink(missing_ok=True)
         megapixels, seconds = photo.width * photo.height / 1e6, time.monotonic() - started
         self.engine.did(megapixels, seconds)  # photos differ in size: their pixels are the work
-        extra.update(seconds=round(seconds, 3), megapixels=round(megapixels, 4), **repair)
+        extra.update(seconds=round(seconds, 3), megapixels=round(megapixels, 4), **repair, **adapted)
         if photo.decoder_said:  # decoded, with warnings: kept with the item, not printed
             extra["decoder_said"] = photo.decoder_said
         return ItemResult(output=str(out), code=code.tolist(), code_source=source, faces=item.faces or 0, extra=extra)

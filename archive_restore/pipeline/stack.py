@@ -142,12 +142,18 @@ class StackNet:
     def __init__(self, cleanup: torch.nn.Module, upscaler: Net, upscaler_scale: int, faithful: FastCondSR | None,
                  fidelity: float, scale: int, device: torch.device, method: str = DEFAULT_SCALE_METHOD):
         self.method = method  # below the upscaler's scale: ``upscale_to``
-        # the cleanup's own copy with channels-last weights (oneDNN's layout; the caller's stays as it is)
-        self.cleanup = copy.deepcopy(cleanup).eval().to(memory_format=torch.channels_last)
+        self.use_cleanup(cleanup)
         self.upscaler, self.upscaler_scale = upscaler, upscaler_scale
         self.faithful, self.fidelity, self.scale, self.device = faithful, fidelity, scale, torch.device(device)
         self.dtype = autocast_dtype(self.device)
         self._bytes: int | None = None
+
+    def use_cleanup(self, cleanup: torch.nn.Module) -> None:
+        """Restore with ``cleanup`` from now on (``--adapt``: the one fine-tuned to the code at hand): its own
+        copy with channels-last weights (oneDNN's layout; the caller's stays as it is), made once per module."""
+        if getattr(self, "_cleanup_of", None) is not cleanup:
+            self.cleanup = copy.deepcopy(cleanup).eval().to(memory_format=torch.channels_last)
+            self._cleanup_of = cleanup
 
     @property
     def bytes_per_pixel(self) -> int:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..compute.cpu import release_freed_heap
@@ -68,6 +69,7 @@ from ..media.video import (
     to_uint8,
     with_ffmpeg_said,
 )
+from .adapt import Adapter, job_adapter
 from .defects import keep_mask
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
@@ -119,6 +121,8 @@ class VideoJobOptions:
     deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
     temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
     defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt and line scratches removed) or off
+    adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned to each shot's code) or off
+    adapt_data: str | None = None       # the HQ photos adaptation learns from; None: scikit-image's
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -143,6 +147,8 @@ class VideoJobOptions:
             ident["temporal"] = self.temporal
         if self.defects != "off":
             ident["defects"] = self.defects
+        if self.adapt != "off":
+            ident.update(adapt=self.adapt, adapt_data=self.adapt_data)
         return ident
 
     @classmethod
@@ -327,6 +333,7 @@ class VideoJob:
     bar_class: ClassVar[type] = tqdm  # the render bar's class (``bench eta`` records what it shows)
     _estimate: Estimate | None = None  # this run's, on the local executor: said once its first frames are done
     _rate_from: tuple[float, int, int] | None = None  # the first batch's end, frames left then, done since
+    _adapter: Adapter | None = None
 
     @property
     def source(self) -> Path:
@@ -453,6 +460,7 @@ class VideoJob:
                                                   fields=fields), x["start_pts"], x["end_pts"])
         else:
             decoded = backend.frames(self.source, self.info, x["start_pts"], x["end_pts"], fields=fields)
+        cleanup, adapted = self.adapted(code)  # before decoding starts: a stalled-decoder clock must not run meanwhile
         frames = _prefetch(decoded, QUEUE_FRAMES, str(self.source))  # uint8: a quarter of the bytes
         out = self.segment_path(item)
         scale = self.options.scale
@@ -465,7 +473,7 @@ class VideoJob:
                 with _Background(writer.write, ENCODE_QUEUE_FRAMES, "encode") as encode:
                     since = time.monotonic()
                     for batch in _batches(frames, self.options.batch):
-                        for frame, restored in zip(batch, self.restore(batch, code)):
+                        for frame, restored in zip(batch, self.restore(batch, code, cleanup)):
                             if still is not None:
                                 restored = still.push(frame.rgb, restored)
                             picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
@@ -493,14 +501,24 @@ class VideoJob:
             faces["dirt_mask"] = dirt.kept_mask(self.store.job_dir(self.job.id), item.key)
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
-                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
+                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces, **adapted})
 
-    def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
+    def adapted(self, code: np.ndarray) -> tuple[torch.nn.Module | None, dict]:
+        """The cleanup fine-tuned to the shot's ``code`` (``--adapt on``; ``pipeline.adapt``), and what to record;
+        else (None, {})."""
+        if self.options.adapt != "on":
+            return None, {}
+        if self._adapter is None:
+            self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
+        return self._adapter.adapted(code, self.progress)
+
+    def restore(self, batch: list[VideoFrame], code: np.ndarray,
+                cleanup: torch.nn.Module | None = None) -> list[np.ndarray]:
         """A batch of frames through the engine's restoration (the stack, or CondSR alone): one pass for
         the batch when the frames fit the device's memory (or the fixed tile), else tiled; smaller
         batches, then tiles, after an out-of-memory error. Rounded to uint8 on the device unless faces
         are to be pasted into them."""
-        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch,
+        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch, cleanup=cleanup,
                                           as_uint8=self.engine.restorer is None)  # float only to paste faces into
 
     def _tell_estimate(self, frames: int) -> None:

@@ -34,7 +34,7 @@ from PIL import Image
 
 from .degrade import Degradation
 from .errors import ArchiveRestoreError, ModelNotFoundError
-from .quality.metrics import psnr_y
+from .quality.metrics import psnr_y, rgb_to_y
 from .weights.folders import MODEL_FILES, REPO_MODELS
 
 SCALE = 4
@@ -76,6 +76,11 @@ class Row:
     scan_niqe: float | None = None      # None: a photo too small for NIQE
     restored_niqe: float | None = None
     upscaler_niqe: float | None = None
+    # PSNR-Y inside the faces found on the original (``pipeline.soften.face_region``); None: no face found
+    scan_face_psnr: float | None = None
+    upscaler_face_psnr: float | None = None
+    restored_face_psnr: float | None = None
+    face_detector: str | None = None  # which detector found them
 
     @property
     def gain(self) -> float:
@@ -201,13 +206,24 @@ def upscaler_alone(job) -> Callable[[np.ndarray], np.ndarray] | None:
     return lambda lq: upscale_alone(upscaler, upscaler.scale, lq, SCALE)
 
 
-def measure(root: Path, keys: Sequence[str]) -> list[Row]:
+def psnr_y_in(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray | None) -> float | None:
+    """PSNR-Y over the pixels where ``mask`` is set (None: no such pixels, no figure)."""
+    if mask is None or not mask.any():
+        return None
+    mse = float(np.mean((rgb_to_y(np.clip(restored, 0, 1))[mask] - rgb_to_y(reference)[mask]) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def measure(root: Path, keys: Sequence[str], models_dirs: Sequence[Path] = ()) -> list[Row]:
     """PSNR-Y (border of 4 px left out) and NIQE of the bicubic x4 scan, of the job's upscaler alone and
-    of the restored photo; writes ``root/sheet.png`` (bicubic | upscaler alone | restored | original)."""
+    of the restored photo, and PSNR-Y inside the faces the job's detector finds on the original (boxes grown by
+    ``soften.GROW``); writes ``root/sheet.png`` (bicubic | upscaler alone | restored | original)."""
+    from .pipeline.soften import face_region
     from .quality.niqe import niqe_or_none as niqe
 
     job, items = demo_job(root)
     alone = upscaler_alone(job)
+    detector = job.options.get("face_detector", "auto")  # the job's, its files where the job looked (Haar without)
     rows, sheet = [], []
     for key in keys:
         hq = read_rgb(root / "originals" / key)
@@ -216,9 +232,12 @@ def measure(root: Path, keys: Sequence[str]) -> list[Row]:
         restored = read_rgb(root / "restored" / key)
         upscaled = None if alone is None else alone(lq)
         item = items[PurePosixPath(key).as_posix()]
+        faces, found_by = face_region(hq, detector, models_dirs)
         rows.append(Row(key, psnr_y(bicubic, hq, SCALE), psnr_y(restored, hq, SCALE), item.code_source or "-",
                         item.faces, None if upscaled is None else psnr_y(upscaled, hq, SCALE),
-                        niqe(bicubic), niqe(restored), None if upscaled is None else niqe(upscaled)))
+                        niqe(bicubic), niqe(restored), None if upscaled is None else niqe(upscaled),
+                        psnr_y_in(bicubic, hq, faces), None if upscaled is None else psnr_y_in(upscaled, hq, faces),
+                        psnr_y_in(restored, hq, faces), found_by))
         sheet.append([bicubic, *([] if upscaled is None else [upscaled]), restored, hq])
     write_if_changed(root / "sheet.png", png_bytes(side_by_side(sheet)))
     return rows
@@ -245,12 +264,14 @@ def format_table(rows: Sequence[Row]) -> str:
         return "-" if value is None else format(value, spec)
 
     lines = [f"{'photo':<24} {'PSNR bicubic':>12} {'upscaler':>8} {'restored':>8} {'gain':>6}  "
+             f"{'face bicubic':>12} {'upscaler':>8} {'restored':>8}  "
              f"{'NIQE bicubic':>12} {'upscaler':>8} {'restored':>8}  {'code':<7} {'faces':>5}"]
     for r in rows:
         faces = "-" if r.faces is None else str(r.faces)
         lines.append(f"{r.key:<24} {r.scan_psnr:>12.2f} {fig(r.upscaler_psnr, '.2f'):>8} {r.restored_psnr:>8.2f} "
-                     f"{r.gain:>+6.2f}  {fig(r.scan_niqe, '.2f'):>12} {fig(r.upscaler_niqe, '.2f'):>8} "
-                     f"{fig(r.restored_niqe, '.2f'):>8}  "
+                     f"{r.gain:>+6.2f}  {fig(r.scan_face_psnr, '.2f'):>12} {fig(r.upscaler_face_psnr, '.2f'):>8} "
+                     f"{fig(r.restored_face_psnr, '.2f'):>8}  {fig(r.scan_niqe, '.2f'):>12} "
+                     f"{fig(r.upscaler_niqe, '.2f'):>8} {fig(r.restored_niqe, '.2f'):>8}  "
                      f"{r.code_source:<7} {faces:>5}")
     if rows:
         def mean(attr: str) -> float | None:
@@ -259,11 +280,18 @@ def format_table(rows: Sequence[Row]) -> str:
 
         scan, restored = mean("scan_psnr"), mean("restored_psnr")
         lines.append(f"{'average':<24} {scan:>12.2f} {fig(mean('upscaler_psnr'), '.2f'):>8} {restored:>8.2f} "
-                     f"{restored - scan:>+6.2f}  {fig(mean('scan_niqe'), '.2f'):>12} "
+                     f"{restored - scan:>+6.2f}  {fig(mean('scan_face_psnr'), '.2f'):>12} "
+                     f"{fig(mean('upscaler_face_psnr'), '.2f'):>8} {fig(mean('restored_face_psnr'), '.2f'):>8}  "
+                     f"{fig(mean('scan_niqe'), '.2f'):>12} "
                      f"{fig(mean('upscaler_niqe'), '.2f'):>8} {fig(mean('restored_niqe'), '.2f'):>8}")
-    lines.append("PSNR-Y in dB against the original (4 px border left out; higher is better); NIQE: naturalness "
-                 "without a reference (lower is better); upscaler: the job's upscaler alone on the scan; code: where "
-                 "the photo's degradation code came from (faces, folder, job or blind).")
+    from .pipeline.soften import GROW
+
+    detectors = sorted({r.face_detector for r in rows if r.face_detector}) or ["-"]
+    lines.append("PSNR-Y in dB against the original (4 px border left out; higher is better); face: PSNR-Y inside the "
+                 f"faces the job's detector ({', '.join(detectors)}) finds on the original, boxes grown "
+                 f"{GROW:.0%} (-: none found); NIQE: naturalness without a reference (lower is better); upscaler: "
+                 "the job's upscaler alone on the scan; code: where the photo's degradation code came from (faces, "
+                 "folder, job or blind).")
     return "\n".join(lines)
 
 
@@ -276,7 +304,7 @@ def run_demo(root: Path, models_dirs: Sequence[Path] = (REPO_MODELS,), samples: 
     check_models(models_dirs)
     keys = build_scans(root, default_samples() if samples is None else samples, seed)
     run_job(root, models_dirs, restart=restart_needed(root, keys, models_fingerprint(models_dirs)))
-    rows = measure(root, keys)
+    rows = measure(root, keys, models_dirs)
     if not all(math.isfinite(r.scan_psnr) and math.isfinite(r.restored_psnr) for r in rows):
         raise ArchiveRestoreError("a PSNR came out infinite or NaN; the demo folders look inconsistent")
     return rows

@@ -1,154 +1,177 @@
-"""``--adapt`` (``pipeline.adapt``): the cleanup fine-tuned to a code on DegSynth pairs, kept in the job's folder
-and reused, made again (with a message) when its file is corrupt, part of the job's identity, and what the
-job restores with."""
+"""``run --adapt on`` (``pipeline.adapt``): the cleanup fine-tuned on a photo's own faces with its code, kept in the
+job's folder and reused, made again (with a message) when its file is corrupt, the first kept the one used, part
+of the job's identity, and what the job restores with."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from spandrel.architectures.Compact import Compact
 
 from archive_restore.cli import cli
 from archive_restore.jobs.store import JobStore
-from archive_restore.nets import Cleanup, DegSynth
+from archive_restore.nets import Cleanup
 from archive_restore.pipeline import adapt
-from archive_restore.pipeline.adapt import Adaptation, Adapter, HQBank
+from archive_restore.pipeline.adapt import Adaptation, Adapter, face_pair
 from archive_restore.pipeline.photo import PhotoJobOptions
 
-SMALL = Adaptation(steps=3, batch=2, crop=32)
+SMALL = Adaptation(steps=3, batch=2, crop=16)
 
 
-def _photos(folder: Path, count: int, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
+def _pairs(seed: int = 0) -> list[adapt.FacePair]:
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        small = rng.random((6, 8, 3))
-        cv2.imwrite(str(folder / f"p{i}.png"), (cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC) * 255)
-                    .astype(np.uint8))
-    return folder
+    clean = rng.random((40, 40, 3)).astype(np.float32)
+    return [(np.clip(clean * 0.7 + 0.1 + rng.normal(0, 0.05, clean.shape), 0, 1).astype(np.float32), clean)]
 
 
-def _adapter(tmp_path: Path, notes: list[str]) -> Adapter:
+def _adapter(folder: Path, notes: list[str]) -> Adapter:
     torch.manual_seed(0)
-    bank = HQBank.from_folder(_photos(tmp_path / "hq", 3), SMALL.crop)
-    return Adapter(Cleanup(code_dim=16, width=8, blocks=1), DegSynth(code_dim=16, width=4, layers=1), bank,
-                   tmp_path / "job", "weights", SMALL, notify=notes.append)
+    return Adapter(Cleanup(code_dim=16, width=8, blocks=1), folder, "weights", SMALL, notify=notes.append)
 
 
 def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b)))
+
+
 def test_a_code_is_adapted_once_kept_and_reused(tmp_path):
     notes: list[str] = []
-    adapter, code = _adapter(tmp_path, notes), np.linspace(-1, 1, 16, dtype=np.float32)
+    adapter, code, pairs = _adapter(tmp_path, notes), np.linspace(-1, 1, 16, dtype=np.float32), _pairs()
     ticks: list[int] = []
-    first = adapter.cleanup_for(code, lambda: ticks.append(1))
-    assert len(ticks) == SMALL.steps and adapter.path(code).is_file()
-    assert any(not torch.equal(a, b) for a, b in zip(_weights(first), _weights(adapter.cleanup)))  # it learned
-    again = _adapter(tmp_path, notes).cleanup_for(code, lambda: ticks.append(1))  # a resumed job: a new process
-    assert len(ticks) == SMALL.steps  # not trained again
-    assert all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(again)))
-    other = adapter.path(code[::-1].copy())
-    assert other != adapter.path(code)  # another code, another adaptation
-    assert not list((tmp_path / "job" / adapt.KEPT).glob(".*"))  # no temporary file left
-    assert notes == []
+    first = adapter.cleanup_for(code, pairs, lambda: ticks.append(1))
+    assert len(ticks) == SMALL.steps and adapter.path(code, pairs).is_file()
+    assert not _same(first, adapter.cleanup)  # it learned
+    again = _adapter(tmp_path, notes).cleanup_for(code, pairs, lambda: ticks.append(1))  # a resumed job's process
+    assert len(ticks) == SMALL.steps and _same(first, again)  # not trained again: the kept weights
+    assert adapter.path(code[::-1].copy(), pairs) != adapter.path(code, pairs)  # another code, another adaptation
+    assert adapter.path(code, _pairs(1)) != adapter.path(code, pairs)  # other faces, another adaptation
+    assert not list((tmp_path / adapt.KEPT).glob(".*")) and notes == []  # no temporary file left, nothing said
 
 
-def test_the_same_code_gives_the_same_weights_in_another_process(tmp_path):
+def test_the_same_photo_gives_the_same_weights_in_another_process(tmp_path):
     code = np.full(16, 0.3, np.float32)
-    a = _adapter(tmp_path / "a", []).cleanup_for(code)
-    b = _adapter(tmp_path / "b", []).cleanup_for(code)
-    assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b)))
+    assert _same(_adapter(tmp_path / "a", []).cleanup_for(code, _pairs()),
+                 _adapter(tmp_path / "b", []).cleanup_for(code, _pairs()))
+
+
+def test_fine_tuning_on_the_face_pair_brings_the_cleanup_closer_to_the_clean_face():
+    torch.manual_seed(0)
+    cleanup, code, pairs = Cleanup(code_dim=16, width=8, blocks=1), np.zeros(16, np.float32), _pairs()
+    lq, clean = (torch.from_numpy(x).permute(2, 0, 1)[None] for x in pairs[0])
+    z = torch.zeros(1, 16)
+
+    def error(model):
+        with torch.no_grad():
+            return float((model(lq, z) - clean).abs().mean())
+
+    tuned = adapt.fine_tune(cleanup, code, pairs, Adaptation(steps=40, batch=4, crop=16, lr=1e-3))
+    assert error(tuned) < 0.8 * error(cleanup)
 
 
 def test_a_corrupt_kept_adaptation_is_made_again_with_a_message(tmp_path):
     notes: list[str] = []
-    adapter, code = _adapter(tmp_path, notes), np.zeros(16, np.float32)
-    good = _weights(adapter.cleanup_for(code))
-    path = adapter.path(code)
+    adapter, code, pairs = _adapter(tmp_path, notes), np.zeros(16, np.float32), _pairs()
+    good = adapter.cleanup_for(code, pairs)
+    path = adapter.path(code, pairs)
     path.write_bytes(path.read_bytes()[:100])  # truncated: a disk that filled up, a copy that stopped
     ticks: list[int] = []
-    redone = adapter.cleanup_for(code, lambda: ticks.append(1))
+    redone = adapter.cleanup_for(code, pairs, lambda: ticks.append(1))
     assert len(ticks) == SMALL.steps and len(notes) == 1
     assert notes[0].startswith(f"the kept adaptation {path.name} cannot be read") and "adapting again" in notes[0]
-    assert all(torch.equal(a, b) for a, b in zip(good, _weights(redone)))
+    assert _same(good, redone)
 
 
 def test_the_first_adaptation_kept_is_the_one_every_worker_uses(tmp_path):
-    adapter, code = _adapter(tmp_path, []), np.ones(16, np.float32)
+    adapter, code, pairs = _adapter(tmp_path, []), np.ones(16, np.float32), _pairs()
     theirs = Cleanup(code_dim=16, width=8, blocks=1)  # another worker finished first with other weights
-    adapt.keep_first(theirs, adapter.path(code))
-    mine = adapter.cleanup_for(code)
-    assert all(torch.equal(a, b) for a, b in zip(_weights(theirs), _weights(mine)))
+    adapt.keep_first(theirs, adapter.path(code, pairs))
+    assert _same(theirs, adapter.cleanup_for(code, pairs))
+
+
+def test_a_face_pair_is_the_two_faces_at_the_faces_own_size_and_small_faces_are_left_out():
+    lq, restored = np.full((512, 512, 3), 0.2, np.float32), np.full((512, 512, 3), 0.8, np.float32)
+    pair = face_pair(lq, restored, 37.4)
+    assert pair[0].shape == pair[1].shape == (37, 37, 3) and np.allclose(pair[0], 0.2) and np.allclose(pair[1], 0.8)
+    assert face_pair(lq, restored, adapt.MIN_FACE - 1) is None
 
 
 def test_adapt_is_part_of_the_jobs_identity():
     plain = PhotoJobOptions().identity()
     assert "adapt" not in plain  # jobs from before the option keep their identity
-    on = PhotoJobOptions(adapt="on").identity()
+    plain = PhotoJobOptions(upscaler="/models/x4.pth").identity()
+    on = PhotoJobOptions(adapt="on", upscaler="/models/x4.pth").identity()
     assert on["adapt"] == "on" and on != plain
-    assert PhotoJobOptions(adapt="on", adapt_data="/good").identity() != on
-    assert PhotoJobOptions.from_identity(on) == PhotoJobOptions(adapt="on")
+    assert PhotoJobOptions.from_identity(on) == PhotoJobOptions(adapt="on", upscaler="/models/x4.pth")
 
 
 @pytest.fixture
-def stack_setup(tiny_models, tmp_path) -> tuple[Path, Path]:
-    """Models with a tiny x4 upscaler file beside them (the stack has a cleanup to adapt)."""
-    folder = tmp_path / "models"
-    shutil.copytree(tiny_models, folder)
+def upscaler(tmp_path) -> Path:
     torch.manual_seed(1)
-    upscaler = tmp_path / "tiny-x4.pth"
-    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, upscaler)
-    return folder, upscaler
+    path = tmp_path / "tiny-x4.pth"
+    torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=4).state_dict()}, path)
+    return path
 
 
-def _run(args: list, jobs: Path, models: Path):
-    return CliRunner().invoke(cli, [*map(str, args), "--jobs-dir", str(jobs), "--models-dir", str(models)])
+def _run(args: list, jobs: Path, *models: Path):
+    dirs = [a for m in models for a in ("--models-dir", str(m))]
+    return CliRunner().invoke(cli, [*map(str, args), "--jobs-dir", str(jobs), *dirs])
 
 
-def test_a_photo_job_restores_with_the_adapted_cleanup_and_reuses_it(tmp_path, stack_setup, monkeypatch):
-    models, upscaler = stack_setup
+def test_a_photo_with_faces_restores_with_its_adapted_cleanup_and_resume_reuses_it(tmp_path, tiny_models, upscaler,
+                                                                                  random_restorer, face_rgb, monkeypatch):
     monkeypatch.setattr(adapt, "Adaptation", lambda: SMALL)  # a few steps: what is tested is the plumbing
-    scans, good, jobs = _photos(tmp_path / "scans", 2), _photos(tmp_path / "good", 2, (64, 64), seed=5), tmp_path / "jobs"
+    scans, jobs = tmp_path / "scans", tmp_path / "jobs"
+    scans.mkdir()
+    Image.fromarray(face_rgb).save(scans / "face.png")
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(scans / "plain.png")  # no face: the shipped cleanup
     common = ["--face-detector", "haar", "--upscaler", upscaler, "--scale", "2"]
-    plain = _run(["run", scans, "-o", tmp_path / "plain", *common], jobs, models)
+    plain = _run(["run", scans, "-o", tmp_path / "plain", *common], jobs, tiny_models, random_restorer)
     assert plain.exit_code == 0, plain.output
     trained: list[int] = []
     real_fine_tune = adapt.fine_tune
     monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1) or real_fine_tune(*a, **k))
-    args = ["run", scans, "-o", tmp_path / "adapted", *common, "--adapt", "on", "--adapt-data", good]
-    first = _run(args, jobs, models)
+    args = ["run", scans, "-o", tmp_path / "adapted", *common, "--adapt", "on"]
+    first = _run(args, jobs, tiny_models, random_restorer)
     assert first.exit_code == 0, first.output
     with JobStore.open(jobs) as store:
-        jobs_now = store.jobs()
-        (job,) = [j for j in jobs_now if j.options.get("adapt") == "on"]
-        items = store.items(job.id)
-    assert len(jobs_now) == 2  # another job than the plain one
-    keys = {i.extra["adapted"] for i in items}
-    assert len(trained) == len(keys) == 2  # no faces: each photo has its own (blind) code, adapted to once
-    assert all((jobs / job.id / adapt.KEPT / f"{k}.safetensors").is_file() for k in keys)
-    for name in ("p0.png", "p1.png"):
-        assert (tmp_path / "adapted" / name).read_bytes() != (tmp_path / "plain" / name).read_bytes()
-    again = _run([*args, "--restart"], jobs, models)  # every photo restored again: the kept adaptations reused
+        (job,) = [j for j in store.jobs() if j.options.get("adapt") == "on"]
+        items = {i.key: i for i in store.items(job.id)}
+        assert len(store.jobs()) == 2  # another job than the plain one
+    face, other = items["face.png"], items["plain.png"]
+    assert face.code_source == "faces" and len(trained) == 1
+    assert (jobs / job.id / adapt.KEPT / f"{face.extra['adapted']}.safetensors").is_file()
+    assert other.extra["adapted"] is None and other.extra["adapt_skipped"] == "no face of its own restored"
+    assert (tmp_path / "adapted" / "face.png").read_bytes() != (tmp_path / "plain" / "face.png").read_bytes()
+    assert (tmp_path / "adapted" / "plain.png").read_bytes() == (tmp_path / "plain" / "plain.png").read_bytes()
+    again = _run([*args, "--restart"], jobs, tiny_models, random_restorer)  # restored again: the kept one reused
     assert again.exit_code == 0, again.output
-    assert len(trained) == 2
+    assert len(trained) == 1
+    assert (tmp_path / "adapted" / "face.png").read_bytes() != (tmp_path / "plain" / "face.png").read_bytes()
 
 
-def test_adapt_options_are_checked_before_any_work(tmp_path, stack_setup):
-    models, upscaler = stack_setup
-    scans = _photos(tmp_path / "scans", 1)
-    lonely = _run(["run", scans, "--adapt-data", scans], tmp_path / "jobs", models)
-    assert lonely.exit_code == 2 and "--adapt-data applies with --adapt on" in lonely.output
-    (tmp_path / "empty").mkdir()
-    empty = _run(["run", scans, "--adapt", "on", "--adapt-data", tmp_path / "empty", "--upscaler", upscaler],
-                 tmp_path / "jobs", models)
-    assert empty.exit_code == 2 and "--adapt found no picture" in empty.output
-    condsr = _run(["run", scans, "--adapt", "on", "--upscaler", "condsr", "--face-detector", "haar"],
-                  tmp_path / "jobs", models)
-    assert condsr.exit_code != 0 and "--adapt fine-tunes the cleanup, which --upscaler condsr does not use" in condsr.output
+def test_adapt_without_a_face_restorer_says_that_nothing_is_adapted(tmp_path, tiny_models, upscaler, face_rgb):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(face_rgb).save(scans / "face.png")
+    result = _run(["run", scans, "--face-detector", "haar", "--upscaler", upscaler, "--scale", "2", "--adapt", "on",
+                   "--face-restorer", "none"], tmp_path / "jobs", tiny_models)
+    assert result.exit_code == 0, result.output
+    assert "--adapt on learns from the face restorer's faces, and there is none" in result.output
+
+
+def test_adapt_with_condsr_alone_is_refused_before_any_work(tmp_path, tiny_models):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(scans / "a.png")
+    result = _run(["run", scans, "--adapt", "on", "--upscaler", "condsr", "--face-detector", "haar"],
+                  tmp_path / "jobs", tiny_models)
+    assert result.exit_code == 2 and "--adapt fine-tunes the cleanup, which --upscaler condsr does not use" in result.output
+    assert not (tmp_path / "jobs").exists() or not list((tmp_path / "jobs").glob("*/adapted"))

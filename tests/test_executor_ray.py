@@ -5,6 +5,7 @@ message. Skipped when Ray is not installed (``pip install -e '.[ray]'``)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -304,6 +305,41 @@ def _items_or_none(jobs: Path, output: Path) -> list:
         return []
 
 
+def test_workers_that_die_as_they_start_end_the_job_with_one_line(tmp_path, tiny_models, ray_cluster):
+    """Every worker the pool starts is SIGKILLed as soon as it appears (a node out of memory, say): after three in
+    a row the command says so in one line, with what to look at and what to run; nothing was started."""
+    address, head = ray_cluster
+    _photos(tmp_path / "in", 2)
+    stop, killed = threading.Event(), []
+
+    def kill_every_worker() -> None:
+        while not stop.is_set():
+            for pid, line in _descendants(head.pid).items():
+                if "PipelineWorker" in line and pid not in killed:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    except OSError:
+                        pass
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_every_worker, daemon=True)
+    killer.start()
+    try:
+        result = CliRunner().invoke(cli, ["run", str(tmp_path / "in"), "--face-detector", "haar", *_on_ray(address),
+                                          "--jobs-dir", str(tmp_path / "jobs"), "--models-dir", str(tiny_models)])
+    finally:
+        stop.set()
+        killer.join(timeout=5)
+    assert result.exit_code == 1 and len(killed) >= 3, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    if errors:  # killed before answering the start checks: the pool gives up after three
+        assert len(errors) == 1 and "3 workers in a row died as they started" in errors[0], result.output
+        assert "run the same command again" in errors[0]
+    else:  # a worker answered its checks in the instant before its kill: each photo failed after 3 workers died
+        assert "0 done, 2 failed" in result.output and result.output.count("3 workers died working on it") == 2
+
+
 def test_an_unreachable_address_fails_fast_with_the_message(tmp_path, tiny_models):
     pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     _photos(tmp_path / "in", 1)
@@ -313,6 +349,20 @@ def test_an_unreachable_address_fails_fast_with_the_message(tmp_path, tiny_model
     assert result.exit_code == 1 and time.monotonic() - started < 15
     assert "error: cannot reach the Ray cluster at 127.0.0.1:" in result.output
     assert "ray start --head" in result.output
+
+
+def test_a_local_instance_that_cannot_start_is_said_in_one_line(tmp_path, tiny_models):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    _photos(tmp_path / "in", 1)
+    (tmp_path / "a_file").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(tmp_path / "a_file")  # where Ray keeps its sockets and logs: not a folder
+    result = subprocess.run([sys.executable, "-m", "archive_restore", "run", str(tmp_path / "in"), "--executor", "ray",
+                             "--face-detector", "haar", "--jobs-dir", str(tmp_path / "jobs"), "--models-dir",
+                             str(tiny_models)], env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+    assert errors[0].startswith("error: cannot start a local Ray instance: ") and "RAY_TMPDIR" in errors[0]
 
 
 def test_without_ray_installed_the_message_says_what_to_install(tmp_path, tiny_models, monkeypatch):
@@ -415,3 +465,50 @@ def test_the_pool_says_when_no_node_is_alive_or_the_head_is_gone():
         WorkerPool(FakeRay([{"Alive": False, "NodeManagerAddress": "10.0.0.7"}]), 1, {}, {}).check_alive()
     with pytest.raises(ClusterError, match="head no longer answers"):
         WorkerPool(FakeRay(ConnectionError("GCS unreachable")), 1, {}, {}).check_alive()
+
+
+def test_a_cluster_whose_head_dies_mid_job_is_said_in_one_line(tmp_path, tiny_models):
+    """The command runs against a cluster (--ray-address) whose head node dies mid-job (every process of its
+    `ray start` SIGKILLed): the command ends with one line saying the cluster is gone, what is kept and what to
+    run, exit 1; never silence."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    port, temp = _free_port(), tempfile.mkdtemp(prefix="ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
+         "--temp-dir", temp, "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    inp, out, jobs = tmp_path / "in", tmp_path / "out", tmp_path / "jobs"
+    _photos(inp, 40, size=(96, 128))
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(port):
+            assert head.poll() is None and time.monotonic() < deadline, "the test cluster's head did not start"
+            time.sleep(0.2)
+        run = subprocess.Popen([sys.executable, "-m", "archive_restore", "run", str(inp), "-o", str(out),
+                                "--scale", "4", "--face-detector", "haar", "--executor", "ray",
+                                "--ray-address", f"127.0.0.1:{port}", "--workers", "2", "--jobs-dir", str(jobs),
+                                "--models-dir", str(tiny_models)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+        while not _claimed(jobs) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(head.pid, signal.SIGKILL)  # the head and everything of it: its GCS, raylet and workers
+        said, _ = run.communicate(timeout=3 * START_TIMEOUT_S)
+    finally:
+        for process in [head, *([run] if "run" in locals() else [])]:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            process.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+    errors = [line for line in said.splitlines() if line.startswith("error: ")]
+    assert run.returncode == 1 and len(errors) == 1, said[-3000:]
+    assert "Ray cluster" in errors[0] and "items are done and kept" in errors[0], errors[0]
+    job_id = re.search(r"archive-restore resume ([0-9a-f]{12})", errors[0]).group(1)
+    resumed = _cli(["resume", job_id], jobs, tiny_models)  # here, on the local executor
+    assert resumed.exit_code == 0 and "40 done, 0 failed" in resumed.output, resumed.output
+    assert not list(out.rglob(".archive-restore-check.*"))  # what the lost run left is cleared

@@ -500,7 +500,8 @@ def test_the_options_identity_holds_what_changes_the_result_and_rebuilds_the_opt
                              fidelity=0.3)
     assert chosen.identity() == {"scale": 2, "face_detector": "haar", "max_pixels": 1_000_000, "tile": 128,
                                  "face_restorer": "none", "face_fidelity": 0.5, "upscaler": "/m/x.pth",
-                                 "upscaler_sha256": "ab12", "fidelity": 0.3}
+                                 "upscaler_sha256": "ab12", "fidelity": 0.3,
+                                 "faces_without_restorer": "faithful"}  # a new job's (``pipeline.soften``)
     # `resume`: the stored identity (through JSON, as the store keeps it) and this run's device
     stored = json.loads(json.dumps(chosen.identity()))
     assert PhotoJobOptions.from_identity(stored, device="cpu") == chosen

@@ -180,9 +180,9 @@ def test_each_item_records_what_it_did_and_the_bars_and_status_say_it(tmp_path, 
     steadies = []  # the face steadier each frame is pasted with
     paste = Engine.paste_faces
 
-    def recording_paste(self, lq, picture, restored=None, steady=None):
+    def recording_paste(self, lq, picture, restored=None, steady=None, code=None):
         steadies.append(steady)
-        return paste(self, lq, picture, restored, steady=steady)
+        return paste(self, lq, picture, restored, steady=steady, code=code)
 
     monkeypatch.setattr(Engine, "paste_faces", recording_paste)
     network_batches = []  # the batch size the network is asked to run
@@ -471,7 +471,8 @@ def test_the_options_identity_holds_what_changes_the_result_and_rebuilds_the_opt
     assert chosen.identity() == {"scale": 2, "codec": "libx265", "crf": 20, "preset": "fast", "backend": "decord",
                                  "face_detector": "haar", "detect_every": 3, "chunk_frames": 60, "tile": 128,
                                  "face_restorer": "none", "face_fidelity": 0.5, "upscaler": "/m/x.pth",
-                                 "upscaler_sha256": "ab12", "fidelity": 0.3, "deinterlace": "ivtc"}
+                                 "upscaler_sha256": "ab12", "fidelity": 0.3, "faces_without_restorer": "faithful",
+                                 "deinterlace": "ivtc"}
     # a resumed job's options: the stored identity (through JSON, as the store keeps it) and this run's device
     stored = json.loads(json.dumps(chosen.identity()))
     assert VideoJobOptions.from_identity(stored, device="cpu", batch=2) == chosen

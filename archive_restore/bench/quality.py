@@ -34,7 +34,7 @@ from ..degrade import Degradation
 from ..errors import DataError, UsageError
 from ..media.folders import image_files, load_rgb, to_float
 from ..nets import load_checkpoint
-from ..pipeline.adapt import Adaptation, HQBank, fine_tune
+from ..pipeline.adapt import Adaptation, fine_tune
 from ..pipeline.stack import DEFAULT_FIDELITY, SCALE_METHODS, resize_to, stack_restore
 from ..quality.metrics import psnr_y, ssim_y
 from ..quality.niqe import niqe_or_none
@@ -154,8 +154,9 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
                  for p in cfg.upscalers for precision in cfg.precisions}
     models = Models(cfg.models, cleanup=bool(upscalers))
     z_face = face_codes(models, faces, degs)
-    adapter = Adapting(cfg.models) if cfg.adapt and upscalers else None
-    face_adapted = [adapter.tune(models.cleanup, z) for z in z_face] if adapter else []
+    adapter = Adapting() if cfg.adapt and upscalers else None
+    face_adapted = [adapter.tune(models.cleanup, z, faces[k % len(faces)], degs[k])
+                    for k, z in enumerate(z_face)] if adapter else []
     scores: dict[str, list[tuple[float, float, float]]] = {}
     sheet = Sheet(cfg.sheet) if cfg.sheet else None
     hits, hq_niqe, seconds = [], [], {}
@@ -171,8 +172,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
             for k, lq in enumerate(lqs):
                 codes = {"face_code": z_face[k : k + 1], "blind_code": blind_code(models.blind, lq, cfg.scale),
                          "oracle_code": z_oracle[k : k + 1]}
-                adapted = None if adapter is None else {
-                    "face_code": face_adapted[k], "blind_code": adapter.tune(models.cleanup, codes["blind_code"][0])}
+                adapted = {"face_code": face_adapted[k]} if adapter else None
                 outputs = method_outputs(models, upscalers, lq, hq.shape[:2], codes, cfg.fidelities, seconds, adapted)
                 restored = {name: tensor_to_image(out) for name, out in outputs.items()}
                 for name, image in restored.items():
@@ -206,24 +206,25 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
     )
     if adapter is not None:
         result["adapt"] = {**asdict(adapter.settings), "seconds_per_code": round(adapter.seconds / adapter.codes, 2),
-                           "codes": adapter.codes, "hq": adapter.bank.source}
+                           "codes": adapter.codes}
     return result
 
 
 class Adapting:
-    """``--adapt``: the shipped cleanup fine-tuned to each code as the jobs do (``pipeline.adapt.fine_tune``, the
-    jobs' settings, scikit-image's photos), timed."""
+    """``--adapt``: the shipped cleanup fine-tuned for each degradation as ``run --adapt on`` does (``pipeline.adapt``,
+    the jobs' settings) on the face its code was read from: the LQ face and the HQ face (a perfect face restorer),
+    both at the LQ face's size; timed."""
 
-    def __init__(self, dirs: Sequence[Path]) -> None:
+    def __init__(self) -> None:
         self.settings = Adaptation()
-        self.synth = load_checkpoint(find_model("deg_synth", dirs), expect="DegSynth").model
-        self.bank = HQBank.of(None, self.settings.crop)
         self.seconds, self.codes = 0.0, 0
 
-    def tune(self, cleanup: torch.nn.Module, code: torch.Tensor) -> torch.nn.Module:
+    def tune(self, cleanup: torch.nn.Module, code: torch.Tensor, face: np.ndarray, deg: Degradation) -> torch.nn.Module:
+        lq = np.clip(deg.apply(face), 0, 1).astype(np.float32)
+        clean = cv2.resize(face.astype(np.float32), lq.shape[1::-1], interpolation=cv2.INTER_AREA)
         started = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
-            tuned = fine_tune(cleanup, self.synth, code.detach().cpu().numpy().reshape(-1), self.bank, self.settings)
+            tuned = fine_tune(cleanup, code.detach().cpu().numpy().reshape(-1), [(lq, clean)], self.settings)
         self.seconds += time.perf_counter() - started
         self.codes += 1
         return tuned

@@ -44,8 +44,8 @@ def bench() -> None:
                    "rows per precision (NAME@fp32, NAME@auto...).")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of a few crops per method side by side.")
-@click.option("--adapt", is_flag=True, help="Also the rows NAME+face_code+adapt and NAME+blind_code+adapt: the cleanup "
-              "fine-tuned to each code as `run --adapt on` does.")
+@click.option("--adapt", is_flag=True, help="Also the rows NAME+face_code+adapt: the cleanup fine-tuned for each "
+              "degradation on its face, as `run --adapt on` does (the HQ face standing in for the face restorer's).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 def bench_quality(images, faces, degradations, scale, seed, crop, max_images, models_dirs, upscalers, fidelities,
                   precisions, sheet, adapt, json_path) -> None:

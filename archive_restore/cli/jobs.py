@@ -9,8 +9,7 @@ import click
 
 from ..errors import ArchiveRestoreError, DatabaseError, DiskFullError
 from .options import (
-    adapt_options,
-    adapt_settings,
+    adapt_option,
     deinterlace_option,
     executor_options,
     jobs_dir_option,
@@ -82,7 +81,7 @@ def _finish(store, job, summary) -> None:
 @upscaler_options
 @scale_method_option
 @photo_defects_option
-@adapt_options
+@adapt_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -93,7 +92,7 @@ def _finish(store, job, summary) -> None:
 @jobs_dir_option
 @watched
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        precision, scale_method, defects, adapt, adapt_data, restart, retry_failed, preview, executor, models_dirs,
+        precision, scale_method, defects, adapt, restart, retry_failed, preview, executor, models_dirs,
         jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from ..executors import open_executor
@@ -105,8 +104,8 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
         find_model("defects", list(models_dirs))
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
-                              face_fidelity=face_fidelity, precision=precision, defects=defects,
-                              **scale_method_setting(scale_method, scale), **adapt_settings(adapt, adapt_data),
+                              face_fidelity=face_fidelity, precision=precision, defects=defects, adapt=adapt,
+                              **scale_method_setting(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
         from ..jobs.store import resolve_jobs_dir
@@ -286,7 +285,6 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
 @upscaler_options
 @scale_method_option
-@adapt_options
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -298,8 +296,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @watched
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
           deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity,
-          precision, scale_method, adapt, adapt_data, restart, retry_failed, preview, executor, models_dirs,
-          jobs_dir) -> None:
+          precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -320,7 +317,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
                               tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,
-                              **scale_method_setting(scale_method, scale), **adapt_settings(adapt, adapt_data),
+                              **scale_method_setting(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs, on_cpu(device)))
     videos = find_videos(inputs)
     if not videos:

@@ -142,27 +142,9 @@ def scale_method_setting(choice: str | None, scale: str) -> dict:
     return {"scale_method": choice or default_scale_method(int(scale))}
 
 
-def adapt_options(command):
-    """``--adapt`` and ``--adapt-data`` (``pipeline.adapt``), for ``run`` and ``video``."""
-    command = click.option(
-        "--adapt-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-        help="Good (sharp, clean) photos for --adapt to learn from, e.g. the best scans of the same collection "
-             "[default: scikit-image's sample photos].")(command)
-    return click.option(
-        "--adapt", type=click.Choice(["off", "on"]), default="off", show_default=True,
-        help="on: ReDegNet's specific restorer: for each code the job uses (a photo's, a folder's, a shot's) the "
-             "cleanup is fine-tuned on pairs DegSynth makes from good photos with that code (kept in the job's "
-             "folder and reused; seconds to a minute a code on a CPU). Off by default until its figures hold "
-             "(models/MODELS.md).")(command)
-
-
-def adapt_settings(adapt: str, adapt_data: Path | None) -> dict:
-    """The job options for ``--adapt``, its pictures checked before any work."""
-    if adapt_data is not None and adapt == "off":
-        raise click.UsageError("--adapt-data applies with --adapt on")
-    if adapt == "off":
-        return {}
-    from ..pipeline.adapt import Adaptation, HQBank
-
-    HQBank.of(adapt_data, Adaptation().crop)  # UsageError now, not after the analysis, when there are none
-    return {"adapt": adapt, "adapt_data": str(adapt_data.resolve()) if adapt_data else None}
+adapt_option = click.option(
+    "--adapt", type=click.Choice(["off", "on"]), default="off", show_default=True,
+    help="on: a photo restored with its own faces' code gets a cleanup fine-tuned for it: 30 steps on its faces "
+         "(each LQ face and the face restorer's, at their size in the photo), kept in the job's folder and reused "
+         "(about a second a photo on a CPU); needs a face restorer. Other photos keep the shipped cleanup. Off by "
+         "default until its figures hold on real photos (models/MODELS.md).")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .align import AlignedFace, crop_to_image_matrix, feather_mask, paste_back
+from .align import AlignedFace, _footprint, crop_to_image_matrix, feather_mask, paste_back
 from .restore import blend
 
+MASK_SIZE = 128          # crop-space size of the feathered mask ``face_alpha`` warps into a picture
 RING = (0.05, 0.95)      # mask values where the face blends into the picture
 STD_RATIO = (0.5, 2.0)   # limits of the contrast change colour matching may apply
 
@@ -87,3 +88,20 @@ def compose_face(
     if fidelity:
         face = blend(face, own, fidelity)
     return paste_back(picture, face, aligned, mask=mask, scale=scale)
+
+
+def face_alpha(aligned: AlignedFace, height: int, width: int, scale: float = 1.0,
+               shape: str = "ellipse") -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """Where ``aligned``'s face lies in a picture of ``height`` x ``width`` (the detection image resized by
+    ``scale``): the area (x0, y0, x1, y1) and, over it, the face's feathered mask (``feather_mask`` of
+    ``shape``, as ``compose_face`` pastes through; float32 in [0, 1]); None when the face is outside."""
+    matrix = crop_to_image_matrix(aligned, MASK_SIZE, scale)
+    area = _footprint(matrix, MASK_SIZE, height, width)
+    if area is None:
+        return None
+    x0, y0, x1, y1 = area
+    local = matrix.copy()
+    local[:, 2] -= (x0, y0)
+    alpha = cv2.warpAffine(feather_mask(MASK_SIZE, shape), local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)
+    return area, np.clip(alpha, 0.0, 1.0)

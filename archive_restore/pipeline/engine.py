@@ -37,7 +37,8 @@ from ..nets import load_checkpoint
 from ..upscalers.runtime import precision_choice
 from ..upscalers.upscaler import CONDSR, Upscaler, UpscalerRef, load_upscaler
 from ..weights.folders import find_model, models_dirs
-from .forward import FastCondSR, FrameRestorer
+from . import soften
+from .forward import FastCondSR, FrameRestorer, restore_nhwc
 from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD, StackRestorer, faithful_dtype
 
 ALIGNED_SIZE = 512
@@ -86,6 +87,7 @@ class EngineOptions:
     upscaler_runtime: str = "auto"  # the upscaler's runtime: auto (measured), or one by name (a job's pinned one)
     runtime_recorded: bool = False  # upscaler_runtime is the job's own, recorded on this kind of machine: not re-timed
     faithful: str = "auto"          # the faithful branch: auto (``stack.faithful_dtype``), or fp32, fp16, bf16
+    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (faces pulled towards CondSR) or as-is
 
     @classmethod
     def of(cls, options: object) -> "EngineOptions":
@@ -207,15 +209,30 @@ class Engine:
                      for i, a in enumerate(aligned)]
             return torch.cat(codes).float().cpu().numpy(), "paired"
 
+    def face_pairs(self, rgb: np.ndarray, restored: RestoredFaces) -> list:
+        """Each restored face of ``rgb`` with its LQ face, both at the face's own size in the picture
+        (``adapt.face_pair``; faces too small to learn from are left out)."""
+        from .adapt import face_pair
+
+        pairs = []
+        for face, crop in zip(restored.faces, restored.crops):
+            aligned = align_face(rgb, face, ALIGNED_SIZE)
+            pair = face_pair(aligned.crop, crop, aligned.source_pixels)
+            if pair is not None:
+                pairs.append(pair)
+        return pairs
+
     def restored_faces(self, crops: Sequence[np.ndarray], gray: bool = False) -> np.ndarray:
         """The face restorer's output for aligned face crops (N x 512 x 512 x 3), gray for a gray photo."""
         restored = self.restorer.restore(crops)
         return np.stack([to_gray(f) for f in restored]) if gray else restored
 
     def paste_faces(self, lq: np.ndarray, picture: np.ndarray, restored: RestoredFaces | None = None,
-                    steady: SteadyFaces | None = None) -> tuple[np.ndarray, int]:
+                    steady: SteadyFaces | None = None, code: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """``picture`` (the restored ``lq``, at the engine's scale) with every usable face of ``lq``
-        restored and pasted back, and the number of faces pasted; unchanged without a restorer.
+        restored and pasted back, and the number of faces pasted. Without a restorer, faces are pulled towards
+        the faithful branch instead (``soften_faces``, given the ``code`` ``picture`` was restored with: the
+        number is then of faces softened); unchanged without a ``code``.
 
         ``restored``: the faces of ``lq`` restored already (by the analysis), pasted as they are.
         ``picture`` may be uint8 (a photo rendered straight to 8 bits): it becomes float32 when a face
@@ -225,7 +242,7 @@ class Engine:
         while still).
         """
         if self.restorer is None:
-            return picture, 0
+            return self.soften_faces(lq, picture, code, steady)
         if lq.dtype == np.uint8:  # video frames are decoded as uint8 (a quarter of the bytes to the device)
             lq = lq.astype(np.float32) / 255.0
         gray = is_gray(lq)
@@ -249,6 +266,47 @@ class Engine:
         for face, crop, mask in zip(aligned, crops, masks):
             picture = compose_face(picture, crop, face, self.options.scale, self.options.face_fidelity, gray, mask)
         return picture, len(aligned)
+
+    @property
+    def softens(self) -> bool:
+        """Whether ``soften_faces`` changes a picture: no face restorer, ``faces_without_restorer`` faithful, and
+        a stack whose picture is not the faithful one already (an upscaler, ``fidelity`` below 1)."""
+        if self.options.faces_without_restorer not in soften.CHOICES:
+            raise UsageError(f"unknown faces_without_restorer {self.options.faces_without_restorer!r}; "
+                             f"choose one of {', '.join(soften.CHOICES)}")
+        return (self.restorer is None and self.upscaler is not None and self.options.fidelity < 1
+                and self.options.faces_without_restorer == "faithful")
+
+    def soften_faces(self, lq: np.ndarray, picture: np.ndarray, code: np.ndarray | None,
+                     steady: SteadyFaces | None = None) -> tuple[np.ndarray, int]:
+        """Without a face restorer (``softens``): ``picture`` (``lq`` restored with ``code``; float or uint8) with
+        the faces of ``lq`` pulled towards CondSR's picture of them through a feathered oval (``pipeline.soften``),
+        a new array (the caller's is left as it is), and the number of faces; ``picture`` itself and 0 when
+        nothing is to be done (no ``code``, no face). ``steady``: a video's faces followed along their tracks."""
+        if code is None or not self.softens:
+            return picture, 0
+        if lq.dtype == np.uint8:
+            lq = lq.astype(np.float32) / 255.0
+        faces = soften.find_faces(self.detector, lq, self.options.min_face)
+        if steady is not None:
+            faces = [f for f, _ in steady.follow(faces)]
+        if not faces:
+            return picture, 0
+        aligned = [align_face(lq, f, soften.ALIGN_SIZE) for f in faces]
+        return soften.soften(picture, lq, aligned, lambda crop: self.faithful_picture(crop, code),
+                             self.options.scale), len(aligned)
+
+    @functools.cached_property
+    def _faithful(self) -> FastCondSR:
+        return FastCondSR(self.sr, self.device, dtype=self.faithful_dtype)  # as the stack's (``frame_restorer``)
+
+    def faithful_picture(self, lq: np.ndarray, code: np.ndarray) -> np.ndarray:
+        """The stack's faithful branch alone (CondSR with ``code``, in its precision) on an HxWx3 float picture,
+        at the engine's scale: float32 HxWx3 in [0, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(lq, np.float32)).permute(2, 0, 1)[None].to(self.device)
+        z = torch.from_numpy(np.asarray(code, np.float32)).reshape(1, -1).to(self.device)
+        with torch.inference_mode():
+            return restore_nhwc(self._faithful, x, z, self.options.scale)[0].float().cpu().numpy()
 
     def face_masks(self, crops: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         """Parsed paste-back masks of restored face crops; None (the ellipse) per face without a parser

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..jobs.runner import ItemResult, Summary, Work, atomic_output, run_job
 from ..jobs.store import DONE, PENDING, Item, ItemSpec, Job, JobStore
 from ..media.image import DEFAULT_MAX_PIXELS, read_image, write_image, written_bit_depth
@@ -48,7 +48,7 @@ from ..media.walk import (
     file_stamp,
     find_photos,
 )
-from . import face_cache
+from . import face_cache, soften
 from .adapt import Adapter, job_adapter
 from .defects import DefectRepair, keep_mask
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
@@ -74,10 +74,15 @@ class PhotoJobOptions:
     upscaler_sha256: str | None = None
     fidelity: float = DEFAULT_FIDELITY
     scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
+    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (towards CondSR) or as-is
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     defects: str = "off"                # ``pipeline.defects``: on (scratches, cracks, dust... found and filled) or off
-    adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned to each code) or off
-    adapt_data: str | None = None       # the HQ photos adaptation learns from; None: scikit-image's
+    adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned on each photo's faces) or off
+
+    def __post_init__(self) -> None:
+        if self.adapt == "on" and self.upscaler == CONDSR:
+            raise UsageError("--adapt fine-tunes the cleanup, which --upscaler condsr does not use: choose an "
+                             "upscaler, or leave --adapt out")
 
     def identity(self) -> dict:
         """The options that change the result, and so a job's identity (the device does not). The
@@ -94,15 +99,19 @@ class PhotoJobOptions:
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
             if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
+            if self.face_restorer != "gfpgan" and self.faces_without_restorer != soften.BEFORE:  # ``from_identity``
+                ident["faces_without_restorer"] = self.faces_without_restorer
         if self.defects != "off":
             ident["defects"] = self.defects
         if self.adapt != "off":
-            ident.update(adapt=self.adapt, adapt_data=self.adapt_data)
+            ident["adapt"] = self.adapt
         return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> "PhotoJobOptions":
-        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, **stored}, **runtime)  # none recorded: the old one
+        # none recorded: what jobs before the option did
+        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, **stored,
+                      "faces_without_restorer": soften.recorded(stored)}, **runtime)
 
 
 @dataclass
@@ -142,14 +151,20 @@ class PhotoJob:
             record["defect_mask"] = keep_mask(self.store.job_dir(self.job.id), item.key, mask)
         return fixed, record
 
-    def adapted(self, code: np.ndarray) -> tuple[torch.nn.Module | None, dict]:
-        """The cleanup fine-tuned to ``code`` (``--adapt on``; ``pipeline.adapt``), and what to record; else
-        (None, {}): the shipped cleanup."""
+    def adapted(self, item: Item, rgb: np.ndarray, code_source: str) -> tuple[torch.nn.Module | None, dict]:
+        """The cleanup fine-tuned on the photo's own faces with its own code (``--adapt on``; ``pipeline.adapt``)
+        and what to record; else (None, {}): the shipped cleanup. A photo restored with a folder's, the job's or
+        a blind code, or whose faces are too small, keeps the shipped cleanup (said in what is recorded)."""
         if self.options.adapt != "on":
             return None, {}
         if self._adapter is None:
             self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
-        return self._adapter.adapted(code, self.progress)
+        restored = self.kept_faces(item) if code_source == FACES and self.engine.restorer is not None else None
+        pairs = self.engine.face_pairs(rgb, restored) if restored is not None else []
+        if not pairs:
+            why = "no face of its own restored" if code_source != FACES or restored is None else "its faces too small"
+            return None, {"adapted": None, "adapt_skipped": why}
+        return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)
 
     # ------------------------------------------------------------------------------------ prepare
     def prepare(self, job: Job) -> None:
@@ -309,7 +324,7 @@ class PhotoJob:
         # ``run_tiled``); faces are pasted into the float picture, which is rounded once, after them
         pastes = self.engine.restorer is not None and bool(item.faces)
         eight_bit = written_bit_depth(out, photo) == 8 and not pastes
-        cleanup, adapted = self.adapted(code)
+        cleanup, adapted = self.adapted(item, rgb, source)
         restored, extra = self.restore_faces(rgb, self.engine.restore(rgb, code, as_uint8=eight_bit, cleanup=cleanup),
                                              item)
         with atomic_output(out) as tmp:
@@ -334,14 +349,18 @@ class PhotoJob:
 
     def restore_faces(self, rgb: np.ndarray, restored: np.ndarray, item: Item) -> tuple[np.ndarray, dict]:
         """``restored`` with the restorer's faces pasted in (when there is a restorer): those the
-        analysis kept, else restored now; and what to record."""
+        analysis kept, else restored now; without one, its faces pulled towards the faithful branch
+        (``faces_without_restorer``, ``pipeline.soften``); and what to record."""
         try:
             kept = self.kept_faces(item)
-            restored, pasted = self.engine.paste_faces(rgb, restored, kept)
+            code = self.code_for(item, rgb)[0] if self.engine.softens else None  # the code ``restored`` was made with
+            restored, pasted = self.engine.paste_faces(rgb, restored, kept, code=code)
         except Exception as exc:  # a face-restoration failure costs the photo its pasted faces, not its result
             return restored, {"paste_error": f"{type(exc).__name__}: {exc}"}
         if not pasted:
             return restored, {}
+        if self.engine.restorer is None:
+            return restored, {"faces_softened": pasted}
         return restored, {"faces_restored": pasted, "face_restorer": self.engine.restorer.name,
                           "faces_from": "analysis" if kept is not None else "render"}
 

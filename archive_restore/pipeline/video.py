@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..compute.cpu import release_freed_heap
@@ -69,7 +68,7 @@ from ..media.video import (
     to_uint8,
     with_ffmpeg_said,
 )
-from .adapt import Adapter, job_adapter
+from . import soften
 from .defects import keep_mask
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
@@ -120,9 +119,8 @@ class VideoJobOptions:
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
     temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
+    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (towards CondSR) or as-is
     defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt and line scratches removed) or off
-    adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned to each shot's code) or off
-    adapt_data: str | None = None       # the HQ photos adaptation learns from; None: scikit-image's
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -141,20 +139,21 @@ class VideoJobOptions:
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
             if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
+            if self.face_restorer != "gfpgan" and self.faces_without_restorer != soften.BEFORE:  # ``from_identity``
+                ident["faces_without_restorer"] = self.faces_without_restorer
         if self.deinterlace != "auto":  # auto decides from the input; jobs before the choice keep their identity
             ident["deinterlace"] = self.deinterlace
         if self.temporal != "off":  # jobs before temporal steadying rendered without it (``from_identity``)
             ident["temporal"] = self.temporal
         if self.defects != "off":
             ident["defects"] = self.defects
-        if self.adapt != "off":
-            ident.update(adapt=self.adapt, adapt_data=self.adapt_data)
         return ident
 
     @classmethod
     def from_identity(cls, stored: dict, **runtime) -> VideoJobOptions:
         # none recorded: what jobs before the option did
-        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, "temporal": "off", **stored}, **runtime)
+        return cls(**{"scale_method": DEFAULT_SCALE_METHOD, "temporal": "off", **stored,
+                      "faces_without_restorer": soften.recorded(stored)}, **runtime)
 
     @property
     def encode(self) -> EncodeSettings:
@@ -333,7 +332,6 @@ class VideoJob:
     bar_class: ClassVar[type] = tqdm  # the render bar's class (``bench eta`` records what it shows)
     _estimate: Estimate | None = None  # this run's, on the local executor: said once its first frames are done
     _rate_from: tuple[float, int, int] | None = None  # the first batch's end, frames left then, done since
-    _adapter: Adapter | None = None
 
     @property
     def source(self) -> Path:
@@ -460,7 +458,6 @@ class VideoJob:
                                                   fields=fields), x["start_pts"], x["end_pts"])
         else:
             decoded = backend.frames(self.source, self.info, x["start_pts"], x["end_pts"], fields=fields)
-        cleanup, adapted = self.adapted(code)  # before decoding starts: a stalled-decoder clock must not run meanwhile
         frames = _prefetch(decoded, QUEUE_FRAMES, str(self.source))  # uint8: a quarter of the bytes
         out = self.segment_path(item)
         scale = self.options.scale
@@ -473,10 +470,10 @@ class VideoJob:
                 with _Background(writer.write, ENCODE_QUEUE_FRAMES, "encode") as encode:
                     since = time.monotonic()
                     for batch in _batches(frames, self.options.batch):
-                        for frame, restored in zip(batch, self.restore(batch, code, cleanup)):
+                        for frame, restored in zip(batch, self.restore(batch, code)):
                             if still is not None:
                                 restored = still.push(frame.rgb, restored)
-                            picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady)
+                            picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady, code=code)
                             encode.put(to_uint8(picture), frame.pts)  # the queue holds 8-bit frames
                             pasted += faces
                         now = time.monotonic()
@@ -494,6 +491,8 @@ class VideoJob:
         release_freed_heap()  # this chunk's encoder and decoder buffers, before the next chunk's
         seconds = time.monotonic() - started
         faces = {"faces_pasted": pasted, "face_restorer": self.engine.restorer.name} if self.engine.restorer else {}
+        if self.engine.softens:  # faces pulled towards the faithful branch (``pipeline.soften``), counted per frame
+            faces["faces_softened"] = pasted
         if self.engine.threads is not None:  # the count at the chunk's end (``compute.threads``)
             faces["threads"] = self.engine.threads.threads
         if self.options.defects == "on":
@@ -501,24 +500,14 @@ class VideoJob:
             faces["dirt_mask"] = dirt.kept_mask(self.store.job_dir(self.job.id), item.key)
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
-                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces, **adapted})
+                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
 
-    def adapted(self, code: np.ndarray) -> tuple[torch.nn.Module | None, dict]:
-        """The cleanup fine-tuned to the shot's ``code`` (``--adapt on``; ``pipeline.adapt``), and what to record;
-        else (None, {})."""
-        if self.options.adapt != "on":
-            return None, {}
-        if self._adapter is None:
-            self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
-        return self._adapter.adapted(code, self.progress)
-
-    def restore(self, batch: list[VideoFrame], code: np.ndarray,
-                cleanup: torch.nn.Module | None = None) -> list[np.ndarray]:
+    def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
         """A batch of frames through the engine's restoration (the stack, or CondSR alone): one pass for
         the batch when the frames fit the device's memory (or the fixed tile), else tiled; smaller
         batches, then tiles, after an out-of-memory error. Rounded to uint8 on the device unless faces
         are to be pasted into them."""
-        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch, cleanup=cleanup,
+        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch,
                                           as_uint8=self.engine.restorer is None)  # float only to paste faces into
 
     def _tell_estimate(self, frames: int) -> None:

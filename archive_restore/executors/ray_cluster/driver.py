@@ -83,7 +83,11 @@ class RayExecutor:
         where = "a local Ray instance" if address == "local" else f"the Ray cluster at {address}"
         try:
             ray.init(address=address, **options)
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, OSError...
+            if address == "local":
+                raise ClusterError(f"cannot start a local Ray instance: {one_line(str(exc), 300)} (RAY_TMPDIR, else "
+                                   "/tmp, must be a writable folder with free space; or give --ray-address of a "
+                                   "running cluster)") from None
             raise ClusterError(f"cannot connect to {where}: {one_line(str(exc), 300)} (a cluster with token "
                                "authentication also needs RAY_AUTH_MODE=token here)") from None
         executor = cls(ray, settings, where)

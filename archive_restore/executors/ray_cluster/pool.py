@@ -84,7 +84,9 @@ class WorkerPool:
             self._failed_starts += 1
             self._drop(worker)
             if self._failed_starts >= FAILED_STARTS:
-                raise ClusterError(f"{FAILED_STARTS} workers in a row died as they started: {_first_line(exc)}") from None
+                raise ClusterError(f"{FAILED_STARTS} workers in a row died as they started ({_first_line(exc)}): "
+                                   "see the nodes' memory and logs (`ray status`, `ray logs`), then run the same "
+                                   "command again") from None
             self._start()
             return
         worker.starting, worker.node, self._failed_starts = None, node, 0

@@ -137,7 +137,8 @@ class ClusterWork:
         """The worker spec (photos: the folder and job codes; video: the items) in Ray's object store."""
         p = self.pipeline
         if self.kind == PHOTOS:
-            spec = WorkerSpec(PHOTOS, job, p.options, self.store.jobs_dir, codes=p.shared_codes(), version=self._version)
+            spec = WorkerSpec(PHOTOS, job, p.options, self.store.jobs_dir, codes=p.shared_codes(),
+                              version=self._version)
         else:
             spec = WorkerSpec(VIDEO, job, p.options, self.store.jobs_dir, items=tuple(self.store.items(job.id)),
                               version=self._version)

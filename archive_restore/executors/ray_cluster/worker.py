@@ -3,10 +3,11 @@
 A worker rebuilds the job's pipeline (``PhotoJob`` or ``VideoJob``, the same code the local executor
 runs) from a picklable ``WorkerSpec`` and runs one item at a time: ``process(item)``; a photo's
 analysis ``analyse_one(item)``; a video's analysis item ``analyse_shots()``. Its networks are loaded
-once (an engine per set of options, kept across items and jobs). It never opens the job database: the store it sees (``WorkerStore``) holds
-the job folders on shared storage and a snapshot of the items the driver sent, and records the few
-item writes a pipeline makes while processing (``set_source``, ``update_item``) for the driver to
-replay. Outputs are written as locally: to a temporary name, renamed into place.
+once (an engine per set of options, kept across items and jobs). It never opens the job database: the
+store it sees (``WorkerStore``) holds the job folders on shared storage and a snapshot of the items the
+driver sent, and records the few item writes a pipeline makes while processing (``set_source``,
+``update_item``) for the driver to replay. Outputs are written as locally: to a temporary name, renamed
+into place.
 """
 from __future__ import annotations
 

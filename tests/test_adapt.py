@@ -175,3 +175,38 @@ def test_adapt_with_condsr_alone_is_refused_before_any_work(tmp_path, tiny_model
                   tmp_path / "jobs", tiny_models)
     assert result.exit_code == 2 and "--adapt fine-tunes the cleanup, which --upscaler condsr does not use" in result.output
     assert not (tmp_path / "jobs").exists() or not list((tmp_path / "jobs").glob("*/adapted"))
+
+
+def test_a_video_shot_with_faces_restores_with_its_adapted_cleanup(tmp_path, tiny_models, upscaler, random_restorer,
+                                                                   face_rgb, monkeypatch):
+    """`video --adapt on`: the analysis keeps the shot's faces (LQ, restored) in the job's folder, its chunks restore
+    with the cleanup fine-tuned on them, once per shot; the output differs from the shipped cleanup's."""
+    import av
+
+    from archive_restore.bench.steady import still_face_clip
+
+    monkeypatch.setattr(adapt, "Adaptation", lambda: SMALL)
+    face = face_rgb[: face_rgb.shape[0] // 2 * 2].astype(np.float32) / 255
+    clip = tmp_path / "face.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "4", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = face.shape[1], face.shape[0], "yuv444p"
+        for frame in still_face_clip(face, 6, 0.02, seed=2):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.round(frame * 255).astype(np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    trained: list[int] = []
+    real_fine_tune = adapt.fine_tune
+    monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1) or real_fine_tune(*a, **k))
+    jobs, outputs = tmp_path / "jobs", {}
+    for name, extra in (("plain", []), ("adapted", ["--adapt", "on"])):
+        outputs[name] = tmp_path / f"{name}.mp4"
+        result = _run(["video", clip, "-o", outputs[name], "--scale", "2", "--preset", "ultrafast", "--face-detector",
+                       "haar", "--upscaler", upscaler, "--chunk-frames", "3", *extra], jobs, tiny_models, random_restorer)
+        assert result.exit_code == 0, result.output
+    with JobStore.open(jobs) as store:
+        (job,) = [j for j in store.jobs() if j.options.get("adapt") == "on"]
+        chunks = [i for i in store.items(job.id) if i.key.startswith("shot")]
+    assert len(chunks) == 2 and all(c.extra["adapted"] for c in chunks)
+    assert len({c.extra["adapted"] for c in chunks}) == 1 and len(trained) == 1  # one shot: adapted once
+    assert (jobs / job.id / chunks[0].extra["adapt_pairs"]).is_file()
+    assert outputs["adapted"].read_bytes() != outputs["plain"].read_bytes()

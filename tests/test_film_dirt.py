@@ -174,9 +174,9 @@ def test_a_video_job_removes_one_frame_dirt_across_its_chunks(tmp_path, tiny_mod
     given: dict[int, np.ndarray] = {}
     restore = video.VideoJob.restore
 
-    def recording(self, batch, code):
+    def recording(self, batch, code, cleanup=None):
         given.update((f.pts * 25 * f.time_base, f.rgb.copy()) for f in batch)
-        return restore(self, batch, code)
+        return restore(self, batch, code, cleanup)
 
     monkeypatch.setattr(video.VideoJob, "restore", recording)
     jobs = tmp_path / "jobs"

@@ -135,9 +135,9 @@ def _restored_inputs(monkeypatch) -> dict[int, np.ndarray]:
     given: dict[int, np.ndarray] = {}
     restore = video.VideoJob.restore
 
-    def recording(self, batch, code):
+    def recording(self, batch, code, cleanup=None):
         given.update((f.pts, f.rgb.copy()) for f in batch)
-        return restore(self, batch, code)
+        return restore(self, batch, code, cleanup)
 
     monkeypatch.setattr(video.VideoJob, "restore", recording)
     return given

@@ -120,9 +120,9 @@ def _rendered_frames(monkeypatch) -> tuple[dict[int, np.ndarray], dict[int, np.n
     encoded: dict[int, np.ndarray] = {}
     restore, write = video.VideoJob.restore, video.SegmentWriter.write
 
-    def recording_restore(self, batch, code):
+    def recording_restore(self, batch, code, cleanup=None):
         given.update((f.pts, f.rgb.copy()) for f in batch)
-        return restore(self, batch, code)
+        return restore(self, batch, code, cleanup)
 
     def recording_write(self, rgb, pts):
         encoded[pts] = rgb.copy()

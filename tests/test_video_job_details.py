@@ -59,7 +59,7 @@ class StandInEngine:
     def image_blind_code(self, rgb: np.ndarray) -> np.ndarray:
         return np.full(4, float(self.index_of(rgb)), np.float32)
 
-    def encode_faces(self, payloads: list) -> tuple[np.ndarray, str]:
+    def encode_faces(self, payloads: list, restored=None) -> tuple[np.ndarray, str]:
         self.encoded.append(list(payloads))
         return np.stack([np.full(4, 100.0 * frame + x0, np.float32) for frame, x0, _ in payloads]), "paired"
 
@@ -170,9 +170,9 @@ def test_each_item_records_what_it_did_and_the_bars_and_status_say_it(tmp_path, 
     dtypes: set[np.dtype] = set()
     restore = video.VideoJob.restore
 
-    def recording_restore(self, batch, code):
+    def recording_restore(self, batch, code, cleanup=None):
         batches.append(len(batch))
-        restored = restore(self, batch, code)
+        restored = restore(self, batch, code, cleanup)
         dtypes.update(r.dtype for r in restored)
         return restored
 
@@ -188,9 +188,9 @@ def test_each_item_records_what_it_did_and_the_bars_and_status_say_it(tmp_path, 
     network_batches = []  # the batch size the network is asked to run
     restore_frames = Engine.restore_frames
 
-    def recording_restore_frames(self, frames, code, batch=1, as_uint8=False):
+    def recording_restore_frames(self, frames, code, batch=1, as_uint8=False, cleanup=None):
         network_batches.append(batch)
-        return restore_frames(self, frames, code, batch, as_uint8=as_uint8)
+        return restore_frames(self, frames, code, batch, as_uint8=as_uint8, cleanup=cleanup)
 
     monkeypatch.setattr(Engine, "restore_frames", recording_restore_frames)
     jobs = tmp_path / "jobs"

@@ -285,6 +285,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
 @upscaler_options
 @scale_method_option
+@adapt_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -296,7 +297,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @watched
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
           deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity,
-          precision, scale_method, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+          precision, scale_method, adapt, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -313,7 +314,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     check_encoder(codec)
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
-                              deinterlace=deinterlace, temporal=temporal, defects=defects,
+                              deinterlace=deinterlace, temporal=temporal, defects=defects, adapt=adapt,
                               tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,

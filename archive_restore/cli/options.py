@@ -144,7 +144,7 @@ def scale_method_setting(choice: str | None, scale: str) -> dict:
 
 adapt_option = click.option(
     "--adapt", type=click.Choice(["off", "on"]), default="off", show_default=True,
-    help="on: a photo restored with its own faces' code gets a cleanup fine-tuned for it: 30 steps on its faces "
-         "(each LQ face and the face restorer's, at their size in the photo), kept in the job's folder and reused "
-         "(about a second a photo on a CPU); needs a face restorer. Other photos keep the shipped cleanup. Off by "
-         "default until its figures hold on real photos (models/MODELS.md).")
+    help="on: a photo (a video shot) restored with its own faces' code gets a cleanup fine-tuned for it: 30 steps on "
+         "its faces (each LQ face and the face restorer's, at their size in the picture), kept in the job's folder "
+         "and reused (about a second a code on a CPU); needs a face restorer. Other photos and shots keep the shipped "
+         "cleanup. Off by default until its figures hold on real photos (models/MODELS.md).")

@@ -70,6 +70,22 @@ def face_pair(lq_crop: np.ndarray, restored_crop: np.ndarray, source_pixels: flo
     return np.clip(shrink(lq_crop), 0, 1), np.clip(shrink(restored_crop), 0, 1)
 
 
+def keep_pairs(path: Path, pairs: Sequence[FacePair]) -> None:
+    """Write ``pairs`` to ``path`` (an ``.npz``, atomically): a video shot's faces, for its chunks' renders."""
+    from ..jobs.runner import atomic_output
+
+    arrays = {f"{kind}{i}": array for i, pair in enumerate(pairs) for kind, array in zip(("lq", "clean"), pair)}
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def kept_pairs(path: Path) -> list[FacePair]:
+    """The pairs ``keep_pairs`` wrote."""
+    with np.load(path) as data:
+        return [(data[f"lq{i}"], data[f"clean{i}"]) for i in range(len(data.files) // 2)]
+
+
 def pairs_digest(pairs: Sequence[FacePair]) -> str:
     digest = hashlib.sha256()
     for lq, clean in pairs:

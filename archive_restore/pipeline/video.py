@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..compute.cpu import release_freed_heap
@@ -69,6 +70,7 @@ from ..media.video import (
     with_ffmpeg_said,
 )
 from . import soften
+from .adapt import KEPT, Adapter, face_pair, job_adapter, keep_pairs, kept_pairs
 from .defects import keep_mask
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
@@ -121,6 +123,12 @@ class VideoJobOptions:
     temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
     faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (towards CondSR) or as-is
     defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt and line scratches removed) or off
+    adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned on each shot's faces) or off
+
+    def __post_init__(self) -> None:
+        if self.adapt == "on" and self.upscaler == CONDSR:
+            raise UsageError("--adapt fine-tunes the cleanup, which --upscaler condsr does not use: choose an "
+                             "upscaler, or leave --adapt out")
 
     def identity(self) -> dict:
         """The options that change the result, and so the job's identity (not device, batch). The
@@ -147,6 +155,8 @@ class VideoJobOptions:
             ident["temporal"] = self.temporal
         if self.defects != "off":
             ident["defects"] = self.defects
+        if self.adapt != "off":
+            ident["adapt"] = self.adapt
         return ident
 
     @classmethod
@@ -176,6 +186,7 @@ class Shot:
     source: str | None = None
     confidence: float = 0.0
     detail: str = ""
+    pairs: list = field(default_factory=list)  # ``--adapt on``: its faces (LQ, restored) at their own size
 
 
 class Analysis:
@@ -247,7 +258,13 @@ class Analysis:
         self.tracks += len(tracks)
         crops = [c for t in tracks for c in t.crops()]
         if crops:
-            codes, kind = self.engine.encode_faces([c.payload for c in crops])
+            aligned = [c.payload for c in crops]
+            restored = (self.engine.restored_faces([a.crop for a in aligned])
+                        if self.options.adapt == "on" and self.engine.restorer is not None else None)
+            codes, kind = self.engine.encode_faces(aligned, restored=restored)
+            if restored is not None:  # the shot's own faces, for the cleanup adapted to its code
+                pairs = [face_pair(a.crop, r, a.source_pixels) for a, r in zip(aligned, restored)]
+                shot.pairs = [p for p in pairs if p is not None]
             weights = np.array([max(c.quality, 1e-3) for c in crops], np.float32)
             shot.code, shot.source = combine(codes, weights), FACES
             shot.confidence = round(float(np.mean([c.quality for c in crops])), 4)
@@ -332,6 +349,7 @@ class VideoJob:
     bar_class: ClassVar[type] = tqdm  # the render bar's class (``bench eta`` records what it shows)
     _estimate: Estimate | None = None  # this run's, on the local executor: said once its first frames are done
     _rate_from: tuple[float, int, int] | None = None  # the first batch's end, frames left then, done since
+    _adapter: Adapter | None = None
 
     @property
     def source(self) -> Path:
@@ -425,6 +443,8 @@ class VideoJob:
                 extra = {**chunk, "shot": shot.index, "part": part, "shot_frames": shot.frames,
                          "tracks": shot.tracks, "code_source": shot.source,
                          "confidence": shot.confidence, "code_detail": shot.detail}
+                if shot.pairs:
+                    extra["adapt_pairs"] = self.keep_pairs(shot)
                 specs.append(ItemSpec(key, extra=extra))
                 results.append((key, shot))
         specs.append(ItemSpec(FINISH))
@@ -433,6 +453,27 @@ class VideoJob:
         for key, shot in results:
             self.store.update_item(by_key[key].id, code=shot.code.tolist(), faces=shot.tracks,
                                    code_source=shot.source)
+
+    def keep_pairs(self, shot: Shot) -> str:
+        """The shot's face pairs (``--adapt on``) kept in the job's folder; their file's name there."""
+        name = f"{KEPT}/shot{shot.index:04d}.pairs.npz"
+        path = self.store.job_dir(self.job.id) / name
+        if not path.is_file():
+            keep_pairs(path, shot.pairs)
+        return name
+
+    def adapted(self, item: Item) -> tuple[torch.nn.Module | None, dict]:
+        """The cleanup fine-tuned on the chunk's shot's own faces with its code (``--adapt on``; ``pipeline.adapt``),
+        and what to record; else (None, {}). A shot restored with another shot's, the video's or a blind code keeps
+        the shipped cleanup (said in what is recorded)."""
+        if self.options.adapt != "on":
+            return None, {}
+        if "adapt_pairs" not in item.extra:
+            return None, {"adapted": None, "adapt_skipped": "no face of its own restored in the shot"}
+        if self._adapter is None:
+            self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
+        pairs = kept_pairs(self.store.job_dir(self.job.id) / item.extra["adapt_pairs"])
+        return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)
 
     # --------------------------------------------------------------------------------- render
     def segment_path(self, item: Item) -> Path:
@@ -458,6 +499,7 @@ class VideoJob:
                                                   fields=fields), x["start_pts"], x["end_pts"])
         else:
             decoded = backend.frames(self.source, self.info, x["start_pts"], x["end_pts"], fields=fields)
+        cleanup, adapted = self.adapted(item)  # before decoding starts: the stalled-decoder clock must not run meanwhile
         frames = _prefetch(decoded, QUEUE_FRAMES, str(self.source))  # uint8: a quarter of the bytes
         out = self.segment_path(item)
         scale = self.options.scale
@@ -470,7 +512,7 @@ class VideoJob:
                 with _Background(writer.write, ENCODE_QUEUE_FRAMES, "encode") as encode:
                     since = time.monotonic()
                     for batch in _batches(frames, self.options.batch):
-                        for frame, restored in zip(batch, self.restore(batch, code)):
+                        for frame, restored in zip(batch, self.restore(batch, code, cleanup)):
                             if still is not None:
                                 restored = still.push(frame.rgb, restored)
                             picture, faces = self.engine.paste_faces(frame.rgb, restored, steady=steady, code=code)
@@ -500,14 +542,15 @@ class VideoJob:
             faces["dirt_mask"] = dirt.kept_mask(self.store.job_dir(self.job.id), item.key)
         return ItemResult(output=str(out), code=item.code, code_source=item.code_source, faces=item.faces,
                           extra={"segment_origin": x["start_pts"], "render_seconds": round(seconds, 3),
-                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces})
+                                 "render_fps": round(x["frames"] / max(seconds, 1e-6), 2), **faces, **adapted})
 
-    def restore(self, batch: list[VideoFrame], code: np.ndarray) -> list[np.ndarray]:
+    def restore(self, batch: list[VideoFrame], code: np.ndarray,
+                cleanup: torch.nn.Module | None = None) -> list[np.ndarray]:
         """A batch of frames through the engine's restoration (the stack, or CondSR alone): one pass for
         the batch when the frames fit the device's memory (or the fixed tile), else tiled; smaller
         batches, then tiles, after an out-of-memory error. Rounded to uint8 on the device unless faces
-        are to be pasted into them."""
-        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch,
+        are to be pasted into them. ``cleanup``: the one adapted to the shot (``adapted``), else the shipped one."""
+        return self.engine.restore_frames([f.rgb for f in batch], code, self.options.batch, cleanup=cleanup,
                                           as_uint8=self.engine.restorer is None)  # float only to paste faces into
 
     def _tell_estimate(self, frames: int) -> None:

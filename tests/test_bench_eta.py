@@ -42,9 +42,9 @@ def test_the_render_bar_exists_before_the_first_frame_is_rendered(tmp_path, tiny
     made, restored = [], []
     restore = video.VideoJob.restore
 
-    def counted(self, batch, code):
+    def counted(self, batch, code, cleanup=None):
         restored.append(len(batch))
-        return restore(self, batch, code)
+        return restore(self, batch, code, cleanup)
 
     class Bar(RecordingBar):
         def __init__(self, *args, **kwargs):

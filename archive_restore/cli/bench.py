@@ -283,7 +283,7 @@ def bench_memory(durations, width, height, scale, upscaler, photo_size, models_d
 
 
 @bench.command("scale")
-@click.option("--photos", type=click.Path(exists=True, path_type=Path),
+@click.option("--photos", type=click.Path(path_type=Path),
               **shared_default("real", "photos", "redegnet_lqs"),
               help="A folder of photos (recursive); the same ones for every executor.")
 @click.option("--max-photos", type=click.IntRange(min=1), default=8, show_default=True, help="Use only the first N.")
@@ -317,6 +317,8 @@ def bench_scale(photos, max_photos, worker_counts, ray_address, cpus_per_worker,
         click.echo(format_store(result))
         write_json(json_path, result)
         return
+    if not photos.exists():
+        raise click.BadParameter(f"{photos} does not exist", param_hint="--photos")
 
     options = PhotoJobOptions(scale=int(scale), device=device, models_dirs=tuple(models_dirs),
                               **upscaler_settings(upscaler, None, models_dirs))

@@ -11,8 +11,9 @@ cost a detection only; CondSR-alone jobs (``--upscaler condsr``) are their own f
 
 ``STRENGTH``, from ``python -m archive_restore.demo`` (Real-ESRGAN x4plus, fidelity 0.1, the astronaut, the one
 demo photo with a face; PSNR-Y in her face box grown 10 %): as-is 21.40 dB, strength 0.25 22.10, 0.5 22.61,
-0.75 22.83, 1 22.72 (bicubic 23.24, CondSR alone 22.92: the faithful branch itself is below bicubic there). 1,
-not 0.75: at 0.75 the upscaler's slit mouth and cyan eyes still show; at 1 the face is soft but not distorted.
+0.75 22.83, 1 22.72 (bicubic 23.24, CondSR alone 22.92: the faithful branch itself is below bicubic there).
+0.75: at 1 the face is a featureless blur; at 0.75 her eyes and smile show faintly, without the upscaler's
+invented ones. (Bicubic of the scan as the target instead: 22.94 at 0.75, its noise blotching the face.)
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..weights.folders import models_dirs as search_dirs
 CHOICES = ("faithful", "as-is")
 DEFAULT = "faithful"  # new jobs
 BEFORE = "as-is"      # jobs recorded before the option existed rendered this (``from_identity``)
-STRENGTH = 1.0        # of the faithful picture inside the face oval (0: as-is)
+STRENGTH = 0.75       # of the faithful picture inside the face oval (0: as-is)
 CONTEXT = 16          # LQ pixels around a face that CondSR sees (its receptive field; the stack's tile overlap)
 DETECT_SIDE = 1280    # the LQ is enlarged (x2 at most) for finding faces up to this long side (Haar's own limit)
 ALIGN_SIZE = MASK_SIZE  # faces are aligned at the mask's size: only their geometry is used, not the crop

@@ -323,3 +323,30 @@ def test_a_report_never_writes_over_or_prunes_files_it_did_not_make(photo_job, t
     refused = _cli(["report", job_id, "--jobs-dir", jobs, "-o", site, "--quiet"], expect=2)
     assert "is not an archive-restore report" in refused.output
     assert (site / "index.html").read_text() == "<html>my own page</html>"
+
+
+def test_a_video_preview_restores_its_frames_as_the_job_does(tmp_path, tiny_models, monkeypatch):
+    """The preview's frames go through what the job's render does: the shot's code reaches the face softening
+    (``pipeline.soften``, without a face restorer) and the adapted cleanup is asked for (``--adapt``)."""
+    from archive_restore.pipeline.engine import Engine
+    from archive_restore.pipeline.video import VideoJob
+
+    codes, adapted = [], []
+    paste, adapt_for = Engine.paste_faces, VideoJob.adapted
+
+    def recording_paste(self, lq, picture, restored=None, steady=None, code=None):
+        codes.append(code)
+        return paste(self, lq, picture, restored, steady=steady, code=code)
+
+    def recording_adapted(self, item):
+        adapted.append(item.key)
+        return adapt_for(self, item)
+
+    monkeypatch.setattr(Engine, "paste_faces", recording_paste)
+    monkeypatch.setattr(VideoJob, "adapted", recording_adapted)
+    clip, jobs = _clip(tmp_path), tmp_path / "jobs"
+    result = _cli(["video", clip, "--scale", "2", "--preset", "ultrafast", *HAAR, "--models-dir", tiny_models,
+                   "--jobs-dir", jobs, "--preview", "4"])
+    assert "preview: 4 frames of film.mp4" in result.stdout
+    assert len(codes) == 4 and all(c is not None for c in codes)
+    assert adapted and all(key.startswith("shot") for key in adapted)

@@ -213,11 +213,12 @@ class PreviewVideoJob(VideoJob):
         picked = [f for i, f in zip(range(max(offsets) + 1), frames) if i in offsets]
         if len(picked) != len(offsets):
             raise InputError(f"{self.source}: {item.key} decoded fewer frames than the analysis counted")
-        restored = self.engine.restore_frames([f.rgb for f in picked], np.asarray(item.code, np.float32),
-                                              self.options.batch)
+        code = np.asarray(item.code, np.float32)
+        cleanup, _ = self.adapted(item)  # as the job renders the chunk: its adapted cleanup, its faces softened
+        restored = self.engine.restore_frames([f.rgb for f in picked], code, self.options.batch, cleanup=cleanup)
         written = []
         for offset, frame, picture in zip(offsets, picked, restored):
-            picture, pasted = self.engine.paste_faces(frame.rgb, picture)
+            picture, pasted = self.engine.paste_faces(frame.rgb, picture, code=code)
             path = self.store.job_dir(self.job.id) / "preview" / f"{item.key}-{offset:04d}.png"
             with atomic_output(path) as tmp:
                 Image.fromarray(rgb8(picture)).save(tmp)

@@ -22,7 +22,8 @@ import copy
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,7 +96,26 @@ def pairs_digest(pairs: Sequence[FacePair]) -> str:
 
 def fine_tune(cleanup: nn.Module, code: np.ndarray, pairs: Sequence[FacePair], settings: Adaptation,
               tick: Callable[[], None] = lambda: None) -> nn.Module:
-    """A copy of ``cleanup`` fine-tuned on crops of ``pairs`` with ``code`` (the module's docstring)."""
+    """A copy of ``cleanup`` fine-tuned on crops of ``pairs`` with ``code`` (the module's docstring). On the CPU it
+    runs on one thread: sums split over threads add up in another order (weights 3e-8 apart between one and two
+    threads, measured), and a Ray worker (one thread) must make the weights the local executor makes."""
+    with _one_thread(next(cleanup.parameters()).device):
+        return _fine_tune(cleanup, code, pairs, settings, tick)
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fine_tune(cleanup: nn.Module, code: np.ndarray, pairs: Sequence[FacePair], settings: Adaptation,
+               tick: Callable[[], None]) -> nn.Module:
     device = next(cleanup.parameters()).device
     model = copy.deepcopy(cleanup).float().train()
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)

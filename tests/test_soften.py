@@ -120,3 +120,24 @@ def test_a_photo_job_records_the_faces_it_softened(tmp_path, tiny_models, upscal
         (item,) = store.items(job.id)
     assert job.options["faces_without_restorer"] == "faithful"
     assert item.extra["faces_softened"] == 1 and "paste_error" not in item.extra
+
+
+def test_faces_without_restorer_as_is_from_the_command_line_leaves_faces_as_the_upscaler_made_them(
+        tmp_path, tiny_models, upscaler, face_rgb):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    cv2.imwrite(str(scans / "face.png"), cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR))
+    jobs, outputs = tmp_path / "jobs", {}
+    for choice in ("faithful", "as-is"):
+        outputs[choice] = tmp_path / choice
+        result = CliRunner().invoke(cli, ["run", str(scans), "-o", str(outputs[choice]), "--face-detector", "haar",
+                                          "--face-restorer", "none", "--upscaler", str(upscaler),
+                                          "--faces-without-restorer", choice, "--jobs-dir", str(jobs),
+                                          "--models-dir", str(tiny_models)])
+        assert result.exit_code == 0, result.output
+    with JobStore.open(jobs) as store:
+        items = {j.output: store.items(j.id)[0] for j in store.jobs()}
+        assert len(items) == 2  # two jobs: the choice is in the identity
+    assert items[str(outputs["as-is"])].extra.get("faces_softened", 0) == 0
+    assert items[str(outputs["faithful"])].extra["faces_softened"] == 1
+    assert (outputs["as-is"] / "face.png").read_bytes() != (outputs["faithful"] / "face.png").read_bytes()

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import ArchiveRestoreError
-from . import bench, jobs, models, supervise, train
+from . import bench, jobs, models, show, supervise, train
 
 
 class _Group(click.Group):
@@ -29,7 +29,7 @@ def cli() -> None:
     """Restore old photo collections and old videos with degradation codes learned from real faces."""
 
 
-for command in (jobs.run, jobs.video, jobs.resume, jobs.jobs, jobs.status, jobs.report, train.train, bench.bench,
+for command in (jobs.run, jobs.video, jobs.resume, show.jobs, show.status, show.report, train.train, bench.bench,
                 models.models):
     cli.add_command(command)
 

@@ -1,8 +1,7 @@
 """The job commands: ``run`` (photos) and ``video`` start or resume a job, ``resume`` carries on with one by
-its id, ``jobs``, ``status`` and ``report`` show them."""
+its id (``jobs``, ``status`` and ``report`` show them: ``cli.show``)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ from .options import (
     adapt_option,
     deinterlace_option,
     executor_options,
+    faces_without_restorer_option,
     jobs_dir_option,
     models_dir_option,
     on_cpu,
@@ -82,6 +82,7 @@ def _finish(store, job, summary) -> None:
 @scale_method_option
 @photo_defects_option
 @adapt_option
+@faces_without_restorer_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -92,8 +93,8 @@ def _finish(store, job, summary) -> None:
 @jobs_dir_option
 @watched
 def run(input_dir, output, scale, device, face_detector, tile, face_restorer, face_fidelity, upscaler, fidelity,
-        precision, scale_method, defects, adapt, restart, retry_failed, preview, executor, models_dirs,
-        jobs_dir) -> None:
+        precision, scale_method, defects, adapt, faces_without_restorer, restart, retry_failed, preview, executor,
+        models_dirs, jobs_dir) -> None:
     """Restore a photo collection (recursively). Running it again resumes where it stopped."""
     from ..executors import open_executor
     from ..jobs.store import JobStore
@@ -105,6 +106,7 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
     options = PhotoJobOptions(scale=int(scale), face_detector=face_detector, tile=tile, device=device,
                               models_dirs=tuple(models_dirs), face_restorer=face_restorer,
                               face_fidelity=face_fidelity, precision=precision, defects=defects, adapt=adapt,
+                              faces_without_restorer=faces_without_restorer,
                               **scale_method_setting(scale_method, scale),
                               **upscaler_settings(upscaler or "auto", fidelity, models_dirs))
     if preview:
@@ -119,78 +121,6 @@ def run(input_dir, output, scale, device, face_detector, tile, face_restorer, fa
             summary = _run_recorded(store, photo_job, restart=restart, retry_failed=retry_failed,
                                     work=chosen.work_for(photo_job))
         _finish(store, photo_job.job, summary)
-
-
-@click.command()
-@click.option("--repair", is_flag=True,
-              help="The job database is damaged: move it aside and build a new one from every row it still "
-                   "holds (finished items are kept).")
-@jobs_dir_option
-def jobs(repair, jobs_dir) -> None:
-    """List the jobs in the job database, newest first."""
-    from ..jobs.store import JobStore
-
-    if repair:
-        from ..jobs.repair import repair_database
-
-        click.echo("\n".join(repair_database(jobs_dir).lines()))
-    with JobStore.open(jobs_dir) as store:
-        rows = sorted(store.jobs(), key=lambda j: j.created, reverse=True)
-        if not rows:
-            click.echo(f"no jobs in {store.path}")
-            return
-        for job in rows:
-            counts = store.summary(job.id)
-            done = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-            click.echo(f"{job.id}  {job.kind:<6} {job.status:<8} {done or 'no items'}  {job.input} -> {job.output}")
-
-
-@click.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="The job and every item as JSON, for scripts.")
-@click.option("--all", "every", is_flag=True, help="List every photo; without it a job of more than 200 lists "
-              "200 of them, those not done first.")
-@jobs_dir_option
-def status(job_id, as_json, every, jobs_dir) -> None:
-    """A job's state, its item counts and its items (status, error, code source, faces, output)."""
-    from dataclasses import asdict
-
-    from ..jobs.store import JobStore
-    from ..pipeline.status import photo_lines, video_lines
-
-    with JobStore.open(jobs_dir) as store:
-        job = store.job(job_id)
-        if as_json:
-            data = {"job": asdict(job), "summary": store.summary(job.id), "locked_by": store.locked_by(job.id),
-                    "items": [asdict(i) for i in store.items(job.id)]}
-            click.echo(json.dumps(data, indent=2, default=str))
-            return
-        click.echo(f"job {job.id} ({job.kind}, {job.status}): {job.input} -> {job.output}")
-        click.echo(f"options: {json.dumps(job.options, sort_keys=True)}")
-        holder = store.locked_by(job.id)
-        if holder:
-            click.echo(f"being worked on by process {holder}")
-        if job.kind == "video":
-            click.echo("\n".join(video_lines(store.items(job.id))))
-            return
-        click.echo("\n".join(photo_lines(store, job, every)))
-
-
-@click.command()
-@click.argument("job_id")
-@click.option("-o", "--output", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the report [default: the job's folder report/].")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@jobs_dir_option
-def report(job_id, folder, quiet, jobs_dir) -> None:
-    """A job as a web page, FOLDER/index.html (works offline, from file://): before/after sliders, detail
-    crops, face boxes and why anything failed; per video its shots, face tracks and chunk timings."""
-    from ..jobs.store import JobStore
-    from ..report import write_report
-
-    with JobStore.open(jobs_dir) as store:
-        index = write_report(store, store.job(job_id), folder, progress=not quiet)
-    click.echo(f"report: {index.as_uri()}")
 
 
 @click.command()
@@ -286,6 +216,7 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @upscaler_options
 @scale_method_option
 @adapt_option
+@faces_without_restorer_option
 @click.option("--restart", is_flag=True, help="Forget this job's progress and start again.")
 @click.option("--retry-failed", is_flag=True, help="Try the items that failed last time again.")
 @click.option("--preview", type=click.IntRange(min=1), default=None, metavar="N",
@@ -297,7 +228,8 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @watched
 def video(inputs, output, scale, codec, crf, preset, device, batch, backend, face_detector, detect_every,
           deinterlace, temporal, defects, chunk_frames, tile, face_restorer, face_fidelity, upscaler, fidelity,
-          precision, scale_method, adapt, restart, retry_failed, preview, executor, models_dirs, jobs_dir) -> None:
+          precision, scale_method, adapt, faces_without_restorer, restart, retry_failed, preview, executor, models_dirs,
+          jobs_dir) -> None:
     """Restore videos (files, or folders of them): one job each, shot by shot, keeping timing and audio.
     Running it again resumes where it stopped."""
     from ..errors import UsageError
@@ -315,6 +247,7 @@ def video(inputs, output, scale, codec, crf, preset, device, batch, backend, fac
     options = VideoJobOptions(scale=int(scale), codec=codec, crf=crf, preset=preset, backend=backend,
                               face_detector=face_detector, detect_every=detect_every, chunk_frames=chunk_frames,
                               deinterlace=deinterlace, temporal=temporal, defects=defects, adapt=adapt,
+                              faces_without_restorer=faces_without_restorer,
                               tile=tile, device=device, batch=batch,
                               models_dirs=tuple(models_dirs),
                               face_restorer=face_restorer, face_fidelity=face_fidelity, precision=precision,

@@ -148,3 +148,8 @@ adapt_option = click.option(
          "its faces (each LQ face and the face restorer's, at their size in the picture), kept in the job's folder "
          "and reused (about a second a code on a CPU); needs a face restorer. Other photos and shots keep the shipped "
          "cleanup. Off by default until its figures hold on real photos (models/MODELS.md).")
+faces_without_restorer_option = click.option(
+    "--faces-without-restorer", type=click.Choice(["faithful", "as-is"]), default="faithful", show_default=True,
+    help="When no face restorer file is present: faithful pulls each face towards CondSR's picture of it (soft "
+         "rather than the upscaler's invented texture, which distorts small faces); as-is leaves faces as the "
+         "upscaler made them.")

@@ -230,3 +230,35 @@ def test_the_adapted_weights_do_not_depend_on_the_callers_thread_count():
     finally:
         torch.set_num_threads(before)
     assert _same(*made)
+
+
+def test_a_photo_whose_kept_faces_are_gone_is_adapted_to_the_same_faces(tmp_path, tiny_models, upscaler,
+                                                                        random_restorer, face_rgb, monkeypatch):
+    """A render after a crash that came after the kept faces were removed (before the photo was marked done)
+    restores the faces again: the adaptation learns from the same faces, so the same kept one is used."""
+    from archive_restore.pipeline import face_cache
+
+    monkeypatch.setattr(adapt, "Adaptation", lambda: SMALL)
+    scans, jobs = tmp_path / "scans", tmp_path / "jobs"
+    scans.mkdir()
+    Image.fromarray(face_rgb).save(scans / "face.png")
+    args = ["run", scans, "-o", tmp_path / "out", "--face-detector", "haar", "--upscaler", upscaler, "--scale", "2",
+            "--adapt", "on"]
+    assert _run(args, jobs, tiny_models, random_restorer).exit_code == 0
+    first = (tmp_path / "out" / "face.png").read_bytes()
+    with JobStore.open(jobs) as store:
+        (job,) = store.jobs()
+        (item,) = store.items(job.id)
+    assert not face_cache.cache_path(jobs / job.id, item.key).exists()  # removed once the photo was written
+    with JobStore.open(jobs) as store:  # as after a crash before the photo was marked done: to render again
+        with store.db.conn:
+            store.db.conn.execute("UPDATE items SET status = 'pending' WHERE id = ?", (item.id,))
+    trained: list[int] = []
+    real_fine_tune = adapt.fine_tune
+    monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1) or real_fine_tune(*a, **k))
+    again = _run(args, jobs, tiny_models, random_restorer)
+    assert again.exit_code == 0, again.output
+    with JobStore.open(jobs) as store:
+        (redone,) = store.items(job.id)
+    assert redone.attempts == 2 and redone.extra["adapted"] == item.extra["adapted"] and trained == []
+    assert (tmp_path / "out" / "face.png").read_bytes() == first

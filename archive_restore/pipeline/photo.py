@@ -159,12 +159,24 @@ class PhotoJob:
             return None, {}
         if self._adapter is None:
             self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
-        restored = self.kept_faces(item) if code_source == FACES and self.engine.restorer is not None else None
+        restored = self.own_faces(item, rgb) if code_source == FACES and self.engine.restorer is not None else None
         pairs = self.engine.face_pairs(rgb, restored) if restored is not None else []
         if not pairs:
             why = "no face of its own restored" if code_source != FACES or restored is None else "its faces too small"
             return None, {"adapted": None, "adapt_skipped": why}
         return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)
+
+    def own_faces(self, item: Item, rgb: np.ndarray) -> RestoredFaces | None:
+        """The photo's restored faces: those the analysis kept, else restored again (a render after a crash that
+        came after the kept ones were removed), at the precision they are kept in (float16, ``face_cache``), so
+        that the faces an adaptation learns from are the same either way."""
+        kept = self.kept_faces(item)
+        if kept is not None:
+            return kept
+        again = self.engine.face_codes(rgb).restored
+        if again is None:
+            return None
+        return RestoredFaces(again.faces, np.asarray(again.crops, np.float16).astype(np.float32))
 
     # ------------------------------------------------------------------------------------ prepare
     def prepare(self, job: Job) -> None:

@@ -213,13 +213,15 @@ def second_node(ray_cluster):
     its process, for the test to take the node down."""
     address, _ = ray_cluster
     ray = str(Path(sys.executable).with_name("ray"))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while _active_nodes(ray, address) != 1:  # an earlier test's lost node is marked dead (its health checks) first
+        assert time.monotonic() < deadline, "an earlier test's second node was not marked dead in time"
+        time.sleep(0.5)
     node = subprocess.Popen([ray, "start", "--address", address, "--block", "--node-ip-address", "127.0.0.1",
                              "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "/3.0 CPU" not in subprocess.run([ray, "status", "--address", address], capture_output=True,
-                                               text=True).stdout:
+        while _active_nodes(ray, address) != 2:
             assert node.poll() is None, f"the second node's ray start exited with {node.returncode}"
             assert time.monotonic() < deadline, "the second node did not join in time"
             time.sleep(0.5)
@@ -230,6 +232,13 @@ def second_node(ray_cluster):
             node.wait(timeout=30)
         except subprocess.TimeoutExpired:
             node.kill()
+
+
+def _active_nodes(ray: str, address: str) -> int:
+    """How many nodes `ray status` lists as active."""
+    said = subprocess.run([ray, "status", "--address", address], capture_output=True, text=True).stdout
+    active = said.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in said else ""
+    return sum(line.strip().startswith("1 node_") for line in active.splitlines())
 
 
 def _kill_raylet_when(node: subprocess.Popen, ready, killed: list[int]) -> threading.Thread:

@@ -17,7 +17,7 @@ import errno
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +98,12 @@ def _fsync(path: Path, flags: int) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
-    """Delete temporary files of ours left by a killed process (its PID no longer runs).
+def remove_stale_temps(folder: str | os.PathLike[str], recursive: bool = True,
+                       gone: Collection[int] = ()) -> list[Path]:
+    """Delete temporary files of ours left by a killed process (its PID no longer runs, or is in ``gone``:
+    processes known to be out of the job, such as a lost node's workers, which may outlive their node a while).
 
-    Returns the removed paths. Temporary files of live processes are left alone.
+    Returns the removed paths. Temporary files of other live processes are left alone.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -110,7 +112,8 @@ def remove_stale_temps(folder: str | os.PathLike[str], recursive: bool = True) -
     removed = []
     for path in candidates:
         match = _TEMP_NAME.match(path.name)
-        if match and path.is_file() and not _pid_alive(int(match["pid"])):
+        pid = int(match["pid"]) if match else 0
+        if match and path.is_file() and (pid in gone or not _pid_alive(pid)):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

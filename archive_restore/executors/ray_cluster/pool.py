@@ -46,6 +46,7 @@ class WorkerPool:
         self._checks: list[AccessCheck] = []
         self.workers: list[Worker] = []
         self.lost = 0
+        self.lost_pids: set[int] = set()  # the processes of workers lost (a lost node's may outlive it a while)
         self._failed_starts = 0
 
     # ---------------------------------------------------------------------------------- workers
@@ -167,6 +168,8 @@ class WorkerPool:
             return [(item, Outcome(error=WorkerError(_first_line(exc))))]
         except self.ray.exceptions.RayError as exc:  # the worker died: its items are done elsewhere
             self.lost += 1
+            if worker.node is not None:
+                self.lost_pids.add(worker.node.pid)
             lost = Lost(f"the worker on {worker.node} died ({_first_line(exc)})")
             items = [item, *self._drop(worker)]
             self._start()

@@ -87,8 +87,9 @@ class ClusterWork:
                                      "to pending and was done by the others")
                 # a worker killed mid-write leaves its temporary file: gone with its process
                 output = Path(job.output)
-                remove_stale_temps(output if output.is_dir() else output.parent, recursive=output.is_dir())
-                remove_stale_temps(self.store.job_dir(job.id))
+                gone = self.pool.lost_pids  # a lost node's worker may still run a while after its node is gone
+                remove_stale_temps(output if output.is_dir() else output.parent, recursive=output.is_dir(), gone=gone)
+                remove_stale_temps(self.store.job_dir(job.id), gone=gone)
 
     def _analyse(self, job: Job) -> None:
         """The photos' faces and codes, on the workers: each photo not analysed yet is sent as it is (not

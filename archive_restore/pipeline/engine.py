@@ -38,6 +38,7 @@ from ..upscalers.runtime import precision_choice
 from ..upscalers.upscaler import CONDSR, Upscaler, UpscalerRef, load_upscaler
 from ..weights.folders import find_model, models_dirs
 from . import soften
+from .adapt import face_pair
 from .forward import FastCondSR, FrameRestorer, restore_nhwc
 from .stack import DEFAULT_FIDELITY, DEFAULT_SCALE_METHOD, StackRestorer, faithful_dtype
 
@@ -212,8 +213,6 @@ class Engine:
     def face_pairs(self, rgb: np.ndarray, restored: RestoredFaces) -> list:
         """Each restored face of ``rgb`` with its LQ face, both at the face's own size in the picture
         (``adapt.face_pair``; faces too small to learn from are left out)."""
-        from .adapt import face_pair
-
         pairs = []
         for face, crop in zip(restored.faces, restored.crops):
             aligned = align_face(rgb, face, ALIGNED_SIZE)

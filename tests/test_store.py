@@ -203,7 +203,9 @@ def _claim_all(jobs_dir: str, job_id: str) -> list[str]:
 def test_concurrent_writers_claim_each_item_once(tmp_path, store, job):
     keys = [f"{n:03d}.jpg" for n in range(30)]
     _add(store, job.id, *keys)
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a fork copies the locks of whatever threads the test process holds (Ray's, torch's)
+    # in their locked state; CI once hung here for its whole 90 minutes after the Ray tests had run.
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
         results = pool.starmap(_claim_all, [(str(store.jobs_dir), job.id)] * 2)
     claimed = results[0] + results[1]

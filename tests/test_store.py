@@ -543,3 +543,27 @@ def test_the_job_status_follows_its_items_as_each_is_finished(store, job):
     assert store.job(job.id).status == "pending"
     store.mark_done(store.claim_next(job.id).id)
     assert store.job(job.id).status == "done"
+
+
+def test_a_new_store_opened_by_several_programs_at_once_opens_for_all(tmp_path):
+    """Two commands starting together on a new jobs folder (a job and a `status` beside it): SQLite answers
+    one of them "locked" at once while the other switches the file to WAL; it tries again instead of failing
+    (about half of such starts failed before, and a Ray test's job with them)."""
+    import threading
+
+    for trial in range(30):
+        folder, failures = tmp_path / f"jobs{trial}", []
+
+        def opening() -> None:
+            try:
+                with JobStore.open(folder) as store:
+                    assert store.jobs() == []
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=opening) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == [], failures[0]

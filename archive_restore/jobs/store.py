@@ -54,6 +54,7 @@ JOBS_DIR_ENV = "ARCHIVE_RESTORE_JOBS_DIR"
 DB_NAME = "archive-restore.db"
 LOCK_NAME = "lock"
 BUSY_TIMEOUT_S = 60.0
+SCHEMA_RETRY_S = 0.05   # a new store made by two programs at once: the one answered "locked" tries again this soon
 
 KINDS = ("photos", "video")
 PENDING, RUNNING, DONE, FAILED, SKIPPED = "pending", "running", "done", "failed", "skipped"
@@ -317,6 +318,20 @@ class JobStore:
             raise database_error(exc, self.path) from exc
 
     def _init_schema(self) -> None:
+        """The tables, made if missing, in WAL mode. Programs opening a new store at the same moment (a
+        job and a `status` beside it) meet while one of them switches it to WAL: SQLite answers the other
+        "locked" at once, without its busy wait (waiting could deadlock there). Making the schema is
+        idempotent, so it is tried again until ``BUSY_TIMEOUT_S``."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._make_schema()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(SCHEMA_RETRY_S)
+
+    def _make_schema(self) -> None:
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: no corruption, fewer fsyncs
         self.db["jobs"].create(_JOBS_SCHEMA, pk="id", if_not_exists=True,

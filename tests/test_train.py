@@ -379,3 +379,29 @@ def test_the_detectors_examples_hold_damage_or_none():
     examples = [damaged_example(clean, np.random.default_rng(i)) for i in range(12)]
     assert all(x.shape == (96, 96) and y.shape == (96, 96) for x, y in examples)
     assert any(y.sum() == 0 for _, y in examples) and any(y.sum() > 20 for _, y in examples)
+
+
+def test_train_cli_faces_resumes_and_exports_our_face_restorer(tiny_data, tmp_path):
+    from archive_restore.faces.restore import load_own_face_restorer
+
+    models, work = tmp_path / "models", tmp_path / "work"
+    args = ["--data", str(tiny_data), "--models-dir", str(models), "--work-dir", str(work), "--device", "cpu",
+            "--batch", "2"]
+    runner = CliRunner()
+    assert runner.invoke(cli, ["train", "faces", "--steps", "1", *args]).exit_code == 0
+    result = runner.invoke(cli, ["train", "faces", "--steps", "2", *args])
+    assert result.exit_code == 0, result.output
+    assert "faces: step 2" in result.output  # resumed at step 1
+    ckpt = load_checkpoint(models / "face_net.safetensors", expect="FaceNet")
+    assert ckpt.info["steps"] == 2 and ckpt.info["scales"] == [2, 4] and "faces256 held out" in ckpt.info["data"]
+    restorer = load_own_face_restorer([models])
+    out = restorer.restore(np.random.default_rng(0).random((2, 96, 96, 3), dtype=np.float32))
+    assert out.shape == (2, 512, 512, 3) and 0 <= out.min() and out.max() <= 1
+
+
+def test_our_face_restorers_examples_are_degraded_faces_beside_their_hq_face(tiny_data):
+    from archive_restore.train.faces_stage import face_batch
+
+    lq, hq = face_batch(FaceBank(tiny_data / "hq_faces", 64), np.random.default_rng(3), 4)
+    assert lq.shape == hq.shape == (4, 3, 64, 64)
+    assert 0.005 < float((lq - hq).abs().mean()) < 0.3  # degraded, yet the same face

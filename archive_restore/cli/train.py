@@ -10,7 +10,7 @@ from .options import shared_default
 
 @click.command()
 @click.argument("stage", type=click.Choice(["degradation", "restorer", "uncond", "blind", "cleanup", "all",
-                                           "upscaler", "upscaler-gan", "defects"]))
+                                           "upscaler", "upscaler-gan", "defects", "faces"]))
 @click.option("--data", type=click.Path(path_type=Path), **shared_default("train"),
               help="Training data: a folder with hq_natural/, hq_faces/ and real_face_pairs*/.")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=Path("models"), show_default=True,
@@ -39,7 +39,8 @@ def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, se
     code-conditioned cleanup before the upscaler), or all in order; and upscaler (our compact x4
     upscaler, distilled from --teacher; not part of all: it needs the teacher's file), then upscaler-gan
     (its GAN stage: the teacher's features and a discriminator, from the upscaler stage's file); defects (the
-    detector of scratches, cracks, dust, creases and tears in photos, on synthetic damage)."""
+    detector of scratches, cracks, dust, creases and tears in photos, on synthetic damage); faces (our face
+    restorer, for --face-restorer ours, on aligned HQ faces)."""
     from ..compute.device import resolve_device
     from ..train import (
         Budget,
@@ -49,7 +50,7 @@ def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, se
         train_degradation,
         train_restorer,
     )
-    from ..train.run import train_defects, train_upscaler, train_upscaler_gan
+    from ..train.run import train_defects, train_faces, train_upscaler, train_upscaler_gan
 
     cfg = TrainConfig(data=data, models_dir=models_dir, work_dir=work_dir, budget=Budget(steps, minutes), seed=seed,
                       device=str(resolve_device(device)), batch=batch, lr=lr, size=size)
@@ -64,6 +65,7 @@ def train(stage, data, models_dir, work_dir, steps, minutes, batch, lr, size, se
         "upscaler": [lambda c: train_upscaler(c, teacher=teacher, patches=patches, raw_patches=raw_patches)],
         "upscaler-gan": [lambda c: train_upscaler_gan(c, teacher=teacher, patches=patches, raw_patches=raw_patches)],
         "defects": [train_defects],
+        "faces": [train_faces],
     }[stage]
     for fn in runs:
         state = fn(cfg)

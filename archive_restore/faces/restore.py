@@ -1,4 +1,5 @@
-"""The face restorer: GFPGAN (v1.4, else v1.3) through spandrel, on aligned 512x512 faces.
+"""The face restorers: GFPGAN (v1.4, else v1.3) through spandrel, on aligned 512x512 faces; and our own
+(``OwnFaceRestorer``: ``nets.face_net.FaceNet``, trained by ``train faces``), for where GFPGAN's file cannot be had.
 
 spandrel recognises GFPGAN from the state-dict keys of the official file (``{'params_ema': ...}``)
 and builds its ``GFPGANv1Clean``. It reads ``.pth`` files with ``torch.load`` and a restricted
@@ -20,11 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, UsageError
+from ..nets.face_net import FACE_NET_SIZE
 from ..weights.downloads import MANIFEST, locate
 
 FACE_SIZE = 512
 GFPGAN_MODELS = ("gfpgan-v1.4", "gfpgan-v1.3")  # preference order
-CHOICES = ("auto", "gfpgan", "none")
+CHOICES = ("auto", "gfpgan", "ours", "none")
 
 
 @dataclass
@@ -55,6 +57,50 @@ class FaceRestorer:
         x = torch.from_numpy(_resize_faces(faces)).permute(0, 3, 1, 2).contiguous().to(self.device)
         y, _ = self.model(x * 2 - 1, return_rgb=False, randomize_noise=False)
         return ((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class OwnFaceRestorer:
+    """Our face restorer (``FaceNet``) on one device, with GFPGAN's ``restore``: the aligned faces are read at the
+    network's 128 px (area-averaged) and its faces brought back to 512 (bicubic). Faithful, not generative: it
+    sharpens and cleans what the face shows, and invents no texture."""
+
+    model: torch.nn.Module
+    path: Path
+    device: torch.device
+    batch: int = 8
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @torch.inference_mode()
+    def restore(self, faces: np.ndarray | Sequence[np.ndarray], fidelity: float = 0.0) -> np.ndarray:
+        """As ``FaceRestorer.restore``."""
+        faces = np.stack([np.asarray(f, np.float32) for f in faces]) if len(faces) else np.zeros((0, 1, 1, 3))
+        out = [self._run(faces[i : i + self.batch]) for i in range(0, len(faces), self.batch)]
+        restored = np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.float32)
+        if fidelity:
+            restored = blend(restored, _resize_faces(faces), fidelity)
+        return restored
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(faces, np.float32)).permute(0, 3, 1, 2).to(self.device)
+        x = F.interpolate(x, size=(FACE_NET_SIZE, FACE_NET_SIZE), mode="area")
+        y = self.model(x).float().clamp(0, 1)
+        y = F.interpolate(y, size=(FACE_SIZE, FACE_SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def load_own_face_restorer(dirs: Sequence[str | Path] = (), device: str | torch.device = "cpu") -> OwnFaceRestorer:
+    """Our face restorer from the models folders (``face_net.safetensors``); ModelNotFoundError saying how to
+    train it when it is in none."""
+    from ..nets import load_checkpoint
+    from ..weights.folders import find_model
+
+    path = find_model("face_net", dirs)
+    device = torch.device(device)
+    return OwnFaceRestorer(load_checkpoint(path, device, expect="FaceNet").model, path, device)
 
 
 def blend(restored: np.ndarray, reference: np.ndarray, fidelity: float) -> np.ndarray:

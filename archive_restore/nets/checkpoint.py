@@ -21,12 +21,13 @@ from ..errors import CheckpointError
 from .cleanup import Cleanup
 from .condsr import CondSR
 from .defects import DefectNet
+from .face_net import FaceNet
 from .degnet import BlindDegEncoder, DegEncoder
 from .degsynth import DegSynth
 
 FORMAT = "archive-restore/1"
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (DegEncoder, BlindDegEncoder, DegSynth, CondSR, Cleanup, DefectNet)
+    cls.__name__: cls for cls in (DegEncoder, BlindDegEncoder, DegSynth, CondSR, Cleanup, DefectNet, FaceNet)
 }
 
 

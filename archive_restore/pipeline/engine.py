@@ -28,8 +28,10 @@ from ..faces.parse import missing_notice as parse_missing_notice
 from ..faces.restore import (
     CHOICES,
     FaceRestorer,
+    OwnFaceRestorer,
     find_gfpgan,
     load_face_restorer,
+    load_own_face_restorer,
     missing_notice,
 )
 from ..faces.steady import SteadyFaces, TrackSmoother
@@ -77,7 +79,7 @@ class EngineOptions:
     models_dirs: Sequence[Path] = ()
     tile: int | None = None  # LQ tile; None: sized to the device's free memory (``FrameRestorer.plan``)
     min_face: int = 16  # faces smaller than this many LQ pixels carry too little to read a code from
-    face_restorer: str = "auto"  # auto (GFPGAN when its file is present), gfpgan (required), none
+    face_restorer: str = "auto"  # auto (GFPGAN when its file is present), gfpgan (required), ours (FaceNet), none
     face_fidelity: float = 0.0   # pasted faces: 0 the restored face, 1 the picture's own
     upscaler: str = CONDSR       # the upscaler file after the cleanup, or "condsr" (CondSR alone, no cleanup)
     upscaler_sha256: str | None = None  # the file's sha256 when the job started (checked when loading)
@@ -112,11 +114,15 @@ class Engine:
         self.restorer, self.paired = self._load_restorer(dirs)
         self.parser = self._load_parser(dirs) if self.restorer is not None else None
 
-    def _load_restorer(self, dirs: list[Path]) -> tuple[FaceRestorer | None, torch.nn.Module | None]:
-        """GFPGAN and the paired DegEncoder, or (None, None) with a notice when ``auto`` finds no GFPGAN."""
+    def _load_restorer(self, dirs: list[Path]) -> tuple[FaceRestorer | OwnFaceRestorer | None, torch.nn.Module | None]:
+        """GFPGAN and the paired DegEncoder, or (None, None) with a notice when ``auto`` finds no GFPGAN; ``ours``:
+        our face restorer, without the paired encoder (its faces are smoother than the restored faces the encoder
+        learnt from, so codes stay blind)."""
         choice = self.options.face_restorer
         if choice not in CHOICES:
             raise UsageError(f"unknown face restorer {choice!r}; choose one of {', '.join(CHOICES)}")
+        if choice == "ours":
+            return load_own_face_restorer(dirs, self.device), None
         path = None if choice == "none" else find_gfpgan(dirs)
         if path is None:
             if choice == "gfpgan":
@@ -202,7 +208,7 @@ class Engine:
         crops = [a.crop for a in aligned]
         lq = torch.cat([image_to_tensor(c) for c in crops]).to(self.device)
         with torch.inference_mode():
-            if self.restorer is None:
+            if self.paired is None:
                 return self.blind(lq).float().cpu().numpy(), "blind"
             restored = self.restored_faces(crops, gray) if restored is None else restored
             hq = torch.from_numpy(np.ascontiguousarray(restored, np.float32)).permute(0, 3, 1, 2).to(self.device)

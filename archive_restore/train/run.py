@@ -187,6 +187,38 @@ def train_cleanup(cfg: TrainConfig) -> RunState:
     return state
 
 
+def train_faces(cfg: TrainConfig) -> RunState:
+    """Our face restorer (``nets.face_net.FaceNet``) on the aligned HQ faces (``train.faces_stage``); written to
+    ``models_dir/face_net.safetensors``."""
+    from ..compute.cpu import training_autocast_dtype
+    from ..nets.face_net import FACE_NET_SIZE, FaceNet
+    from .faces_stage import SCALES, FaceStep
+
+    seed_everything(cfg.seed)
+    folder = _folders(cfg)["faces"]
+    if not folder.is_dir():
+        raise DataError(f"{folder} not found: our face restorer trains on aligned HQ faces")
+    faces = FaceBank(folder, FACE_NET_SIZE)
+    model = FaceNet().to(cfg.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state_path = cfg.work_dir / "face_net.state"
+    state = load_state(state_path, {"model": model}, optimizer)
+    autocast = training_autocast_dtype() if cfg.device == "cpu" else None
+    step = FaceStep(model, optimizer, faces, cfg.seed, cfg.batch, cfg.device, autocast)
+
+    def checkpoint(s: RunState) -> None:
+        save_state(state_path, {"model": model}, optimizer, s)
+
+    state = run_steps("faces", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
+    info = {"stage": "faces", "steps": state.step, "train_seconds": round(state.seconds, 1), "batch": cfg.batch,
+            "lr": cfg.lr, "size": FACE_NET_SIZE, "scales": list(SCALES),
+            "autocast": str(autocast).replace("torch.", "") if autocast else "fp32",
+            "losses": {k: round(v, 5) for k, v in state.losses.items()},
+            "data": f"{faces.source} ({len(faces)} aligned faces, {HELD_OUT_FACES} held out), degraded by our chain"}
+    save_checkpoint(model, cfg.models_dir / MODEL_FILES["face_net"], info)
+    return state
+
+
 STUDENT_FILE = "restore_compact_x4.safetensors"  # our compact upscaler, in the models folder
 
 

@@ -23,6 +23,7 @@ MODEL_FILES = {
     "cleanup_compact": "cleanup_compact.safetensors",
     "cleanup_large": "cleanup_large.safetensors",
     "defects": "defects.safetensors",
+    "face_net": "face_net.safetensors",
 }
 REPO_MODELS = REPO_ROOT / "models"
 ENV_VAR = "ARCHIVE_RESTORE_MODELS"

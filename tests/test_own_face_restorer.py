@@ -1,0 +1,97 @@
+"""Our own face restorer (``--face-restorer ours``: ``nets.face_net.FaceNet`` through ``OwnFaceRestorer``): faces
+read at 128 px and brought back to 512, pasted as GFPGAN's are, with blind codes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from archive_restore.cli import cli
+from archive_restore.faces.restore import OwnFaceRestorer
+from archive_restore.nets import save_checkpoint
+from archive_restore.nets.face_net import FaceNet
+from archive_restore.weights.folders import MODEL_FILES
+
+
+def _face_net(brighten: float = 0.0, features: int = 4) -> FaceNet:
+    """A tiny FaceNet whose last convolution is zero: it gives its input back, plus ``brighten``."""
+    torch.manual_seed(0)
+    net = FaceNet(features=features, depth=2)
+    torch.nn.init.zeros_(net.out.weight)
+    torch.nn.init.constant_(net.out.bias, brighten)
+    return net.eval()
+
+
+@pytest.fixture
+def ours(tmp_path) -> Path:
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    save_checkpoint(_face_net(brighten=0.15), folder / MODEL_FILES["face_net"])
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_user_models(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARCHIVE_RESTORE_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_faces_are_read_at_128_and_come_back_at_512_blended_by_fidelity():
+    faces = np.random.default_rng(0).random((3, 200, 200, 3), dtype=np.float32)
+    restorer = OwnFaceRestorer(_face_net(), Path("face_net.safetensors"), torch.device("cpu"), batch=2)
+    out = restorer.restore(faces)
+    x = F.interpolate(torch.from_numpy(faces).permute(0, 3, 1, 2), size=(128, 128), mode="area")
+    expected = F.interpolate(x, size=(512, 512), mode="bicubic", align_corners=False).clamp(0, 1)
+    np.testing.assert_allclose(out, expected.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    half = restorer.restore(faces, fidelity=0.5)
+    assert 0 < np.abs(half - out).mean() < np.abs(out - restorer.restore(faces, fidelity=1.0)).mean()
+    assert restorer.name == "face_net" and restorer.restore([]).shape == (0, 512, 512, 3)
+
+
+def _run(args, jobs, expect=0):
+    result = CliRunner().invoke(cli, [str(a) for a in args] + ["--jobs-dir", str(jobs)])
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def _items(result, jobs: Path) -> tuple[dict, dict[str, dict]]:
+    job_id = result.stdout.split()[1].rstrip(":")
+    status = json.loads(_run(["status", job_id, "--json"], jobs).stdout)
+    return status, {i["key"]: i for i in status["items"]}
+
+
+def test_a_photo_job_with_our_restorer_pastes_its_faces_and_reads_blind_codes(tmp_path, tiny_models, ours, face_rgb):
+    inp, jobs = tmp_path / "in", tmp_path / "jobs"
+    inp.mkdir()
+    Image.fromarray(face_rgb).save(inp / "a.png")
+    common = ["--face-detector", "haar", "--scale", "2", "--models-dir", tiny_models, "--models-dir", ours]
+    result = _run(["run", inp, "-o", tmp_path / "ours", *common, "--face-restorer", "ours"], jobs)
+    assert "no face restorer" not in result.output
+    status, items = _items(result, jobs)
+    assert status["job"]["options"]["face_restorer"] == "ours"
+    item = items["a.png"]
+    assert item["code_source"] == "faces" and item["extra"]["face_codes"] == "blind"
+    assert item["extra"]["faces_restored"] == item["faces"] >= 1 and item["extra"]["face_restorer"] == "face_net"
+    plain = _run(["run", inp, "-o", tmp_path / "plain", *common, "--face-restorer", "none",
+                  "--faces-without-restorer", "as-is"], jobs)
+    _, plain_items = _items(plain, jobs)
+    assert plain_items["a.png"]["code"] == item["code"]  # blind codes both
+    got, base = (np.asarray(Image.open(tmp_path / d / "a.png"), np.float32) / 255 for d in ("ours", "plain"))
+    changed = np.abs(got - base).max(axis=2) > 0.05
+    assert 0.01 < changed.mean() < 0.6  # the brightened face is pasted on the face, not everywhere
+
+
+def test_our_restorer_without_its_file_says_how_to_get_it(tmp_path, tiny_models, face_rgb):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(face_rgb).save(inp / "a.png")
+    result = _run(["run", inp, "-o", tmp_path / "out", "--face-detector", "haar", "--face-restorer", "ours",
+                   "--models-dir", tiny_models], tmp_path / "jobs", expect=1)
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "face_net.safetensors not found" in lines[0] and "archive-restore train" in lines[0]

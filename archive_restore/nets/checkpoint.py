@@ -21,9 +21,9 @@ from ..errors import CheckpointError
 from .cleanup import Cleanup
 from .condsr import CondSR
 from .defects import DefectNet
-from .face_net import FaceNet
 from .degnet import BlindDegEncoder, DegEncoder
 from .degsynth import DegSynth
+from .face_net import FaceNet
 
 FORMAT = "archive-restore/1"
 ARCHITECTURES: dict[str, type[nn.Module]] = {

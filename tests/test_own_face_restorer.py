@@ -95,3 +95,31 @@ def test_our_restorer_without_its_file_says_how_to_get_it(tmp_path, tiny_models,
                    "--models-dir", tiny_models], tmp_path / "jobs", expect=1)
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "face_net.safetensors not found" in lines[0] and "archive-restore train" in lines[0]
+
+
+def test_bench_faces_measures_the_restorers_against_the_enlarged_face(tmp_path, ours):
+    from archive_restore.bench.faces import measure_faces
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).resize((256, 256)).save(faces / f"{i}.png")
+
+    class Unchanged:
+        def restore(self, lq):
+            return np.stack(lq)
+
+    rows = {(r.method, r.shrink): r for r in measure_faces(faces, {"same": Unchanged()}, seed=1, repeats=2)}
+    assert set(rows) == {(m, s) for m in ("bicubic", "same") for s in (4, 8)}
+    assert all(r.faces == 4 for r in rows.values())
+    for shrink in (4, 8):  # a restorer that gives the enlarged face back scores as bicubic does
+        assert (rows["same", shrink].psnr, rows["same", shrink].ssim) == (rows["bicubic", shrink].psnr,
+                                                                          rows["bicubic", shrink].ssim)
+        assert 5 < rows["bicubic", shrink].psnr < 40
+    result = CliRunner().invoke(cli, ["bench", "faces", "--faces", str(faces), "--repeats", "1",
+                                      "--models-dir", str(ours), "--json", str(tmp_path / "f.json")])
+    assert result.exit_code == 0, result.output
+    said = json.loads((tmp_path / "f.json").read_text())["faces"]
+    assert [(r["method"], r["shrink"]) for r in said] == [("bicubic", 4), ("ours", 4), ("bicubic", 8), ("ours", 8)]
+    assert "| ours | x8 | 2 |" in result.output

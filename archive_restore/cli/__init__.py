@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import ArchiveRestoreError
-from . import bench, jobs, models, show, supervise, train
+from . import bench, bench_faces, jobs, models, show, supervise, train  # noqa: F401 - bench_faces adds to bench
 
 
 class _Group(click.Group):

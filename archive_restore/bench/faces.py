@@ -42,6 +42,17 @@ def degraded_faces(folder: Path, shrink: int, seed: int, repeats: int) -> tuple[
     return hq, lq
 
 
+def face_restorers(models_dirs: Sequence[Path], device) -> dict:
+    """Ours (required) and GFPGAN (when its file is found), by name."""
+    from ..faces.restore import find_gfpgan, load_face_restorer, load_own_face_restorer
+
+    restorers = {"ours": load_own_face_restorer(models_dirs, device)}
+    gfpgan = find_gfpgan(models_dirs)
+    if gfpgan is not None:
+        restorers["gfpgan"] = load_face_restorer(gfpgan, device)
+    return restorers
+
+
 def measure_faces(folder: Path, restorers: dict, seed: int = 7, repeats: int = 3,
                   shrinks: Sequence[int] = SHRINKS) -> list[FaceFigures]:
     """Figures for bicubic and for each of ``restorers`` (name -> an object with ``restore(faces)``)."""

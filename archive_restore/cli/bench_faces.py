@@ -22,15 +22,9 @@ def bench_faces(faces, seed, repeats, device, models_dirs, json_path) -> None:
     """Face restorers on held-out faces: each aligned HQ face shrunk 4 or 8 times by a degradation of our chain
     and enlarged back as the job's alignment does; PSNR-Y and SSIM-Y of that enlargement (bicubic), of our face
     restorer (`--face-restorer ours`) and, when its file is present, of GFPGAN."""
-    from ..bench.faces import format_faces, measure_faces
+    from ..bench.faces import face_restorers, format_faces, measure_faces
     from ..compute.device import resolve_device
-    from ..faces.restore import find_gfpgan, load_face_restorer, load_own_face_restorer
 
-    device = resolve_device(device)
-    restorers = {"ours": load_own_face_restorer(models_dirs, device)}
-    gfpgan = find_gfpgan(models_dirs)
-    if gfpgan is not None:
-        restorers["gfpgan"] = load_face_restorer(gfpgan, device)
-    rows = measure_faces(Path(faces), restorers, seed, repeats)
+    rows = measure_faces(Path(faces), face_restorers(models_dirs, resolve_device(device)), seed, repeats)
     click.echo(format_faces(rows))
     write_json(json_path, {"faces": [vars(r) for r in rows]})

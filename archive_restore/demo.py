@@ -161,12 +161,14 @@ def restart_needed(root: Path, keys: Sequence[str], fingerprint: str) -> bool:
     return True
 
 
-def run_job(root: Path, models_dirs: Sequence[Path], restart: bool = False) -> None:
-    """The photo job through the command line's own code path (``archive-restore run``)."""
+def run_job(root: Path, models_dirs: Sequence[Path], restart: bool = False, face_restorer: str | None = None) -> None:
+    """The photo job through the command line's own code path (``archive-restore run``); ``face_restorer``: its
+    ``--face-restorer`` (None: the default)."""
     from . import cli
 
     args = ["run", str(root / "scans"), "-o", str(root / "restored"), "--jobs-dir", str(root / "jobs")]
     args += [a for d in models_dirs for a in ("--models-dir", str(d))]
+    args += ["--face-restorer", face_restorer] if face_restorer else []
     if restart:
         args.append("--restart")
     code = cli.cli.main(args, prog_name="archive-restore", standalone_mode=False)
@@ -297,13 +299,15 @@ def format_table(rows: Sequence[Row]) -> str:
 
 # ------------------------------------------------------------------------------------------- main
 def run_demo(root: Path, models_dirs: Sequence[Path] = (REPO_MODELS,), samples: Sequence[Sample] | None = None,
-             seed: int = 0) -> list[Row]:
-    """Build the scans under ``root``, run the photo job on them, and measure the results."""
+             seed: int = 0, face_restorer: str | None = None) -> list[Row]:
+    """Build the scans under ``root``, run the photo job on them (``face_restorer``: its ``--face-restorer``), and
+    measure the results."""
     root = Path(root)
     models_dirs = [Path(d) for d in models_dirs]
     check_models(models_dirs)
     keys = build_scans(root, default_samples() if samples is None else samples, seed)
-    run_job(root, models_dirs, restart=restart_needed(root, keys, models_fingerprint(models_dirs)))
+    restart = restart_needed(root, keys, models_fingerprint(models_dirs))
+    run_job(root, models_dirs, restart=restart, face_restorer=face_restorer)
     rows = measure(root, keys, models_dirs)
     if not all(math.isfinite(r.scan_psnr) and math.isfinite(r.restored_psnr) for r in rows):
         raise ArchiveRestoreError("a PSNR came out infinite or NaN; the demo folders look inconsistent")
@@ -316,10 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, action="append", default=None,
                         help=f"folder with the networks (repeatable; default: {REPO_MODELS})")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default: 0)")
+    parser.add_argument("--face-restorer", choices=["auto", "gfpgan", "ours", "none"], default=None,
+                        help="the job's --face-restorer (default: the job's default); another --dir per choice")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        rows = run_demo(args.dir, args.models_dir or [REPO_MODELS], seed=args.seed)
+        rows = run_demo(args.dir, args.models_dir or [REPO_MODELS], seed=args.seed, face_restorer=args.face_restorer)
     except ArchiveRestoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

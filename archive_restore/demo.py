@@ -147,6 +147,9 @@ def models_fingerprint(models_dirs: Sequence[Path]) -> str:
     for key in REQUIRED_MODELS:
         path = next(Path(d) / MODEL_FILES[key] for d in models_dirs if (Path(d) / MODEL_FILES[key]).is_file())
         digest.update(path.read_bytes())
+    face_net = [Path(d) / MODEL_FILES["face_net"] for d in models_dirs if (Path(d) / MODEL_FILES["face_net"]).is_file()]
+    if face_net:  # our face restorer, where it is (the job's faces without GFPGAN)
+        digest.update(face_net[0].read_bytes())
     return digest.hexdigest()
 
 
@@ -161,14 +164,14 @@ def restart_needed(root: Path, keys: Sequence[str], fingerprint: str) -> bool:
     return True
 
 
-def run_job(root: Path, models_dirs: Sequence[Path], restart: bool = False, face_restorer: str | None = None) -> None:
-    """The photo job through the command line's own code path (``archive-restore run``); ``face_restorer``: its
-    ``--face-restorer`` (None: the default)."""
+def run_job(root: Path, models_dirs: Sequence[Path], restart: bool = False, faces: str | None = None) -> None:
+    """The photo job through the command line's own code path (``archive-restore run``); ``faces``: its
+    ``--faces-without-restorer`` (None: the default)."""
     from . import cli
 
     args = ["run", str(root / "scans"), "-o", str(root / "restored"), "--jobs-dir", str(root / "jobs")]
     args += [a for d in models_dirs for a in ("--models-dir", str(d))]
-    args += ["--face-restorer", face_restorer] if face_restorer else []
+    args += ["--faces-without-restorer", faces] if faces else []
     if restart:
         args.append("--restart")
     code = cli.cli.main(args, prog_name="archive-restore", standalone_mode=False)
@@ -299,15 +302,15 @@ def format_table(rows: Sequence[Row]) -> str:
 
 # ------------------------------------------------------------------------------------------- main
 def run_demo(root: Path, models_dirs: Sequence[Path] = (REPO_MODELS,), samples: Sequence[Sample] | None = None,
-             seed: int = 0, face_restorer: str | None = None) -> list[Row]:
-    """Build the scans under ``root``, run the photo job on them (``face_restorer``: its ``--face-restorer``), and
+             seed: int = 0, faces: str | None = None) -> list[Row]:
+    """Build the scans under ``root``, run the photo job on them (``faces``: its ``--faces-without-restorer``), and
     measure the results."""
     root = Path(root)
     models_dirs = [Path(d) for d in models_dirs]
     check_models(models_dirs)
     keys = build_scans(root, default_samples() if samples is None else samples, seed)
     restart = restart_needed(root, keys, models_fingerprint(models_dirs))
-    run_job(root, models_dirs, restart=restart, face_restorer=face_restorer)
+    run_job(root, models_dirs, restart=restart, faces=faces)
     rows = measure(root, keys, models_dirs)
     if not all(math.isfinite(r.scan_psnr) and math.isfinite(r.restored_psnr) for r in rows):
         raise ArchiveRestoreError("a PSNR came out infinite or NaN; the demo folders look inconsistent")
@@ -320,12 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, action="append", default=None,
                         help=f"folder with the networks (repeatable; default: {REPO_MODELS})")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default: 0)")
-    parser.add_argument("--face-restorer", choices=["auto", "gfpgan", "ours", "none"], default=None,
-                        help="the job's --face-restorer (default: the job's default); another --dir per choice")
+    parser.add_argument("--faces-without-restorer", choices=["ours", "faithful", "as-is"], default=None,
+                        help="the job's --faces-without-restorer (default: the job's); another --dir per choice")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        rows = run_demo(args.dir, args.models_dir or [REPO_MODELS], seed=args.seed, face_restorer=args.face_restorer)
+        rows = run_demo(args.dir, args.models_dir or [REPO_MODELS], seed=args.seed, faces=args.faces_without_restorer)
     except ArchiveRestoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,5 +1,6 @@
-"""Our own face restorer (``--face-restorer ours``: ``nets.face_net.FaceNet`` through ``OwnFaceRestorer``): faces
-read at 128 px and brought back to 512, pasted as GFPGAN's are, with blind codes."""
+"""Our own face restorer (``--faces-without-restorer ours``, the default without GFPGAN: ``nets.face_net.FaceNet``
+through ``OwnFaceRestorer``): faces read at 128 px and brought back to 512, pasted as GFPGAN's are, with blind
+codes; where its file is missing, faces go ``faithful``, said once."""
 from __future__ import annotations
 
 import json
@@ -71,29 +72,32 @@ def test_a_photo_job_with_our_restorer_pastes_its_faces_and_reads_blind_codes(tm
     inp.mkdir()
     Image.fromarray(face_rgb).save(inp / "a.png")
     common = ["--face-detector", "haar", "--scale", "2", "--models-dir", tiny_models, "--models-dir", ours]
-    result = _run(["run", inp, "-o", tmp_path / "ours", *common, "--face-restorer", "ours"], jobs)
-    assert "no face restorer" not in result.output
+    result = _run(["run", inp, "-o", tmp_path / "ours", *common], jobs)  # the default without GFPGAN
+    assert result.stderr.count("no GFPGAN") == 1 and "restored by our own small face restorer" in result.stderr
     status, items = _items(result, jobs)
-    assert status["job"]["options"]["face_restorer"] == "ours"
+    assert status["job"]["options"]["faces_without_restorer"] == "ours"  # recorded, CondSR alone or not
     item = items["a.png"]
     assert item["code_source"] == "faces" and item["extra"]["face_codes"] == "blind"
     assert item["extra"]["faces_restored"] == item["faces"] >= 1 and item["extra"]["face_restorer"] == "face_net"
-    plain = _run(["run", inp, "-o", tmp_path / "plain", *common, "--face-restorer", "none",
-                  "--faces-without-restorer", "as-is"], jobs)
-    _, plain_items = _items(plain, jobs)
+    plain = _run(["run", inp, "-o", tmp_path / "plain", *common, "--faces-without-restorer", "as-is"], jobs)
+    status, plain_items = _items(plain, jobs)
+    assert "faces_without_restorer" not in status["job"]["options"]  # CondSR alone: as-is changes nothing
+    assert "faces_restored" not in plain_items["a.png"]["extra"]
     got, base = (np.asarray(Image.open(tmp_path / d / "a.png"), np.float32) / 255 for d in ("ours", "plain"))
     changed = np.abs(got - base).max(axis=2) > 0.05
     assert 0.01 < changed.mean() < 0.6  # the brightened face is pasted on the face, not everywhere
 
 
-def test_our_restorer_without_its_file_says_how_to_get_it(tmp_path, tiny_models, face_rgb):
+def test_without_its_file_faces_go_faithful_and_the_job_says_so_once(tmp_path, tiny_models, face_rgb):
     inp = tmp_path / "in"
     inp.mkdir()
     Image.fromarray(face_rgb).save(inp / "a.png")
-    result = _run(["run", inp, "-o", tmp_path / "out", "--face-detector", "haar", "--face-restorer", "ours",
-                   "--models-dir", tiny_models], tmp_path / "jobs", expect=1)
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "face_net.safetensors not found" in lines[0] and "archive-restore train" in lines[0]
+    result = _run(["run", inp, "-o", tmp_path / "out", "--face-detector", "haar", "--models-dir", tiny_models],
+                  tmp_path / "jobs")
+    assert result.stderr.count("no face restorer") == 1
+    assert "face_net.safetensors is in no models folder either: faces are pulled towards CondSR" in result.stderr
+    _, items = _items(result, tmp_path / "jobs")
+    assert "faces_restored" not in items["a.png"]["extra"]
 
 
 def test_bench_faces_measures_the_restorers_against_the_enlarged_face(tmp_path, ours):
@@ -138,6 +142,6 @@ def test_our_restorer_finds_the_small_faces_it_is_made_for(tmp_path, tiny_models
     inp.mkdir()
     Image.fromarray(small).save(inp / "small.png")
     result = _run(["run", inp, "-o", tmp_path / "out", "--face-detector", "haar", "--scale", "2",
-                   "--face-restorer", "ours", "--models-dir", tiny_models, "--models-dir", ours], tmp_path / "jobs")
+                   "--faces-without-restorer", "ours", "--models-dir", tiny_models, "--models-dir", ours], tmp_path / "jobs")
     _, items = _items(result, tmp_path / "jobs")
     assert items["small.png"]["faces"] == items["small.png"]["extra"]["faces_restored"] == 1

@@ -73,11 +73,9 @@ def _finish(store, job, summary) -> None:
 @click.option("--tile", type=click.IntRange(min=32), default=None,
               help="LQ tile size [default: whole pictures when they fit the device's free memory, else tiles as "
                    "large as fit].")
-@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "ours", "none"]), default="auto",
-              show_default=True,
+@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
               help="GFPGAN restores faces and gives paired codes; auto uses it when GFPGANv1.4.pth (or v1.3) is "
-                   "present and says so when it is not (`archive-restore models fetch gfpgan-v1.4`); ours: our "
-                   "small faithful face restorer (face_net.safetensors; blind codes).")
+                   "present and says so when it is not (`archive-restore models fetch gfpgan-v1.4`).")
 @click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the photo was restored.")
 @upscaler_options
@@ -210,11 +208,9 @@ def _changed_upscaler(options, upscaler: str | None, fidelity: float | None, mod
 @click.option("--tile", type=click.IntRange(min=32), default=None,
               help="LQ tile size [default: whole frames, batched, when they fit the device's free memory, else "
                    "tiles as large as fit].")
-@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "ours", "none"]), default="auto",
-              show_default=True,
+@click.option("--face-restorer", type=click.Choice(["auto", "gfpgan", "none"]), default="auto", show_default=True,
               help="GFPGAN restores faces (steadied along their tracks) and gives paired codes; auto uses it when "
-                   "GFPGANv1.4.pth (or v1.3) is present and says once per job when it is not; ours: our small "
-                   "faithful face restorer (face_net.safetensors; blind codes).")
+                   "GFPGANv1.4.pth (or v1.3) is present and says once per job when it is not.")
 @click.option("--face-fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Pasted faces: 0 the restored face, 1 the face as the rest of the frame was restored.")
 @upscaler_options

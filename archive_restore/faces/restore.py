@@ -26,7 +26,7 @@ from ..weights.downloads import MANIFEST, locate
 
 FACE_SIZE = 512
 GFPGAN_MODELS = ("gfpgan-v1.4", "gfpgan-v1.3")  # preference order
-CHOICES = ("auto", "gfpgan", "ours", "none")
+CHOICES = ("auto", "gfpgan", "none")
 
 
 @dataclass
@@ -146,11 +146,13 @@ def load_face_restorer(path: Path, device: str | torch.device = "cpu", batch: in
     return FaceRestorer(model, Path(path), device, batch)
 
 
-def missing_notice() -> str:
-    """What to say, once per job, when no GFPGAN file is present."""
+def missing_notice(ours: bool = False) -> str:
+    """What to say, once per job, when no GFPGAN file is present (``ours``: our face restorer stands in)."""
     v14 = MANIFEST["gfpgan-v1.4"]
+    instead = ("faces are restored by our own small face restorer (faithful: it invents no detail)" if ours
+               else "faces are not restored separately")
     return (
-        f"no face restorer: {v14.filename} (or {MANIFEST['gfpgan-v1.3'].filename}) is in no models folder, so "
-        f"face codes come from the blind encoder and faces are not restored separately. Get it with "
+        f"{'no GFPGAN' if ours else 'no face restorer'}: {v14.filename} (or {MANIFEST['gfpgan-v1.3'].filename}) is in no models folder, so "
+        f"face codes come from the blind encoder and {instead}. Get it with "
         f"`archive-restore models fetch {v14.name}` (or put the file in a --models-dir folder)."
     )

@@ -38,7 +38,7 @@ from ..faces.steady import SteadyFaces, TrackSmoother
 from ..nets import load_checkpoint
 from ..upscalers.runtime import precision_choice
 from ..upscalers.upscaler import CONDSR, Upscaler, UpscalerRef, load_upscaler
-from ..weights.folders import find_model, models_dirs
+from ..weights.folders import MODEL_FILES, find_model, models_dirs
 from . import soften
 from .adapt import face_pair
 from .forward import FastCondSR, FrameRestorer, restore_nhwc
@@ -90,7 +90,7 @@ class EngineOptions:
     upscaler_runtime: str = "auto"  # the upscaler's runtime: auto (measured), or one by name (a job's pinned one)
     runtime_recorded: bool = False  # upscaler_runtime is the job's own, recorded on this kind of machine: not re-timed
     faithful: str = "auto"          # the faithful branch: auto (``stack.faithful_dtype``), or fp32, fp16, bf16
-    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (faces pulled towards CondSR) or as-is
+    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: ours, faithful (towards CondSR) or as-is
 
     @classmethod
     def of(cls, options: object) -> "EngineOptions":
@@ -115,23 +115,38 @@ class Engine:
         self.parser = self._load_parser(dirs) if self.restorer is not None else None
 
     def _load_restorer(self, dirs: list[Path]) -> tuple[FaceRestorer | OwnFaceRestorer | None, torch.nn.Module | None]:
-        """GFPGAN and the paired DegEncoder, or (None, None) with a notice when ``auto`` finds no GFPGAN; ``ours``:
-        our face restorer, without the paired encoder (its faces are smoother than the restored faces the encoder
-        learnt from, so codes stay blind)."""
-        choice = self.options.face_restorer
+        """GFPGAN and the paired DegEncoder; without GFPGAN (``auto`` finding no file, or ``none``) and with
+        ``faces_without_restorer`` ours, our face restorer without the paired encoder (its faces are smoother than
+        the restored faces the encoder learnt from, so codes stay blind); else (None, None). ``auto`` says which,
+        once."""
+        choice, faces = self.options.face_restorer, self.options.faces_without_restorer
         if choice not in CHOICES:
             raise UsageError(f"unknown face restorer {choice!r}; choose one of {', '.join(CHOICES)}")
-        if choice == "ours":
-            return load_own_face_restorer(dirs, self.device), None
+        if faces not in soften.CHOICES:
+            raise UsageError(f"unknown faces_without_restorer {faces!r}; choose one of {', '.join(soften.CHOICES)}")
+        self.faces_without_restorer = faces
         path = None if choice == "none" else find_gfpgan(dirs)
         if path is None:
             if choice == "gfpgan":
                 raise ModelNotFoundError(missing_notice().replace("no face restorer: ", "--face-restorer gfpgan: ", 1))
+            own = self._load_own(dirs) if faces == soften.OURS else None
             if choice == "auto":
-                self.notices.append(missing_notice())
-            return None, None
+                said = missing_notice(ours=own is not None)
+                if faces == soften.OURS and own is None:
+                    said += (f" Our own face restorer's {MODEL_FILES['face_net']} is in no models folder either: faces "
+                             "are pulled towards CondSR instead (faithful).")
+                self.notices.append(said)
+            return own, None
         paired = load_checkpoint(find_model("deg_encoder", dirs), self.device, expect="DegEncoder").model
         return load_face_restorer(path, self.device), paired
+
+    def _load_own(self, dirs: list[Path]) -> OwnFaceRestorer | None:
+        """Our face restorer; None where its file is in no models folder (faces then go ``faithful``)."""
+        try:
+            return load_own_face_restorer(dirs, self.device)
+        except ModelNotFoundError:
+            self.faces_without_restorer = soften.NO_OP
+            return None
 
     def _load_upscaler(self, dirs: list[Path]) -> tuple[torch.nn.Module | None, Upscaler | None]:
         """The cleanup and the upscaler after it, or (None, None) for CondSR alone."""
@@ -280,11 +295,8 @@ class Engine:
     def softens(self) -> bool:
         """Whether ``soften_faces`` changes a picture: no face restorer, ``faces_without_restorer`` faithful, and
         a stack whose picture is not the faithful one already (an upscaler, ``fidelity`` below 1)."""
-        if self.options.faces_without_restorer not in soften.CHOICES:
-            raise UsageError(f"unknown faces_without_restorer {self.options.faces_without_restorer!r}; "
-                             f"choose one of {', '.join(soften.CHOICES)}")
         return (self.restorer is None and self.upscaler is not None and self.options.fidelity < 1
-                and self.options.faces_without_restorer == "faithful")
+                and self.faces_without_restorer == "faithful")
 
     def soften_faces(self, lq: np.ndarray, picture: np.ndarray, code: np.ndarray | None,
                      steady: SteadyFaces | None = None) -> tuple[np.ndarray, int]:

@@ -74,7 +74,7 @@ class PhotoJobOptions:
     upscaler_sha256: str | None = None
     fidelity: float = DEFAULT_FIDELITY
     scale_method: str = DEFAULT_SCALE_METHOD  # below the upscaler's scale (``stack.upscale_to``)
-    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (towards CondSR) or as-is
+    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: ours, faithful (towards CondSR) or as-is
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     defects: str = "off"                # ``pipeline.defects``: on (scratches, cracks, dust... found and filled) or off
     adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned on each photo's faces) or off
@@ -99,8 +99,8 @@ class PhotoJobOptions:
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
             if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
-            if self.face_restorer != "gfpgan" and self.faces_without_restorer != soften.BEFORE:  # ``from_identity``
-                ident["faces_without_restorer"] = self.faces_without_restorer
+        if soften.to_record(self.face_restorer, self.upscaler != CONDSR, self.faces_without_restorer):
+            ident["faces_without_restorer"] = self.faces_without_restorer  # ``from_identity``: ``soften.recorded``
         if self.defects != "off":
             ident["defects"] = self.defects
         if self.adapt != "off":

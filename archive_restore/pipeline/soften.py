@@ -1,4 +1,5 @@
-"""Faces without a face restorer: pulled towards the faithful branch (``faces_without_restorer``).
+"""Faces without GFPGAN (``faces_without_restorer``): restored by our own face restorer (``ours``, new jobs), or
+pulled towards the faithful branch (``faithful``), or left as the stack made them (``as-is``).
 
 The upscaler after the cleanup invents texture, which on a small face (a few dozen LQ pixels) reads as a
 distorted face; with GFPGAN's file present the face restorer's faces are pasted over it, without one nothing
@@ -27,9 +28,11 @@ from ..faces import AlignedFace, Face, FaceDetector, make_detector
 from ..faces.compose import MASK_SIZE, face_alpha
 from ..weights.folders import models_dirs as search_dirs
 
-CHOICES = ("faithful", "as-is")
-DEFAULT = "faithful"  # new jobs
+CHOICES = ("ours", "faithful", "as-is")
+DEFAULT = "ours"      # new jobs: our face restorer (``faces.restore.OwnFaceRestorer``) where its file is
+OURS = "ours"
 BEFORE = "as-is"      # jobs recorded before the option existed rendered this (``from_identity``)
+NO_OP = "faithful"    # what jobs recorded without the option where it changed nothing (CondSR alone) rendered
 STRENGTH = 0.75       # of the faithful picture inside the face oval (0: as-is)
 CONTEXT = 16          # LQ pixels around a face that CondSR sees (its receptive field; the stack's tile overlap)
 DETECT_SIDE = 1280    # the LQ is enlarged (x2 at most) for finding faces up to this long side (Haar's own limit)
@@ -39,13 +42,21 @@ GROW = 0.1            # the face-region measure: each detected box grown by this
 
 
 def recorded(stored: dict) -> str:
-    """The option of a job from its stored identity (``from_identity``): as recorded, else what the job rendered
-    (``BEFORE`` where the option would be recorded now, a job with an upscaler and not ``--face-restorer gfpgan``:
-    it was started before the option existed; elsewhere the option changes nothing and is not recorded)."""
+    """The option of a job from its stored identity (``from_identity``): as recorded, else what the job rendered:
+    ``BEFORE`` for a job with an upscaler and not ``--face-restorer gfpgan`` (started before the option existed),
+    ``NO_OP`` elsewhere (CondSR alone, where ``faithful`` and ``as-is`` change nothing and were not recorded)."""
     if "faces_without_restorer" in stored:
         return stored["faces_without_restorer"]
     had_it = stored.get("upscaler", "condsr") != "condsr" and stored.get("face_restorer") != "gfpgan"
-    return BEFORE if had_it else DEFAULT
+    return BEFORE if had_it else NO_OP
+
+
+def to_record(face_restorer: str, upscaler: bool, choice: str) -> bool:
+    """Whether a job's identity records ``choice``: where it changes the result and differs from what
+    ``recorded`` assumes without it (GFPGAN required: never; CondSR alone: only ``ours``)."""
+    if face_restorer == "gfpgan":
+        return False
+    return choice != BEFORE if upscaler else choice == OURS
 
 
 def find_faces(detector: FaceDetector, lq: np.ndarray, min_face: float = 0.0) -> list[Face]:

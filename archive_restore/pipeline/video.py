@@ -121,7 +121,7 @@ class VideoJobOptions:
     precision: str = "auto"             # on the CPU: auto (reduced where admitted) or fp32; not the identity
     deinterlace: str = "auto"           # ``media.fields``: auto, field, frame, ivtc or off
     temporal: str = "steady"            # ``pipeline.temporal``: steady (frames pulled towards the last) or off
-    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: faithful (towards CondSR) or as-is
+    faces_without_restorer: str = soften.DEFAULT  # ``pipeline.soften``: ours, faithful (towards CondSR) or as-is
     defects: str = "off"                # ``pipeline.film_dirt``: on (one-frame dirt and line scratches removed) or off
     adapt: str = "off"                  # ``pipeline.adapt``: on (the cleanup fine-tuned on each shot's faces) or off
 
@@ -147,8 +147,8 @@ class VideoJobOptions:
             ident.update(upscaler=self.upscaler, upscaler_sha256=self.upscaler_sha256, fidelity=self.fidelity)
             if self.scale < 4 and self.scale_method != DEFAULT_SCALE_METHOD:  # what jobs before the choice ran
                 ident["scale_method"] = self.scale_method
-            if self.face_restorer != "gfpgan" and self.faces_without_restorer != soften.BEFORE:  # ``from_identity``
-                ident["faces_without_restorer"] = self.faces_without_restorer
+        if soften.to_record(self.face_restorer, self.upscaler != CONDSR, self.faces_without_restorer):
+            ident["faces_without_restorer"] = self.faces_without_restorer  # ``from_identity``: ``soften.recorded``
         if self.deinterlace != "auto":  # auto decides from the input; jobs before the choice keep their identity
             ident["deinterlace"] = self.deinterlace
         if self.temporal != "off":  # jobs before temporal steadying rendered without it (``from_identity``)

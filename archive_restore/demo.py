@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, action="append", default=None,
                         help=f"folder with the networks (repeatable; default: {REPO_MODELS})")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default: 0)")
-    parser.add_argument("--faces-without-restorer", choices=["ours", "faithful", "as-is"], default=None,
+    parser.add_argument("--faces-without-restorer", choices=["faithful", "ours", "as-is"], default=None,
                         help="the job's --faces-without-restorer (default: the job's); another --dir per choice")
     args = parser.parse_args(argv)
     started = time.monotonic()

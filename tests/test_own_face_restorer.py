@@ -1,5 +1,4 @@
-"""Our own face restorer (``--faces-without-restorer ours``, the default without GFPGAN: ``nets.face_net.FaceNet``
-through ``OwnFaceRestorer``): faces read at 128 px and brought back to 512, pasted as GFPGAN's are, with blind
+"""Our own face restorer (``--faces-without-restorer ours``: ``nets.face_net.FaceNet`` through ``OwnFaceRestorer``): faces read at 128 px and brought back to 512, pasted as GFPGAN's are, with blind
 codes; where its file is missing, faces go ``faithful``, said once."""
 from __future__ import annotations
 
@@ -72,7 +71,7 @@ def test_a_photo_job_with_our_restorer_pastes_its_faces_and_reads_blind_codes(tm
     inp.mkdir()
     Image.fromarray(face_rgb).save(inp / "a.png")
     common = ["--face-detector", "haar", "--scale", "2", "--models-dir", tiny_models, "--models-dir", ours]
-    result = _run(["run", inp, "-o", tmp_path / "ours", *common], jobs)  # the default without GFPGAN
+    result = _run(["run", inp, "-o", tmp_path / "ours", *common, "--faces-without-restorer", "ours"], jobs)
     assert result.stderr.count("no GFPGAN") == 1 and "restored by our own small face restorer" in result.stderr
     status, items = _items(result, jobs)
     assert status["job"]["options"]["faces_without_restorer"] == "ours"  # recorded, CondSR alone or not
@@ -88,12 +87,15 @@ def test_a_photo_job_with_our_restorer_pastes_its_faces_and_reads_blind_codes(tm
     assert 0.01 < changed.mean() < 0.6  # the brightened face is pasted on the face, not everywhere
 
 
-def test_without_its_file_faces_go_faithful_and_the_job_says_so_once(tmp_path, tiny_models, face_rgb):
+def test_without_its_file_faces_go_faithful_and_the_job_says_so_once(tmp_path, tiny_models, face_rgb, monkeypatch):
+    from archive_restore.weights import folders
+
+    monkeypatch.setattr(folders, "REPO_MODELS", tmp_path / "no-models")  # the shipped face_net out of reach
     inp = tmp_path / "in"
     inp.mkdir()
     Image.fromarray(face_rgb).save(inp / "a.png")
-    result = _run(["run", inp, "-o", tmp_path / "out", "--face-detector", "haar", "--models-dir", tiny_models],
-                  tmp_path / "jobs")
+    result = _run(["run", inp, "-o", tmp_path / "out", "--face-detector", "haar", "--faces-without-restorer", "ours",
+                   "--models-dir", tiny_models], tmp_path / "jobs")
     assert result.stderr.count("no face restorer") == 1
     assert "face_net.safetensors is in no models folder either: faces are pulled towards CondSR" in result.stderr
     _, items = _items(result, tmp_path / "jobs")

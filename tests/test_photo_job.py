@@ -418,8 +418,7 @@ def test_status_json_describes_the_job_and_every_item(tmp_path, tiny_models, rng
     job = data["job"]
     assert job["id"] == job_id and job["kind"] == "photos" and job["status"] == "failed"
     assert job["input"] == str(inp.resolve()) and job["output"] == str(out.resolve())
-    assert job["options"] == {"face_detector": "haar", "max_pixels": 200_000_000, "scale": 2,
-                              "faces_without_restorer": "ours"}  # tile: the default (sized to memory)
+    assert job["options"] == {"face_detector": "haar", "max_pixels": 200_000_000, "scale": 2}  # tile: the default (sized to memory)
     assert job["created"] and job["finished"]
     assert data["summary"] == {"pending": 0, "running": 0, "done": 1, "failed": 1, "skipped": 1}
     assert data["locked_by"] is None
@@ -495,15 +494,14 @@ def test_the_options_identity_holds_what_changes_the_result_and_rebuilds_the_opt
     from archive_restore.pipeline.photo import PhotoJobOptions
 
     defaults = PhotoJobOptions()
-    assert defaults.identity() == {"scale": 4, "face_detector": "auto", "max_pixels": 200_000_000,
-                                   "faces_without_restorer": "ours"}
+    assert defaults.identity() == {"scale": 4, "face_detector": "auto", "max_pixels": 200_000_000}
     chosen = PhotoJobOptions(scale=2, face_detector="haar", tile=128, device="cpu", max_pixels=1_000_000,
                              face_restorer="none", face_fidelity=0.5, upscaler="/m/x.pth", upscaler_sha256="ab12",
                              fidelity=0.3)
     assert chosen.identity() == {"scale": 2, "face_detector": "haar", "max_pixels": 1_000_000, "tile": 128,
                                  "face_restorer": "none", "face_fidelity": 0.5, "upscaler": "/m/x.pth",
                                  "upscaler_sha256": "ab12", "fidelity": 0.3,
-                                 "faces_without_restorer": "ours"}  # a new job's (``pipeline.soften``)
+                                 "faces_without_restorer": "faithful"}  # a new job's (``pipeline.soften``)
     # `resume`: the stored identity (through JSON, as the store keeps it) and this run's device
     stored = json.loads(json.dumps(chosen.identity()))
     assert PhotoJobOptions.from_identity(stored, device="cpu") == chosen

@@ -96,22 +96,20 @@ def test_condsr_alone_is_its_own_faithful_picture(tiny_models, face_rgb):
 def test_the_option_is_in_the_identity_of_new_jobs_only(upscaler):
     for kind in (PhotoJobOptions, VideoJobOptions):
         new = kind(upscaler=str(upscaler), upscaler_sha256="0" * 64)
-        assert new.faces_without_restorer == "ours"
-        assert new.identity()["faces_without_restorer"] == "ours"
+        assert new.faces_without_restorer == "faithful"
+        assert new.identity()["faces_without_restorer"] == "faithful"
         assert kind.from_identity(new.identity()) == new  # a new job resumes as it started
         old = {k: v for k, v in new.identity().items() if k != "faces_without_restorer"}  # recorded before it
         resumed = kind.from_identity(old)
         assert resumed.faces_without_restorer == "as-is" and resumed.identity() == old  # the same job, the same bytes
-        faithful = kind(upscaler=str(upscaler), upscaler_sha256="0" * 64, faces_without_restorer="faithful")
-        assert kind.from_identity(faithful.identity()) == faithful  # last version's new jobs
-        # CondSR alone: faithful and as-is change nothing (not recorded; jobs before resume so), ours is recorded
-        assert kind().identity()["faces_without_restorer"] == "ours"
+        ours = kind(upscaler=str(upscaler), upscaler_sha256="0" * 64, faces_without_restorer="ours")
+        assert kind.from_identity(ours.identity()) == ours
+        # CondSR alone: faithful and as-is change nothing (not recorded: the identity of jobs before), ours does
+        assert "faces_without_restorer" not in kind().identity()
         assert kind.from_identity(kind().identity()) == kind()
-        for choice in ("faithful", "as-is"):
-            assert "faces_without_restorer" not in kind(faces_without_restorer=choice).identity()
-        condsr_before = {k: v for k, v in kind().identity().items() if k != "faces_without_restorer"}
-        assert kind.from_identity(condsr_before).faces_without_restorer == "faithful"
-        assert kind.from_identity(condsr_before).identity() == condsr_before
+        assert "faces_without_restorer" not in kind(faces_without_restorer="as-is").identity()
+        assert kind(faces_without_restorer="ours").identity()["faces_without_restorer"] == "ours"
+        assert kind.from_identity(kind(faces_without_restorer="ours").identity()) == kind(faces_without_restorer="ours")
         assert "faces_without_restorer" not in kind(upscaler=str(upscaler), face_restorer="gfpgan").identity()
 
 

@@ -463,7 +463,7 @@ def test_the_options_identity_holds_what_changes_the_result_and_rebuilds_the_opt
     defaults = VideoJobOptions()
     assert defaults.identity() == {"scale": 4, "codec": "libx264", "crf": 18, "preset": "medium", "backend": "pyav",
                                    "face_detector": "auto", "detect_every": 5, "chunk_frames": 120,
-                                   "temporal": "steady", "faces_without_restorer": "ours"}
+                                   "temporal": "steady"}
     chosen = VideoJobOptions(scale=2, codec="libx265", crf=20, preset="fast", backend="decord",
                              face_detector="haar", detect_every=3, chunk_frames=60, tile=128, device="cpu", batch=2,
                              face_restorer="none", face_fidelity=0.5, upscaler="/m/x.pth", upscaler_sha256="ab12",
@@ -471,7 +471,7 @@ def test_the_options_identity_holds_what_changes_the_result_and_rebuilds_the_opt
     assert chosen.identity() == {"scale": 2, "codec": "libx265", "crf": 20, "preset": "fast", "backend": "decord",
                                  "face_detector": "haar", "detect_every": 3, "chunk_frames": 60, "tile": 128,
                                  "face_restorer": "none", "face_fidelity": 0.5, "upscaler": "/m/x.pth",
-                                 "upscaler_sha256": "ab12", "fidelity": 0.3, "faces_without_restorer": "ours",
+                                 "upscaler_sha256": "ab12", "fidelity": 0.3, "faces_without_restorer": "faithful",
                                  "deinterlace": "ivtc"}
     # a resumed job's options: the stored identity (through JSON, as the store keeps it) and this run's device
     stored = json.loads(json.dumps(chosen.identity()))

@@ -1,5 +1,6 @@
-"""Faces without GFPGAN (``faces_without_restorer``): restored by our own face restorer (``ours``, new jobs), or
-pulled towards the faithful branch (``faithful``), or left as the stack made them (``as-is``).
+"""Faces without GFPGAN (``faces_without_restorer``): pulled towards the faithful branch (``faithful``, new jobs),
+restored by our own small face restorer (``ours``: sharper figures on small faces, blurrier larger ones; not the
+default), or left as the stack made them (``as-is``).
 
 The upscaler after the cleanup invents texture, which on a small face (a few dozen LQ pixels) reads as a
 distorted face; with GFPGAN's file present the face restorer's faces are pasted over it, without one nothing
@@ -29,8 +30,8 @@ from ..faces.compose import MASK_SIZE, face_alpha
 from ..weights.folders import models_dirs as search_dirs
 
 CHOICES = ("ours", "faithful", "as-is")
-DEFAULT = "ours"      # new jobs: our face restorer (``faces.restore.OwnFaceRestorer``) where its file is
-OURS = "ours"
+DEFAULT = "faithful"  # new jobs
+OURS = "ours"         # our face restorer (``faces.restore.OwnFaceRestorer``): not the default, see models/MODELS.md
 BEFORE = "as-is"      # jobs recorded before the option existed rendered this (``from_identity``)
 NO_OP = "faithful"    # what jobs recorded without the option where it changed nothing (CondSR alone) rendered
 STRENGTH = 0.75       # of the faithful picture inside the face oval (0: as-is)

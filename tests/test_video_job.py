@@ -377,3 +377,32 @@ def test_an_mp4_with_aac_priming_joined_into_mkv_keeps_the_frames_at_their_own_t
     assert result.exit_code == 0, result.output
     pts, time_base, _ = decoded(tmp_path / "film.mkv")
     assert _seconds(pts, time_base) == _seconds(clip.pts, TB)
+
+
+def test_our_face_restorer_restores_and_pastes_faces_in_every_frame(tmp_path, tiny_models):
+    """``--faces-without-restorer ours``: the faces of the face shot restored by our face restorer (a tiny
+    FaceNet that brightens) and pasted in each of its frames, with blind codes; the faceless shot untouched."""
+    pytest.importorskip("skimage")
+    import torch
+
+    from archive_restore.nets import save_checkpoint
+    from archive_restore.nets.face_net import FaceNet
+    from archive_restore.weights.folders import MODEL_FILES
+
+    torch.manual_seed(0)
+    net = FaceNet(features=4, depth=2)
+    torch.nn.init.zeros_(net.out.weight)
+    torch.nn.init.constant_(net.out.bias, 0.15)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    save_checkpoint(net, ours / MODEL_FILES["face_net"])
+    path = tmp_path / "astronaut.mp4"
+    _face_clip(path)
+    result = _video([str(path), "--scale", "1", "--detect-every", "2", "--temporal", "off", "--faces-without-restorer",
+                     "ours", "--models-dir", str(ours)], tiny_models, tmp_path / "jobs")
+    assert result.exit_code == 0, result.output
+    job, (analysis, face_shot, other_shot, _) = _job(tmp_path / "jobs")
+    assert job.options["faces_without_restorer"] == "ours"
+    assert face_shot.extra["code_detail"].startswith("blind codes")
+    assert face_shot.extra["face_restorer"] == "face_net" and face_shot.extra["faces_pasted"] == 6
+    assert other_shot.extra["faces_pasted"] == 0

@@ -31,7 +31,8 @@ CHOICES = ("auto", "gfpgan", "none")
 
 @dataclass
 class FaceRestorer:
-    """A loaded GFPGAN on one device; ``restore`` takes batches of aligned faces."""
+    """A loaded GFPGAN on one device; ``restore`` takes batches of aligned faces (``_run``: one batch through
+    the network, which ``OwnFaceRestorer`` replaces)."""
 
     model: torch.nn.Module
     path: Path
@@ -60,29 +61,12 @@ class FaceRestorer:
 
 
 @dataclass
-class OwnFaceRestorer:
+class OwnFaceRestorer(FaceRestorer):
     """Our face restorer (``FaceNet``) on one device, with GFPGAN's ``restore``: the aligned faces are read at the
     network's 128 px (area-averaged) and its faces brought back to 512 (bicubic). Faithful, not generative: it
     sharpens and cleans what the face shows, and invents no texture."""
 
-    model: torch.nn.Module
-    path: Path
-    device: torch.device
     batch: int = 8
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
-
-    @torch.inference_mode()
-    def restore(self, faces: np.ndarray | Sequence[np.ndarray], fidelity: float = 0.0) -> np.ndarray:
-        """As ``FaceRestorer.restore``."""
-        faces = np.stack([np.asarray(f, np.float32) for f in faces]) if len(faces) else np.zeros((0, 1, 1, 3))
-        out = [self._run(faces[i : i + self.batch]) for i in range(0, len(faces), self.batch)]
-        restored = np.concatenate(out) if out else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.float32)
-        if fidelity:
-            restored = blend(restored, _resize_faces(faces), fidelity)
-        return restored
 
     def _run(self, faces: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(faces, np.float32)).permute(0, 3, 1, 2).to(self.device)

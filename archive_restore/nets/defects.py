@@ -7,9 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _block(a: int, b: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(a, b, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(b, b, 3, 1, 1), nn.LeakyReLU(0.1))
+from .layers import unet_levels, unet_pass
 
 
 class DefectNet(nn.Module):
@@ -20,19 +18,11 @@ class DefectNet(nn.Module):
     def __init__(self, features: int = 16, depth: int = 3):
         super().__init__()
         self.config = {"features": features, "depth": depth}
-        widths = [features * 2 ** i for i in range(depth)]
-        self.down = nn.ModuleList(_block(a, b) for a, b in zip([1, *widths], widths))
-        self.up = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1)))
+        self.down, self.up = unet_levels(features, depth, channels=1)
         self.out = nn.Conv2d(features, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        step = 2 ** (len(self.down) - 1)
-        x = F.pad(x, (0, -w % step, 0, -h % step), mode="replicate")
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
-        return self.out(x)[..., :h, :w]
+        y = unet_pass(x, self.down, self.up, lambda t: F.max_pool2d(t, 2),
+                      lambda t: F.interpolate(t, scale_factor=2.0, mode="nearest"))
+        return self.out(y)[..., :h, :w]

@@ -8,11 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import unet_levels, unet_pass
+
 FACE_NET_SIZE = 128  # the aligned face's side the network sees
-
-
-def _block(a: int, b: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(a, b, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(b, b, 3, 1, 1), nn.LeakyReLU(0.1))
 
 
 class FaceNet(nn.Module):
@@ -23,19 +21,11 @@ class FaceNet(nn.Module):
     def __init__(self, features: int = 24, depth: int = 4):
         super().__init__()
         self.config = {"features": features, "depth": depth}
-        widths = [features * 2 ** i for i in range(depth)]
-        self.down = nn.ModuleList(_block(a, b) for a, b in zip([3, *widths], widths))
-        self.up = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1)))
+        self.down, self.up = unet_levels(features, depth, channels=3)
         self.out = nn.Conv2d(features, 3, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        step = 2 ** (len(self.down) - 1)
-        y = F.pad(x, (0, -w % step, 0, -h % step), mode="replicate")
-        skips = []
-        for i, block in enumerate(self.down):
-            y = block(y if i == 0 else F.avg_pool2d(y, 2))
-            skips.append(y)
-        for block, skip in zip(self.up, reversed(skips[:-1])):
-            y = block(torch.cat([F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False), skip], 1))
+        y = unet_pass(x, self.down, self.up, lambda t: F.avg_pool2d(t, 2),
+                      lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False))
         return x + self.out(y)[..., :h, :w]

@@ -1,4 +1,5 @@
-"""Building blocks shared by the networks: FiLM and StyleGAN2-style modulated convolution."""
+"""Building blocks shared by the networks: FiLM, StyleGAN2-style modulated convolution, and the U-Net pieces of
+the defect detector and our face restorer."""
 from __future__ import annotations
 
 import torch
@@ -56,3 +57,32 @@ def mean_std_pool(x: torch.Tensor) -> torch.Tensor:
     """Global mean and standard deviation per channel: statistics, not layout, so codes ignore content placement."""
     flat = x.flatten(2)
     return torch.cat([flat.mean(dim=2), flat.std(dim=2, unbiased=False)], dim=1)
+
+
+def double_conv(a: int, b: int) -> nn.Sequential:
+    """A U-Net level: two 3x3 convolutions, each followed by LeakyReLU(0.1)."""
+    return nn.Sequential(nn.Conv2d(a, b, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(b, b, 3, 1, 1), nn.LeakyReLU(0.1))
+
+
+def unet_levels(features: int, depth: int, channels: int) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The ``down`` and ``up`` levels of a U-Net on ``channels`` input channels: ``depth`` scales, each with twice
+    the features of the one above."""
+    widths = [features * 2 ** i for i in range(depth)]
+    down = nn.ModuleList(double_conv(a, b) for a, b in zip([channels, *widths], widths))
+    up = nn.ModuleList(double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1)))
+    return down, up
+
+
+def unet_pass(x: torch.Tensor, down: nn.ModuleList, up: nn.ModuleList, pool, upsample) -> torch.Tensor:
+    """The top level's features of a U-Net (``unet_levels``) for ``x``, any H and W (padded inside, replicating
+    the edge, to a multiple of the coarsest scale; the caller crops its output back to ``x``'s size)."""
+    h, w = x.shape[-2:]
+    step = 2 ** (len(down) - 1)
+    x = F.pad(x, (0, -w % step, 0, -h % step), mode="replicate")
+    skips = []
+    for i, block in enumerate(down):
+        x = block(x if i == 0 else pool(x))
+        skips.append(x)
+    for block, skip in zip(up, reversed(skips[:-1])):
+        x = block(torch.cat([upsample(x), skip], 1))
+    return x

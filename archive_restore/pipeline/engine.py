@@ -114,7 +114,7 @@ class Engine:
         self.restorer, self.paired = self._load_restorer(dirs)
         self.parser = self._load_parser(dirs) if self.restorer is not None else None
 
-    def _load_restorer(self, dirs: list[Path]) -> tuple[FaceRestorer | OwnFaceRestorer | None, torch.nn.Module | None]:
+    def _load_restorer(self, dirs: list[Path]) -> tuple[FaceRestorer | None, torch.nn.Module | None]:
         """GFPGAN and the paired DegEncoder; without GFPGAN (``auto`` finding no file, or ``none``) and with
         ``faces_without_restorer`` ours, our face restorer without the paired encoder (its faces are smoother than
         the restored faces the encoder learnt from, so codes stay blind); else (None, None). ``auto`` says which,
@@ -130,9 +130,11 @@ class Engine:
             if choice == "gfpgan":
                 raise ModelNotFoundError(missing_notice().replace("no face restorer: ", "--face-restorer gfpgan: ", 1))
             own = self._load_own(dirs) if faces == soften.OURS else None
+            if faces == soften.OURS and own is None:  # its file is in no models folder: faces go faithful
+                self.faces_without_restorer = soften.NO_OP
             if choice == "auto":
                 said = missing_notice(ours=own is not None)
-                if faces == soften.OURS and own is None:
+                if self.faces_without_restorer != faces:
                     said += (f" Our own face restorer's {MODEL_FILES['face_net']} is in no models folder either: faces "
                              "are pulled towards CondSR instead (faithful).")
                 self.notices.append(said)
@@ -141,11 +143,10 @@ class Engine:
         return load_face_restorer(path, self.device), paired
 
     def _load_own(self, dirs: list[Path]) -> OwnFaceRestorer | None:
-        """Our face restorer; None where its file is in no models folder (faces then go ``faithful``)."""
+        """Our face restorer; None where its file is in no models folder."""
         try:
             return load_own_face_restorer(dirs, self.device)
         except ModelNotFoundError:
-            self.faces_without_restorer = soften.NO_OP
             return None
 
     def _load_upscaler(self, dirs: list[Path]) -> tuple[torch.nn.Module | None, Upscaler | None]:

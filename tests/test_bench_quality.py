@@ -189,3 +189,40 @@ def test_bench_quality_adapt_adds_the_stack_with_the_cleanup_fine_tuned_on_each_
     assert "up+blind_code+adapt" not in data and "up+oracle_code+adapt" not in data
     assert data["adapt"]["codes"] == 2 and data["adapt"]["steps"] == Adaptation().steps
     assert "+adapt: the cleanup fine-tuned to each code" in result.output
+
+
+def test_bench_quality_reads_faces_as_jobs_with_our_face_restorer_do(tmp_path):
+    """--restored-faces ours: the face code is the blind encoder's on each LQ face (as jobs with our face restorer
+    read it), whatever the restorer gives; --adapt learns from our restorer's faces (a restorer that brightens its
+    faces gives another adapted row); the rows without a face code are as with the HQ faces."""
+    from archive_restore.nets.face_net import FaceNet
+    from archive_restore.weights.folders import MODEL_FILES
+
+    images, models, esrgan = _stack_setup(tmp_path, 64, "up.pth", seed=3)
+    condsr = CondSR(code_dim=16, width=8, blocks=1)
+    with torch.no_grad():
+        for film in (m for m in condsr.modules() if isinstance(m, FiLM)):
+            film.proj.weight.normal_(0, 2.0)  # the code modulates the blocks: each code gives its own picture
+    save_checkpoint(condsr, models / "condsr_compact.safetensors")
+    runs = {}
+    for name, restorer, brighten in (("hq", "hq", 0.0), ("ours", "ours", 0.0), ("brighter", "ours", 0.3)):
+        torch.manual_seed(0)
+        net = FaceNet(features=4, depth=2)
+        torch.nn.init.zeros_(net.out.weight)
+        torch.nn.init.constant_(net.out.bias, brighten)
+        save_checkpoint(net, models / MODEL_FILES["face_net"])
+        out = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(cli, ["bench", "quality", "--images", str(images), "--faces", str(images),
+                                          "--degradations", "2", "--models-dir", str(models), "--upscaler",
+                                          str(esrgan), "--fidelity", "0", "--adapt", "--restored-faces", restorer,
+                                          "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(out.read_text())
+    hq, ours, brighter = runs["hq"], runs["ours"], runs["brighter"]
+    assert (hq["restored_faces"], ours["restored_faces"]) == ("hq", "ours")
+    assert ours["face_code"]["psnr_y"] == pytest.approx(brighter["face_code"]["psnr_y"], abs=1e-9)
+    assert ours["face_code"]["psnr_y"] != pytest.approx(hq["face_code"]["psnr_y"], abs=1e-4)
+    assert ours["up+face_code+adapt"]["psnr_y"] != pytest.approx(brighter["up+face_code+adapt"]["psnr_y"], abs=1e-4)
+    for row in ("bicubic", "blind_code", "oracle_code", "up"):
+        assert ours[row]["psnr_y"] == pytest.approx(hq[row]["psnr_y"], abs=1e-6)
+    assert ours["adapt"]["codes"] == 2

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..codes import (
     blind_code,
+    blind_face_code,
     image_to_tensor,
     paired_face_code,
     paired_image_code,
@@ -58,7 +59,9 @@ class QualityConfig:
     fidelities: Sequence[float] = (DEFAULT_FIDELITY,)
     precisions: Sequence[str] = ("auto",)  # the upscalers' precision on the CPU; several: rows NAME@PRECISION
     sheet: Path | None = None
-    adapt: bool = False  # rows NAME+face_code+adapt, NAME+blind_code+adapt: the cleanup fine-tuned to each code
+    adapt: bool = False  # rows NAME+face_code+adapt: the cleanup fine-tuned to each face code
+    restorer: str = "hq"  # the restored face the face code and --adapt read: the HQ face (a perfect face restorer)
+                          # or ours (``--faces-without-restorer ours``'s)
 
 
 def center_crop(img: np.ndarray, size: int, multiple: int) -> np.ndarray:
@@ -134,15 +137,38 @@ def method_outputs(models: Models, upscalers: dict[str, Upscaler], lq: torch.Ten
     return outputs
 
 
-def face_codes(models: Models, faces: list[np.ndarray], degs: list[Degradation]) -> torch.Tensor:
-    """For degradation k, the paired code of held-out face k (cyclically) carrying that degradation,
-    read as the photo and video jobs read a face (``paired_face_code``, at the face's own scale)."""
-    codes = []
-    for k, deg in enumerate(degs):
-        hq = faces[k % len(faces)]
-        lq = np.clip(deg.apply(hq), 0, 1)
-        codes.append(paired_face_code(models.encoder, image_to_tensor(lq), image_to_tensor(hq), source_pixels=lq.shape[1]))
-    return torch.cat(codes)
+def face_pairs(faces: list[np.ndarray], degs: list[Degradation], restorer: str,
+               models_dirs: Sequence[Path] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For degradation k, held-out face k (cyclically) carrying it, and its restored face at the HQ face's size:
+    the HQ face itself (``restorer`` "hq": a perfect face restorer) or our face restorer's, which reads the LQ
+    face enlarged to its 512 px as a job's aligned crop is."""
+    lqs = [np.clip(deg.apply(faces[k % len(faces)]), 0, 1).astype(np.float32) for k, deg in enumerate(degs)]
+    if restorer == "hq":
+        return [(lq, faces[k % len(faces)]) for k, lq in enumerate(lqs)]
+    if restorer != "ours":
+        raise UsageError(f"unknown face restorer {restorer!r}; choose hq or ours")
+    from ..faces.restore import load_own_face_restorer
+
+    restored = load_own_face_restorer(models_dirs).restore([_aligned(lq) for lq in lqs])
+    return [(lq, cv2.resize(r, faces[k % len(faces)].shape[1::-1], interpolation=cv2.INTER_AREA))
+            for k, (lq, r) in enumerate(zip(lqs, restored))]
+
+
+def face_codes(models: Models, pairs: list[tuple[np.ndarray, np.ndarray]], restorer: str = "hq") -> torch.Tensor:
+    """The code of each (LQ face, restored face), read as the photo and video jobs read a face: with GFPGAN (the HQ
+    face standing in for its) the paired code at the face's own scale (``paired_face_code``); with our face
+    restorer, whose faces give codes no nearer than the blind encoder's, the blind code of the aligned LQ face."""
+    if restorer == "ours":
+        return torch.cat([blind_face_code(models.blind, image_to_tensor(_aligned(lq))) for lq, _ in pairs])
+    return torch.cat([paired_face_code(models.encoder, image_to_tensor(lq), image_to_tensor(restored),
+                                       source_pixels=lq.shape[1]) for lq, restored in pairs])
+
+
+def _aligned(lq_face: np.ndarray) -> np.ndarray:
+    """An LQ face enlarged to the 512 px of a job's aligned crop (bicubic)."""
+    from ..faces.restore import FACE_SIZE as ALIGNED
+
+    return cv2.resize(lq_face, (ALIGNED, ALIGNED), interpolation=cv2.INTER_CUBIC)
 
 
 def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
@@ -153,10 +179,10 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
     upscalers = {Path(p).stem + (f"@{precision}" if len(cfg.precisions) > 1 else ""): _upscaler(Path(p), precision)
                  for p in cfg.upscalers for precision in cfg.precisions}
     models = Models(cfg.models, cleanup=bool(upscalers))
-    z_face = face_codes(models, faces, degs)
+    pairs = face_pairs(faces, degs, cfg.restorer, cfg.models)
+    z_face = face_codes(models, pairs, cfg.restorer)
     adapter = Adapting() if cfg.adapt and upscalers else None
-    face_adapted = [adapter.tune(models.cleanup, z, faces[k % len(faces)], degs[k])
-                    for k, z in enumerate(z_face)] if adapter else []
+    face_adapted = [adapter.tune(models.cleanup, z, *pair) for z, pair in zip(z_face, pairs)] if adapter else []
     scores: dict[str, list[tuple[float, float, float]]] = {}
     sheet = Sheet(cfg.sheet) if cfg.sheet else None
     hits, hq_niqe, seconds = [], [], {}
@@ -199,6 +225,7 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
         crop=cfg.crop,
         images_dir=str(cfg.images),
         faces_dir=str(cfg.faces),
+        restored_faces=cfg.restorer,
         cpu_seconds_per_256=cpu_time_per_256(models.sr),
         upscalers={name: {"file": u.ref.path, "sha256": u.ref.sha256, "source": u.ref.source,
                           "runtime": u.runtime.name} for name, u in upscalers.items()},
@@ -212,16 +239,15 @@ def run_quality(cfg: QualityConfig, progress: bool = True) -> dict:
 
 class Adapting:
     """``--adapt``: the shipped cleanup fine-tuned for each degradation as ``run --adapt on`` does (``pipeline.adapt``,
-    the jobs' settings) on the face its code was read from: the LQ face and the HQ face (a perfect face restorer),
-    both at the LQ face's size; timed."""
+    the jobs' settings) on the face its code was read from: the LQ face and its restored face, both at the LQ
+    face's size; timed."""
 
     def __init__(self) -> None:
         self.settings = Adaptation()
         self.seconds, self.codes = 0.0, 0
 
-    def tune(self, cleanup: torch.nn.Module, code: torch.Tensor, face: np.ndarray, deg: Degradation) -> torch.nn.Module:
-        lq = np.clip(deg.apply(face), 0, 1).astype(np.float32)
-        clean = cv2.resize(face.astype(np.float32), lq.shape[1::-1], interpolation=cv2.INTER_AREA)
+    def tune(self, cleanup: torch.nn.Module, code: torch.Tensor, lq: np.ndarray, restored: np.ndarray) -> torch.nn.Module:
+        clean = cv2.resize(restored.astype(np.float32), lq.shape[1::-1], interpolation=cv2.INTER_AREA)
         started = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
             tuned = fine_tune(cleanup, code.detach().cpu().numpy().reshape(-1), [(lq, clean)], self.settings)
@@ -299,6 +325,9 @@ def format_table(result: dict) -> str:
         a = result["adapt"]
         lines.append(f"+adapt: the cleanup fine-tuned to each code ({a['steps']} steps, lr {a['lr']:g}, batch "
                      f"{a['batch']}, crop {a['crop']}; {a['codes']} codes, {a['seconds_per_code']} s a code)")
+    if result.get("restored_faces") == "ours":
+        lines.append("face codes: the blind encoder's on each LQ face, as jobs with our face restorer read them; "
+                     "--adapt learns from our face restorer's faces")
     if result.get("hq_niqe") is not None:
         lines.append(f"NIQE of the HQ crops themselves: {result['hq_niqe']:.3f} (the floor the NIQE column is read against)")
     lines.append(f"code retrieval top-1 (face -> natural, among {result['degradations']}): {result['retrieval_top1']:.1%}")

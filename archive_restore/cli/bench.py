@@ -45,10 +45,13 @@ def bench() -> None:
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of a few crops per method side by side.")
 @click.option("--adapt", is_flag=True, help="Also the rows NAME+face_code+adapt: the cleanup fine-tuned for each "
-              "degradation on its face, as `run --adapt on` does (the HQ face standing in for the face restorer's).")
+              "degradation on its face, as `run --adapt on` does.")
+@click.option("--restored-faces", "restorer", type=click.Choice(["hq", "ours"]), default="hq", show_default=True,
+              help="The restored face the face code and --adapt read: hq (the HQ face itself, a perfect face "
+                   "restorer) or ours (our face restorer's, as --faces-without-restorer ours).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 def bench_quality(images, faces, degradations, scale, seed, crop, max_images, models_dirs, upscalers, fidelities,
-                  precisions, sheet, adapt, json_path) -> None:
+                  precisions, sheet, adapt, restorer, json_path) -> None:
     """Face code -> natural image: PSNR-Y/SSIM/NIQE of bicubic, the unconditioned twin, CondSR with the
     face code, the blind code and the oracle code, each --upscaler alone and in the stack, and face ->
     natural code retrieval."""
@@ -58,7 +61,7 @@ def bench_quality(images, faces, degradations, scale, seed, crop, max_images, mo
     cfg = QualityConfig(images=images, faces=faces, degradations=degradations, scale=int(scale), seed=seed, crop=crop,
                         max_images=max_images, models=models_dirs, upscalers=upscalers,
                         fidelities=fidelities or (DEFAULT_FIDELITY,), precisions=precisions or ("auto",), sheet=sheet,
-                        adapt=adapt)
+                        adapt=adapt, restorer=restorer)
     result = run_quality(cfg)
     click.echo(format_table(result))
     write_json(json_path, result)

@@ -167,6 +167,36 @@ def test_adapt_without_a_face_restorer_says_that_nothing_is_adapted(tmp_path, ti
     assert "--adapt on learns from the face restorer's faces, and there is none" in result.output
 
 
+def test_adapt_does_not_learn_from_our_face_restorers_faces_and_says_so_once(tmp_path, tiny_models, upscaler,
+                                                                            face_rgb, monkeypatch):
+    """Adapted to our face restorer's soft faces, real photos came out softer (NIQE 6.06 -> 6.95): with it, the
+    photo keeps the shipped cleanup, recorded with why, and the job says so once."""
+    from archive_restore.nets import save_checkpoint
+    from archive_restore.nets.face_net import FaceNet
+    from archive_restore.weights.folders import MODEL_FILES
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(FaceNet(features=4, depth=2), ours / MODEL_FILES["face_net"])
+    trained: list[int] = []
+    monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1))
+    scans, jobs = tmp_path / "scans", tmp_path / "jobs"
+    scans.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(face_rgb).save(scans / name)
+    result = _run(["run", scans, "-o", tmp_path / "out", "--face-detector", "haar", "--upscaler", upscaler, "--scale",
+                   "2", "--adapt", "on", "--faces-without-restorer", "ours"], jobs, tiny_models, ours)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("our face restorer's are too soft to learn from") == 1
+    with JobStore.open(jobs) as store:
+        (job,) = store.jobs()
+        items = store.items(job.id)
+    assert {i.code_source for i in items} == {"faces"} and all(i.extra["faces_restored"] >= 1 for i in items)
+    assert {i.extra["adapt_skipped"] for i in items} == {"its faces restored by our face restorer, not learnt from"}
+    assert trained == [] and all(i.extra["adapted"] is None for i in items)
+
+
 def test_adapt_with_condsr_alone_is_refused_before_any_work(tmp_path, tiny_models):
     scans = tmp_path / "scans"
     scans.mkdir()

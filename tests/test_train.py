@@ -371,14 +371,21 @@ def test_train_cli_defects_resumes_and_exports_the_detector(tiny_data, tmp_path)
     assert ckpt.info["steps"] == 3 and "synthetic print damage" in ckpt.info["data"]
 
 
-def test_the_detectors_examples_hold_damage_or_none():
-    from archive_restore.train.defects_stage import damaged_example
+def test_the_detectors_examples_are_crops_of_a_photo_damaged_at_its_own_size():
+    """Damage is drawn over the whole photo (a tear sized to the photo, as bench defects and real prints have it),
+    then a CROP square is cut from it, a quarter of the time at one of the photo's corners (where tears are)."""
+    from archive_restore.train.defects_stage import CROP, crop_at, damaged_example
 
     rng = np.random.default_rng(0)
-    clean = _smooth_image(rng, 96, 96).astype(np.float32) / 255
+    clean = _smooth_image(rng, 300, 200).astype(np.float32) / 255
     examples = [damaged_example(clean, np.random.default_rng(i)) for i in range(12)]
-    assert all(x.shape == (96, 96) and y.shape == (96, 96) for x, y in examples)
+    assert all(x.shape == (CROP, CROP) and y.shape == (CROP, CROP) for x, y in examples)
     assert any(y.sum() == 0 for _, y in examples) and any(y.sum() > 20 for _, y in examples)
+    corners = {(0, 0), (0, 200 - CROP), (300 - CROP, 0), (300 - CROP, 200 - CROP)}
+    places = [crop_at((300, 200), np.random.default_rng(i)) for i in range(400)]
+    assert all(0 <= y <= 300 - CROP and 0 <= x <= 200 - CROP for y, x in places)
+    assert 0.18 < np.mean([p in corners for p in places]) < 0.35
+    assert len(set(places)) > 100
 
 
 def test_train_cli_faces_resumes_and_exports_our_face_restorer(tiny_data, tmp_path):

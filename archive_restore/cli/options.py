@@ -145,8 +145,9 @@ def scale_method_setting(choice: str | None, scale: str) -> dict:
 adapt_option = click.option(
     "--adapt", type=click.Choice(["off", "on"]), default="off", show_default=True,
     help="on: a photo (a video shot) restored with its own faces' code gets a cleanup fine-tuned for it: 30 steps on "
-         "its faces (each LQ face and the face restorer's, at their size in the picture), kept in the job's folder "
-         "and reused (about a second a code on a CPU); needs a face restorer. Other photos and shots keep the shipped "
+         "its faces (each LQ face and GFPGAN's, at their size in the picture), kept in the job's folder and reused "
+         "(about two seconds a code on a CPU); needs GFPGAN (our face restorer's faces are too soft to learn from). "
+         "Other photos and shots keep the shipped "
          "cleanup. Off by default until its figures hold on real photos (models/MODELS.md).")
 faces_without_restorer_option = click.option(
     "--faces-without-restorer", type=click.Choice(["faithful", "ours", "as-is"]), default="faithful",

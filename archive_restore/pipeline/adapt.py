@@ -201,6 +201,10 @@ def job_adapter(engine, options, job_dir: Path, notify: Callable[[str], None]) -
     if engine.restorer is None:
         notify("--adapt on learns from the face restorer's faces, and there is none: every photo keeps the shipped "
                "cleanup (`archive-restore models fetch gfpgan-v1.4`)")
+    elif not engine.teaches:
+        notify("--adapt on learns from GFPGAN's faces; our face restorer's are too soft to learn from (adapted to "
+               "them, real photos came out softer): every photo keeps the shipped cleanup (`archive-restore models "
+               "fetch gfpgan-v1.4`)")
     weights = sha256_file(find_model("cleanup_compact", list(options.models_dirs)))[:16]
     return Adapter(engine.cleanup, job_dir, weights, Adaptation(), notify=notify)
 

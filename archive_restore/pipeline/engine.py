@@ -293,6 +293,13 @@ class Engine:
         return picture, len(aligned)
 
     @property
+    def teaches(self) -> bool:
+        """Whether ``--adapt`` learns from this engine's restored faces: GFPGAN's. Our face restorer's are too soft to
+        learn from: adapted to them, the five real photos with faces of ``real/photos/redegnet_lqs`` came out softer
+        and less natural (NIQE over the 15 photos 6.06 -> 6.95; models/MODELS.md)."""
+        return self.restorer is not None and not isinstance(self.restorer, OwnFaceRestorer)
+
+    @property
     def softens(self) -> bool:
         """Whether ``soften_faces`` changes a picture: no face restorer, ``faces_without_restorer`` faithful, and
         a stack whose picture is not the faithful one already (an upscaler, ``fidelity`` below 1)."""

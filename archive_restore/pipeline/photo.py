@@ -159,10 +159,12 @@ class PhotoJob:
             return None, {}
         if self._adapter is None:
             self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
-        restored = self.own_faces(item, rgb) if code_source == FACES and self.engine.restorer is not None else None
+        restored = self.own_faces(item, rgb) if code_source == FACES and self.engine.teaches else None
         pairs = self.engine.face_pairs(rgb, restored) if restored is not None else []
         if not pairs:
-            why = "no face of its own restored" if code_source != FACES or restored is None else "its faces too small"
+            why = ("no face of its own restored" if code_source != FACES or self.engine.restorer is None
+                   else "its faces restored by our face restorer, not learnt from" if restored is None
+                   else "its faces too small")
             return None, {"adapted": None, "adapt_skipped": why}
         return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)
 

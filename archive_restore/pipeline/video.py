@@ -260,7 +260,7 @@ class Analysis:
         if crops:
             aligned = [c.payload for c in crops]
             restored = (self.engine.restored_faces([a.crop for a in aligned])
-                        if self.options.adapt == "on" and self.engine.restorer is not None else None)
+                        if self.options.adapt == "on" and self.engine.teaches else None)
             codes, kind = self.engine.encode_faces(aligned, restored=restored)
             if restored is not None:  # the shot's own faces, for the cleanup adapted to its code
                 pairs = [face_pair(a.crop, r, a.source_pixels) for a, r in zip(aligned, restored)]
@@ -468,10 +468,10 @@ class VideoJob:
         the shipped cleanup (said in what is recorded)."""
         if self.options.adapt != "on":
             return None, {}
+        if self._adapter is None:  # said once: what it cannot learn from
+            self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
         if "adapt_pairs" not in item.extra:
             return None, {"adapted": None, "adapt_skipped": "no face of its own restored in the shot"}
-        if self._adapter is None:
-            self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
         pairs = kept_pairs(self.store.job_dir(self.job.id) / item.extra["adapt_pairs"])
         return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)
 

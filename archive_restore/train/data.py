@@ -41,6 +41,11 @@ class ImageBank:
             out = out[:, ::-1]
         return to_float(np.ascontiguousarray(out))
 
+    def photo(self, rng: np.random.Generator) -> np.ndarray:
+        """A whole image (float), randomly flipped."""
+        img = self.images[rng.integers(len(self.images))]
+        return to_float(np.ascontiguousarray(img[:, ::-1] if rng.random() < 0.5 else img))
+
     def __len__(self) -> int:
         return len(self.images)
 

@@ -211,19 +211,8 @@ def test_a_video_shot_with_faces_restores_with_its_adapted_cleanup(tmp_path, tin
                                                                    face_rgb, monkeypatch):
     """`video --adapt on`: the analysis keeps the shot's faces (LQ, restored) in the job's folder, its chunks restore
     with the cleanup fine-tuned on them, once per shot; the output differs from the shipped cleanup's."""
-    import av
-
-    from archive_restore.bench.steady import still_face_clip
-
     monkeypatch.setattr(adapt, "Adaptation", lambda: SMALL)
-    face = face_rgb[: face_rgb.shape[0] // 2 * 2].astype(np.float32) / 255
-    clip = tmp_path / "face.mp4"
-    with av.open(str(clip), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"crf": "4", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = face.shape[1], face.shape[0], "yuv444p"
-        for frame in still_face_clip(face, 6, 0.02, seed=2):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.round(frame * 255).astype(np.uint8), format="rgb24")))
-        out.mux(stream.encode())
+    clip = _face_clip(face_rgb, tmp_path / "face.mp4")
     trained: list[int] = []
     real_fine_tune = adapt.fine_tune
     monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1) or real_fine_tune(*a, **k))
@@ -240,6 +229,50 @@ def test_a_video_shot_with_faces_restores_with_its_adapted_cleanup(tmp_path, tin
     assert len({c.extra["adapted"] for c in chunks}) == 1 and len(trained) == 1  # one shot: adapted once
     assert (jobs / job.id / chunks[0].extra["adapt_pairs"]).is_file()
     assert outputs["adapted"].read_bytes() != outputs["plain"].read_bytes()
+
+
+def _face_clip(face_rgb: np.ndarray, path: Path) -> Path:
+    """A 6-frame clip of a still face (one shot)."""
+    import av
+
+    from archive_restore.bench.steady import still_face_clip
+
+    face = face_rgb[: face_rgb.shape[0] // 2 * 2].astype(np.float32) / 255
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": "4", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = face.shape[1], face.shape[0], "yuv444p"
+        for frame in still_face_clip(face, 6, 0.02, seed=2):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.round(frame * 255).astype(np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_a_video_shot_with_faces_from_our_face_restorer_keeps_the_shipped_cleanup(tmp_path, tiny_models, upscaler,
+                                                                                  face_rgb, monkeypatch):
+    """`video --adapt on --faces-without-restorer ours`: the shot's faces are restored by ours and pasted, and not
+    learnt from (its chunks keep the shipped cleanup, recorded with why), said once."""
+    from archive_restore.nets import save_checkpoint
+    from archive_restore.nets.face_net import FaceNet
+    from archive_restore.weights.folders import MODEL_FILES
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(FaceNet(features=4, depth=2), ours / MODEL_FILES["face_net"])
+    trained: list[int] = []
+    monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1))
+    clip, jobs = _face_clip(face_rgb, tmp_path / "face.mp4"), tmp_path / "jobs"
+    result = _run(["video", clip, "-o", tmp_path / "out.mp4", "--scale", "2", "--preset", "ultrafast", "--face-detector",
+                   "haar", "--upscaler", upscaler, "--chunk-frames", "3", "--adapt", "on", "--faces-without-restorer",
+                   "ours"], jobs, tiny_models, ours)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("our face restorer's are too soft to learn from") == 1
+    with JobStore.open(jobs) as store:
+        (job,) = store.jobs()
+        chunks = [i for i in store.items(job.id) if i.key.startswith("shot")]
+    assert len(chunks) == 2 and all(c.code_source == "faces" and c.extra["adapted"] is None for c in chunks)
+    assert {c.extra["adapt_skipped"] for c in chunks} == {"its faces restored by our face restorer, not learnt from"}
+    assert trained == []
 
 
 def test_the_adapted_weights_do_not_depend_on_the_callers_thread_count():

@@ -471,7 +471,10 @@ class VideoJob:
         if self._adapter is None:  # said once: what it cannot learn from
             self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
         if "adapt_pairs" not in item.extra:
-            return None, {"adapted": None, "adapt_skipped": "no face of its own restored in the shot"}
+            why = ("its faces restored by our face restorer, not learnt from"
+                   if item.code_source == FACES and self.engine.restorer is not None and not self.engine.teaches
+                   else "no face of its own restored in the shot")
+            return None, {"adapted": None, "adapt_skipped": why}
         pairs = kept_pairs(self.store.job_dir(self.job.id) / item.extra["adapt_pairs"])
         return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)
 

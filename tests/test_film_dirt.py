@@ -61,6 +61,26 @@ def test_a_one_frame_blotch_is_found_and_filled():
     assert np.array_equal(out[~mask], frames[2][~mask])  # nothing else touched
 
 
+def test_a_dark_mark_beside_a_dark_edge_is_found():
+    """Where the moved neighbours agree all around, the flow holds: a mark need only stand out from their own
+    pixels, so a black blotch touching a black bar is found whole (everything within reach of its left side is
+    the bar's black: that side was missed before)."""
+    def still(t: int) -> np.ndarray:  # a still wall with film grain, and a black bar
+        frame = _texture()[:, :W] + np.random.default_rng(t).normal(0, 2, (H, W, 1))
+        frame[:, 50:52] = 0
+        return frame.clip(0, 255).astype(np.uint8)
+
+    frames = [still(t) for t in range(5)]
+    clean, truth = frames[2], np.zeros((H, W), bool)
+    truth[36:42, 52:57] = True
+    frames[2] = clean.copy()
+    frames[2][truth] = 0
+    out, mask = remove_dirt(frames, 2)
+    assert mask[truth].all()
+    assert np.abs(out[truth].astype(int) - clean[truth].astype(int)).mean() < 12
+    assert np.array_equal(out[~mask], frames[2][~mask])
+
+
 @pytest.mark.parametrize("where", [0, 4], ids=["first", "last"])
 def test_the_first_and_last_frames_of_a_run_use_the_two_beside_them(where):
     frames = [_scene(t) for t in range(5)]

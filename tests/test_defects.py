@@ -211,3 +211,30 @@ def test_the_overlay_marks_every_masked_pixel_when_reduced():
     assert rgba.shape == (100, 150, 4)
     marked = rgba[..., 3] > 0
     assert marked[25, 13:137].all() and marked.sum() <= 2 * 125
+
+
+def test_damage_kinds_draws_what_print_damage_draws_and_labels_every_damaged_pixel():
+    from archive_restore.degrade.defects import KINDS, damage_kinds
+
+    clean = _picture(160)
+    damaged, mask = print_damage(clean, np.random.default_rng(3), 3.0)
+    same, same_mask, labels = damage_kinds(clean, np.random.default_rng(3), 3.0)
+    assert np.array_equal(damaged, same) and np.array_equal(mask, same_mask)
+    assert np.array_equal(labels > 0, mask) and labels.max() <= len(KINDS)
+    assert len(np.unique(labels[mask])) >= 2  # several kinds drawn at this amount
+
+
+def test_bench_defects_photos_says_how_each_kind_of_mark_is_found(tmp_path, repair):
+    from archive_restore.bench.defects import format_photos, measure_photos
+    from archive_restore.degrade.defects import KINDS
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray((_picture(160) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+    figures = measure_photos(photos, [MODELS], max_images=3, seed=1, side=160)
+    assert set(figures.by_kind) <= set(KINDS) and len(figures.by_kind) >= 2
+    assert sum(k["share"] for k in figures.by_kind.values()) == pytest.approx(1.0, abs=1e-3)
+    assert all(0 <= k["recall"] <= 1 for k in figures.by_kind.values())
+    text = format_photos(figures)
+    assert all(f"  {kind}" in text for kind in figures.by_kind)

@@ -128,6 +128,8 @@ class PhotoFigures:
     clean_flagged_median: float  # percent of a clean picture's pixels flagged
     clean_flagged_p95: float
     clean_psnr_change: float     # a clean picture after the repair against before (dB; 99: unchanged)
+    by_kind: dict | None = None  # per kind of mark (``degrade.defects.KINDS``): share of the damage, our recall and
+                                 # PSNR inside it after our repair
 
 
 def threshold_mask(rgb: np.ndarray) -> np.ndarray:
@@ -141,7 +143,7 @@ def measure_photos(folder: Path, models_dirs: Sequence[Path], max_images: int = 
     """Held-out HQ photos (at most ``side`` px long), each damaged (``degrade.defects``) and passed through a
     light or medium degradation of our chain; the truth is the damage's mask; the reference for PSNR is the same
     photo through the same degradation, undamaged."""
-    from ..degrade.defects import print_damage, scan_degradation
+    from ..degrade.defects import KINDS, damage_kinds, scan_degradation
     from ..media.folders import image_files, load_rgb
     from ..pipeline.defects import DefectRepair, inpaint
 
@@ -154,9 +156,10 @@ def measure_photos(folder: Path, models_dirs: Sequence[Path], max_images: int = 
     inside = {name: [] for name in ("ours", "threshold", "damaged")}
     whole = {name: [] for name in ("ours", "threshold", "damaged")}
     flagged, changes = [], []
+    kinds = {name: {"truth": 0, "found": 0, "repaired": [], "clean": []} for name in KINDS}
     for path in files:
         img = load_rgb(path, side).astype(np.float32) / 255
-        damaged, truth = print_damage(img, rng, float(rng.uniform(0.5, 2.0)))
+        damaged, truth, labels = damage_kinds(img, rng, float(rng.uniform(0.5, 2.0)))
         chain = scan_degradation(rng)
         clean, seen = chain.apply(img), chain.apply(damaged)
         grown = cv2.dilate(truth.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -165,6 +168,14 @@ def measure_photos(folder: Path, models_dirs: Sequence[Path], max_images: int = 
             sums[name] += [(mask & truth).sum(), mask.sum(), truth.sum(), (mask & grown).sum()]
             inside[name].append((fixed[truth], clean[truth]))
             whole[name].append(_psnr(fixed, clean, 1.0))
+            if name == "ours":
+                for label, kind in enumerate(KINDS, start=1):
+                    where = labels == label
+                    k = kinds[kind]
+                    k["truth"] += int(where.sum())
+                    k["found"] += int((mask & where).sum())
+                    k["repaired"].append(fixed[where])
+                    k["clean"].append(clean[where])
         inside["damaged"].append((seen[truth], clean[truth]))
         whole["damaged"].append(_psnr(seen, clean, 1.0))
         on_clean, found = repair.repair(clean)
@@ -183,7 +194,14 @@ def measure_photos(folder: Path, models_dirs: Sequence[Path], max_images: int = 
                         {"psnr_in_mask": round(_psnr(*map(np.concatenate, zip(*inside["damaged"])), peak=1.0), 3),
                          "psnr_whole": round(float(np.mean(whole["damaged"])), 3)},
                         round(float(np.median(flagged)), 4), round(float(np.percentile(flagged, 95)), 4),
-                        round(float(np.mean(changes)), 3))
+                        round(float(np.mean(changes)), 3), _by_kind(kinds))
+
+
+def _by_kind(kinds: dict) -> dict:
+    total = max(sum(k["truth"] for k in kinds.values()), 1)
+    return {name: {"share": round(k["truth"] / total, 4), "recall": round(k["found"] / max(k["truth"], 1), 4),
+                   "psnr_in_mask": round(_psnr(np.concatenate(k["repaired"]), np.concatenate(k["clean"]), 1.0), 3)}
+            for name, k in kinds.items() if k["truth"]}
 
 
 def format_photos(f: PhotoFigures) -> str:
@@ -194,6 +212,9 @@ def format_photos(f: PhotoFigures) -> str:
                      f"{r['psnr_in_mask']:>13.2f} dB{r['psnr_whole']:>9.2f} dB")
     inside, whole = f.damaged["psnr_in_mask"], f.damaged["psnr_whole"]
     lines.append(f"{'damaged, as it is':<22}{'':>25}{inside:>13.2f} dB{whole:>9.2f} dB")
+    for kind, k in (f.by_kind or {}).items():
+        lines.append(f"  {kind:<20}{k['share']:>9.1%} of the damage; our recall {k['recall']:.3f}, PSNR in "
+                     f"it after our repair {k['psnr_in_mask']:.2f} dB")
     lines.append(f"clean pictures: flagged {f.clean_flagged_median:.3f} % (median), {f.clean_flagged_p95:.3f} % (95th "
                  f"percentile); after the repair {f.clean_psnr_change:.2f} dB from before (99: unchanged)")
     return "\n".join(lines)

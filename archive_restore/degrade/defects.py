@@ -13,20 +13,36 @@ from .chain import Degradation
 VISIBLE = 12.0 / 255  # luma change that makes a pixel damaged
 
 
+KINDS = ("scratches", "cracks", "specks", "creases", "tears")  # ``damage_kinds``' labels 1..5 (0: none)
+
+
 def print_damage(image: np.ndarray, rng: np.random.Generator, amount: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (HxWx3 float in [0, 1]) with damage drawn on it, and the damage's mask (HxW bool). ``amount``
     scales how many marks of each kind are drawn (their counts are Poisson, per 256x256 of picture)."""
+    damaged, mask, _ = damage_kinds(image, rng, amount)
+    return damaged, mask
+
+
+def damage_kinds(image: np.ndarray, rng: np.random.Generator,
+                 amount: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``print_damage`` (the same draws from ``rng``), and which kind of mark each pixel shows (HxW uint8: the
+    index in ``KINDS`` plus one, 0 where none)."""
     h, w = image.shape[:2]
     area = h * w / 65536.0
     cover = np.zeros((h, w), np.float32)   # how much each pixel is covered, 0..1
     value = np.zeros((h, w), np.float32)   # the grey the damage shows there
-    for kind, per_tile in ((_scratch, 1.2), (_crack, 0.5), (_specks, 0.8), (_crease, 0.25), (_tear, 0.12)):
+    kinds = np.zeros((h, w), np.uint8)
+    for label, (kind, per_tile) in enumerate(((_scratch, 1.2), (_crack, 0.5), (_specks, 0.8), (_crease, 0.25),
+                                              (_tear, 0.12)), start=1):
         for _ in range(rng.poisson(per_tile * amount * area)):
+            before = cover.copy()
             kind(cover, value, rng, h, w)
+            kinds[cover > before] = label
     out = image * (1 - cover[..., None]) + value[..., None] * cover[..., None]
     luma = np.array([0.299, 0.587, 0.114], np.float32)
     changed = np.abs((out - image) @ luma) >= VISIBLE
-    return np.clip(out, 0, 1).astype(np.float32), changed & (cover > 0.3)
+    mask = changed & (cover > 0.3)
+    return np.clip(out, 0, 1).astype(np.float32), mask, np.where(mask, kinds, 0).astype(np.uint8)
 
 
 def scan_degradation(rng: np.random.Generator) -> Degradation:

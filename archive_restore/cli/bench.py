@@ -151,9 +151,11 @@ def bench_temporal(clips, frames, scale, methods, upscaler, device, models_dirs,
 @click.option("--frames", type=click.IntRange(min=3), default=12, show_default=True,
               help="Each clip's first frames.")
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="The photo detector's probability threshold [default: its file's own].")
 @models_dir_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
-def bench_defects(clips, photos, max_images, frames, seed, models_dirs, json_path) -> None:
+def bench_defects(clips, photos, max_images, frames, seed, threshold, models_dirs, json_path) -> None:
     """Damage found and repaired. Photos (`run --defects on`): synthetic print damage on held-out photos, our
     detector against a threshold detector (precision, recall, F1, PSNR inside the damage), and what it flags on
     the clean ones. CLIPS (`video --defects on`): synthetic one-frame dirt on real clips found and filled from
@@ -172,7 +174,7 @@ def bench_defects(clips, photos, max_images, frames, seed, models_dirs, json_pat
     figures: dict = {}
     photos = photos if photos is not None or clips else SHARED_DATA / "eval" / "hq_natural"
     if photos is not None:
-        found = measure_photos(Path(photos), models_dirs, max_images, seed)
+        found = measure_photos(Path(photos), models_dirs, max_images, seed, threshold=threshold)
         click.echo(format_photos(found))
         figures["photos"] = vars(found)
     rows = [measure_clip(clip, frames, seed) for clip in clips]

@@ -2,7 +2,8 @@
 anything else reads the photo (its faces, its code, the cleanup).
 
 The detector (``nets.defects.DefectNet``, ``models/defects.safetensors``) runs on the photo's luma at its
-own resolution, in overlapping tiles; a pixel is damaged where its probability is at least ``THRESHOLD``.
+own resolution, in overlapping tiles; a pixel is damaged where its probability is at least the detector file's
+threshold (its header's ``threshold``, chosen by ``bench defects``; ``THRESHOLD`` when it has none).
 Spots under ``MIN_AREA`` pixels are dropped, the rest grown by ``GROW`` (the soft edge of a mark) and
 filled by OpenCV's inpainting (Telea's method; every channel in 16 bits, so 16-bit photos keep their depth).
 No other pixel changes.
@@ -24,7 +25,7 @@ from ..jobs.runner import atomic_output
 from ..nets import load_checkpoint
 from ..weights.folders import find_model
 
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # a detector file's threshold when its header names none
 MIN_AREA = 4
 GROW = 1
 INPAINT_RADIUS = 5
@@ -40,9 +41,11 @@ class DefectRepair:
         self.model, self.device, self.threshold = model.eval(), torch.device(device), threshold
 
     @classmethod
-    def load(cls, dirs: list[Path], device: torch.device | str = "cpu") -> DefectRepair:
-        """The detector from the models folders (ModelNotFoundError, saying where it was looked for, without)."""
-        return cls(load_checkpoint(find_model("defects", dirs), device, expect="DefectNet").model, device)
+    def load(cls, dirs: list[Path], device: torch.device | str = "cpu", threshold: float | None = None) -> DefectRepair:
+        """The detector from the models folders (ModelNotFoundError, saying where it was looked for, without), at
+        ``threshold``, else its file's own."""
+        ckpt = load_checkpoint(find_model("defects", dirs), device, expect="DefectNet")
+        return cls(ckpt.model, device, float(ckpt.info.get("threshold", THRESHOLD)) if threshold is None else threshold)
 
     @torch.inference_mode()
     def probability(self, rgb: np.ndarray) -> np.ndarray:

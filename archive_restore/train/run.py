@@ -394,8 +394,9 @@ def train_defects(cfg: TrainConfig) -> RunState:
     state = run_steps("defects", cfg.budget, state, optimizer, cfg.lr, step, checkpoint)
     info = {"stage": "defects", "steps": state.step, "train_seconds": round(state.seconds, 1), "batch": cfg.batch,
             "lr": cfg.lr, "crop": CROP, "losses": {k: round(v, 5) for k, v in state.losses.items()},
-            "data": f"{bank.source} ({len(bank)} images) with synthetic print damage (degrade.defects), "
-                    "then our degradation chain at scale 1 (light or medium, its dust and scratches left out)"}
+            "data": f"{bank.source} ({len(bank)} images) with synthetic print damage (degrade.defects) drawn over "
+                    "the whole photo, a crop of it (a quarter at a corner), then our degradation chain at scale 1 "
+                    "(light or medium, its dust and scratches left out)"}
     save_checkpoint(model, cfg.models_dir / MODEL_FILES["defects"], info)
     return state
 

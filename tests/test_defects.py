@@ -16,7 +16,7 @@ from archive_restore.cli import cli
 from archive_restore.degrade.defects import print_damage
 from archive_restore.jobs.store import JobStore
 from archive_restore.media.image import read_image
-from archive_restore.pipeline.defects import DefectRepair, inpaint, mask_file
+from archive_restore.pipeline.defects import GROW, MIN_AREA, DefectRepair, inpaint, mask_file, tidy_mask
 from archive_restore.pipeline.photo import PhotoJobOptions
 from archive_restore.report.pictures import overlay_rgba
 
@@ -238,3 +238,34 @@ def test_bench_defects_photos_says_how_each_kind_of_mark_is_found(tmp_path, repa
     assert all(0 <= k["recall"] <= 1 for k in figures.by_kind.values())
     text = format_photos(figures)
     assert all(f"  {kind}" in text for kind in figures.by_kind)
+
+
+def test_the_detector_flags_at_its_files_own_threshold(tmp_path):
+    """A detector file's header may carry the threshold its figures were measured at; without one, 0.5; a caller's
+    (bench defects --threshold) wins. The mask is what the threshold says."""
+    import torch
+
+    from archive_restore.nets import save_checkpoint
+    from archive_restore.nets.defects import DefectNet
+
+    torch.manual_seed(0)
+    net = DefectNet(8, depth=2)
+    for name, info in (("plain", None), ("strict", {"threshold": 0.9})):
+        save_checkpoint(net, tmp_path / name / "defects.safetensors", info)
+    plain, strict = (DefectRepair.load([tmp_path / name]) for name in ("plain", "strict"))
+    assert (plain.threshold, strict.threshold, DefectRepair.load([tmp_path / "strict"], threshold=0.3).threshold) == (
+        0.5, 0.9, 0.3)
+
+
+def test_the_mask_is_where_the_probability_reaches_the_threshold():
+    import torch
+
+    class Brightness(torch.nn.Module):  # a "detector" whose probability rises with the luma
+        def forward(self, luma):
+            return (luma - 0.5) * 20
+
+    picture = _picture(64)
+    masks = {t: DefectRepair(Brightness(), threshold=t).mask(picture) for t in (0.5, 0.9)}
+    assert 0 < masks[0.9].sum() < masks[0.5].sum()
+    p = DefectRepair(Brightness()).probability(picture)
+    assert np.array_equal(masks[0.9], tidy_mask(p >= 0.9, MIN_AREA, GROW))

@@ -48,7 +48,8 @@ def bench() -> None:
               "degradation on its face, as `run --adapt on` does.")
 @click.option("--restored-faces", "restorer", type=click.Choice(["hq", "ours"]), default="hq", show_default=True,
               help="The restored face the face code and --adapt read: hq (the HQ face itself, a perfect face "
-                   "restorer) or ours (our face restorer's, as --faces-without-restorer ours).")
+                   "restorer) or ours (our face restorer's, as --faces-without-restorer ours; jobs do not adapt to "
+                   "our faces: on real photos it did harm, models/MODELS.md).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 def bench_quality(images, faces, degradations, scale, seed, crop, max_images, models_dirs, upscalers, fidelities,
                   precisions, sheet, adapt, restorer, json_path) -> None:

@@ -167,18 +167,24 @@ def test_adapt_without_a_face_restorer_says_that_nothing_is_adapted(tmp_path, ti
     assert "--adapt on learns from the face restorer's faces, and there is none" in result.output
 
 
-def test_adapt_does_not_learn_from_our_face_restorers_faces_and_says_so_once(tmp_path, tiny_models, upscaler,
-                                                                            face_rgb, monkeypatch):
-    """Adapted to our face restorer's soft faces, real photos came out softer (NIQE 6.06 -> 6.95): with it, the
-    photo keeps the shipped cleanup, recorded with why, and the job says so once."""
+@pytest.fixture
+def ours(tmp_path) -> Path:
+    """A models folder with a tiny random face restorer of ours (``face_net``)."""
     from archive_restore.nets import save_checkpoint
     from archive_restore.nets.face_net import FaceNet
     from archive_restore.weights.folders import MODEL_FILES
 
-    ours = tmp_path / "ours"
-    ours.mkdir()
+    folder = tmp_path / "ours"
+    folder.mkdir()
     torch.manual_seed(0)
-    save_checkpoint(FaceNet(features=4, depth=2), ours / MODEL_FILES["face_net"])
+    save_checkpoint(FaceNet(features=4, depth=2), folder / MODEL_FILES["face_net"])
+    return folder
+
+
+def test_adapt_does_not_learn_from_our_face_restorers_faces_and_says_so_once(tmp_path, tiny_models, upscaler, ours,
+                                                                            face_rgb, monkeypatch):
+    """Adapted to our face restorer's soft faces, real photos came out softer (NIQE 6.06 -> 6.95): with it, the
+    photo keeps the shipped cleanup, recorded with why, and the job says so once."""
     trained: list[int] = []
     monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1))
     scans, jobs = tmp_path / "scans", tmp_path / "jobs"
@@ -248,17 +254,9 @@ def _face_clip(face_rgb: np.ndarray, path: Path) -> Path:
 
 
 def test_a_video_shot_with_faces_from_our_face_restorer_keeps_the_shipped_cleanup(tmp_path, tiny_models, upscaler,
-                                                                                  face_rgb, monkeypatch):
+                                                                                  ours, face_rgb, monkeypatch):
     """`video --adapt on --faces-without-restorer ours`: the shot's faces are restored by ours and pasted, and not
     learnt from (its chunks keep the shipped cleanup, recorded with why), said once."""
-    from archive_restore.nets import save_checkpoint
-    from archive_restore.nets.face_net import FaceNet
-    from archive_restore.weights.folders import MODEL_FILES
-
-    ours = tmp_path / "ours"
-    ours.mkdir()
-    torch.manual_seed(0)
-    save_checkpoint(FaceNet(features=4, depth=2), ours / MODEL_FILES["face_net"])
     trained: list[int] = []
     monkeypatch.setattr(adapt, "fine_tune", lambda *a, **k: trained.append(1))
     clip, jobs = _face_clip(face_rgb, tmp_path / "face.mp4"), tmp_path / "jobs"

@@ -19,7 +19,7 @@ KINDS = ("scratches", "cracks", "specks", "creases", "tears")  # ``damage_kinds`
 def print_damage(image: np.ndarray, rng: np.random.Generator, amount: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (HxWx3 float in [0, 1]) with damage drawn on it, and the damage's mask (HxW bool). ``amount``
     scales how many marks of each kind are drawn (their counts are Poisson, per 256x256 of picture)."""
-    damaged, mask, _ = damage_kinds(image, rng, amount)
+    damaged, mask, _ = _draw(image, rng, amount, label=False)
     return damaged, mask
 
 
@@ -27,22 +27,29 @@ def damage_kinds(image: np.ndarray, rng: np.random.Generator,
                  amount: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``print_damage`` (the same draws from ``rng``), and which kind of mark each pixel shows (HxW uint8: the
     index in ``KINDS`` plus one, 0 where none)."""
+    return _draw(image, rng, amount, label=True)
+
+
+def _draw(image: np.ndarray, rng: np.random.Generator, amount: float,
+          label: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     h, w = image.shape[:2]
     area = h * w / 65536.0
     cover = np.zeros((h, w), np.float32)   # how much each pixel is covered, 0..1
     value = np.zeros((h, w), np.float32)   # the grey the damage shows there
-    kinds = np.zeros((h, w), np.uint8)
-    for label, (kind, per_tile) in enumerate(((_scratch, 1.2), (_crack, 0.5), (_specks, 0.8), (_crease, 0.25),
+    kinds = np.zeros((h, w), np.uint8) if label else None
+    for index, (kind, per_tile) in enumerate(((_scratch, 1.2), (_crack, 0.5), (_specks, 0.8), (_crease, 0.25),
                                               (_tear, 0.12)), start=1):
         for _ in range(rng.poisson(per_tile * amount * area)):
-            before = cover.copy()
+            before = cover.copy() if label else None
             kind(cover, value, rng, h, w)
-            kinds[cover > before] = label
+            if label:
+                kinds[cover > before] = index
     out = image * (1 - cover[..., None]) + value[..., None] * cover[..., None]
     luma = np.array([0.299, 0.587, 0.114], np.float32)
     changed = np.abs((out - image) @ luma) >= VISIBLE
     mask = changed & (cover > 0.3)
-    return np.clip(out, 0, 1).astype(np.float32), mask, np.where(mask, kinds, 0).astype(np.uint8)
+    labels = None if kinds is None else np.where(mask, kinds, 0).astype(np.uint8)
+    return np.clip(out, 0, 1).astype(np.float32), mask, labels
 
 
 def scan_degradation(rng: np.random.Generator) -> Degradation:

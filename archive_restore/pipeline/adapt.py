@@ -40,6 +40,7 @@ from ..weights.folders import find_model
 
 MAX_GRAD_NORM = 1.0  # as the cleanup's own training
 KEPT = "adapted"     # the job folder's subfolder of kept adaptations
+NOT_LEARNT = "its faces restored by our face restorer, not learnt from"  # why a photo or shot keeps the cleanup
 MIN_FACE = 24        # pixels: a face smaller than this in the photo gives too few crops to learn from
 
 

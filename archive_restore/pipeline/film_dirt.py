@@ -3,10 +3,11 @@
 Dust, dirt and hair on a film print sit on one frame; the scene does not. So a pixel is dirt when it
 is darker by more than ``THRESHOLD`` luma levels than everything within ``REACH`` pixels of it in both of
 its neighbours in time (the frames before and after, each moved onto this one by OpenCV's DIS optical
-flow, found on the frames at half their size), or lighter by as much than everything there, while the two neighbours agree with each other
-(within ``AGREE``). Where the two moved neighbours agree closely (within ``STEADY``) at every pixel within
-``REACH``, the flow is right there, and the pixel need only stand out by as much from the two neighbours'
-own pixels (a dark mark beside a dark edge is found). Real motion fails one of those tests: a moving edge is matched by the flow, and where
+flow, found on the frames at half their size), or lighter by as much than everything there, while the
+two neighbours agree with each other (within ``AGREE``). Where the two moved neighbours agree closely
+(within ``STEADY``) at every pixel within ``REACH``, the flow is right there, and the pixel need only
+stand out by as much from the two neighbours' own pixels (a dark mark beside a dark edge is found). Real
+motion fails one of those tests: a moving edge is matched by the flow, and where
 the flow is a few pixels off the edge is still within reach; an occluded or uncovered area is seen by
 one neighbour and not the other (they disagree); a change that lasts is shared by a neighbour. The
 flow's forward-backward consistency is not asked for: the flow is computed against the dirty frame, and

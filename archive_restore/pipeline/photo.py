@@ -49,7 +49,7 @@ from ..media.walk import (
     find_photos,
 )
 from . import face_cache, soften
-from .adapt import Adapter, job_adapter
+from .adapt import NOT_LEARNT, Adapter, job_adapter
 from .defects import DefectRepair, keep_mask
 from .engine import CONDSR, Engine, EngineOptions, RestoredFaces, combine
 from .estimate import Estimate, engine_terms
@@ -163,7 +163,7 @@ class PhotoJob:
         pairs = self.engine.face_pairs(rgb, restored) if restored is not None else []
         if not pairs:
             why = ("no face of its own restored" if code_source != FACES or self.engine.restorer is None
-                   else "its faces restored by our face restorer, not learnt from" if restored is None
+                   else NOT_LEARNT if restored is None
                    else "its faces too small")
             return None, {"adapted": None, "adapt_skipped": why}
         return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)

@@ -70,7 +70,7 @@ from ..media.video import (
     with_ffmpeg_said,
 )
 from . import soften
-from .adapt import KEPT, Adapter, face_pair, job_adapter, keep_pairs, kept_pairs
+from .adapt import KEPT, NOT_LEARNT, Adapter, face_pair, job_adapter, keep_pairs, kept_pairs
 from .defects import keep_mask
 from .engine import ALIGNED_SIZE, CONDSR, Engine, EngineOptions, combine
 from .estimate import Estimate, engine_terms
@@ -471,9 +471,8 @@ class VideoJob:
         if self._adapter is None:  # said once: what it cannot learn from
             self._adapter = job_adapter(self.engine, self.options, self.store.job_dir(self.job.id), self.notify)
         if "adapt_pairs" not in item.extra:
-            why = ("its faces restored by our face restorer, not learnt from"
-                   if item.code_source == FACES and self.engine.restorer is not None and not self.engine.teaches
-                   else "no face of its own restored in the shot")
+            ours = self.engine.restorer is not None and not self.engine.teaches
+            why = NOT_LEARNT if item.code_source == FACES and ours else "no face of its own restored in the shot"
             return None, {"adapted": None, "adapt_skipped": why}
         pairs = kept_pairs(self.store.job_dir(self.job.id) / item.extra["adapt_pairs"])
         return self._adapter.adapted(np.asarray(item.code, np.float32), pairs, self.progress)

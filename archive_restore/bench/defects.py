@@ -8,13 +8,14 @@ the pixels found, the share within the truth grown by one pixel: the repair grow
 and again with the pixels it also finds on the clip as it is left out: a real dusty film's own dirt is not a
 false positive), PSNR inside the truth of the damaged frame and of the repaired one against the frame before
 the dirt, and on the clip as it is (no synthetic dirt) the share of pixels changed: what false positives
-cost, or, on a real dusty film, its own dirt found.
+cost, or, on a real dusty film, its own dirt found; and the clip's whole-frame flicker (``bench temporal``'s
+measure, on the input's own flow) after the stage over before it, on the clip as it is.
 
 Line scratches, in a second table: the same frames, all of them, get one to three synthetic vertical scratches
 that last over the clip (``degrade.film.line_scratches``, seeded apart from the dirt, so the dirt's figures are
 as they were), and each frame alone goes through the line test (``pipeline.film_dirt.remove_lines``). The same
 figures: recall, precision against the truth grown by a pixel (and with the clip's own finds left out), PSNR
-inside the truth, and the share of the clip's pixels, as it is, that the test changes.
+inside the truth, the share of the clip's pixels, as it is, that the test changes, and its flicker after over before.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ import numpy as np
 from ..degrade.film import film_dirt, line_scratches
 from ..errors import DataError
 from ..pipeline.film_dirt import remove_dirt, remove_lines
-from .temporal import read_clip
+from ..pipeline.temporal import consistent_flow
+from .temporal import flicker, read_clip
 
 
 @dataclass
@@ -41,6 +43,7 @@ class DirtFigures:
     psnr_damaged: float
     psnr_repaired: float
     clean_changed_percent: float
+    flicker_ratio: float  # the clip as it is: its whole-frame flicker after the stage over before it
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -54,18 +57,26 @@ def measure_clip(path: Path, frames: int = 12, seed: int = 7) -> DirtFigures:
     if len(raw) < 3:
         raise DataError(f"{path}: fewer than 3 frames")
     rng = np.random.default_rng(seed)
+    as_is = [remove_dirt(raw, t) for t in range(len(raw))]
 
     def cases():
         for t in range(1, len(raw) - 1):
             dirty, mask = film_dirt(raw[t], rng)
             run = list(raw)
             run[t] = dirty
-            yield (raw[t], dirty, mask, *remove_dirt(run, t), remove_dirt(raw, t)[1])
+            yield (raw[t], dirty, mask, *remove_dirt(run, t), as_is[t][1])
 
-    return _figures(path.name, len(raw), cases())
+    return _figures(path.name, len(raw), cases(), flicker_ratio(raw, [out for out, _ in as_is]))
 
 
-def _figures(name: str, frames: int, cases) -> DirtFigures:
+def flicker_ratio(raw: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> float:
+    """The whole-frame flicker (``bench.temporal.flicker``) of ``out`` over that of ``raw``, the clip it was made
+    from, both on the flow of ``raw``: below 1, steadier."""
+    flows = [consistent_flow(a, b) for a, b in zip(raw, raw[1:])]
+    return flicker(out, flows) / max(flicker(raw, flows), 1e-9)
+
+
+def _figures(name: str, frames: int, cases, flicker: float) -> DirtFigures:
     """The figures of (clean frame, damaged frame, true mask, repaired frame, found mask, found on the clean
     frame) cases: a find within a pixel of the truth is right; what is found on the clean frame too, away from
     the truth, is the clip's own damage (the precision without it)."""
@@ -86,7 +97,7 @@ def _figures(name: str, frames: int, cases) -> DirtFigures:
     reference = np.concatenate(clean_in)
     return DirtFigures(name, frames, found / max(truth, 1), right / max(flagged, 1), right / max(flagged - own, 1),
                        _psnr(np.concatenate(damaged_in), reference), _psnr(np.concatenate(repaired_in), reference),
-                       100.0 * changed / max(pixels, 1))
+                       100.0 * changed / max(pixels, 1), flicker)
 
 
 def format_table(rows: Sequence[DirtFigures], title: str = "one-frame film dirt (synthetic, on every frame but "
@@ -94,11 +105,11 @@ def format_table(rows: Sequence[DirtFigures], title: str = "one-frame film dirt 
     lines = [title,
              f"{'clip':<24}{'frames':>7}{'recall':>8}{'precision':>11}{'(own left out)':>16}"
              f"{psnr:>23}"
-             f"{'repaired':>10}{'clean clip changed':>20}"]
+             f"{'repaired':>10}{'clean clip changed':>20}{'flicker after/before':>22}"]
     for r in rows:
         lines.append(f"{r.name[:24]:<24}{r.frames:>7}{r.recall:>8.3f}{r.precision:>11.3f}"
                      f"{r.precision_own_left_out:>16.3f}{r.psnr_damaged:>20.2f} dB"
-                     f"{r.psnr_repaired:>7.2f} dB{r.clean_changed_percent:>18.3f} %")
+                     f"{r.psnr_repaired:>7.2f} dB{r.clean_changed_percent:>18.3f} %{r.flicker_ratio:>22.4f}")
     return "\n".join(lines)
 
 
@@ -108,9 +119,10 @@ def measure_lines(path: Path, frames: int = 12, seed: int = 7) -> DirtFigures:
     if not raw:
         raise DataError(f"{path}: no frames")
     damaged, masks = line_scratches(raw, np.random.default_rng([seed, 1]))
-    cases = ((clean, dirty, mask, *remove_lines(dirty), remove_lines(clean)[1])
-             for clean, dirty, mask in zip(raw, damaged, masks))
-    return _figures(path.name, len(raw), cases)
+    as_is = [remove_lines(clean) for clean in raw]
+    cases = ((clean, dirty, mask, *remove_lines(dirty), found[1])
+             for clean, dirty, mask, found in zip(raw, damaged, masks, as_is))
+    return _figures(path.name, len(raw), cases, flicker_ratio(raw, [out for out, _ in as_is]))
 
 
 def format_lines(rows: Sequence[DirtFigures]) -> str:

@@ -76,7 +76,7 @@ def flicker_ratio(raw: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> float
     return flicker(out, flows) / max(flicker(raw, flows), 1e-9)
 
 
-def _figures(name: str, frames: int, cases, flicker: float) -> DirtFigures:
+def _figures(name: str, frames: int, cases, flicker_after_before: float) -> DirtFigures:
     """The figures of (clean frame, damaged frame, true mask, repaired frame, found mask, found on the clean
     frame) cases: a find within a pixel of the truth is right; what is found on the clean frame too, away from
     the truth, is the clip's own damage (the precision without it)."""
@@ -97,7 +97,7 @@ def _figures(name: str, frames: int, cases, flicker: float) -> DirtFigures:
     reference = np.concatenate(clean_in)
     return DirtFigures(name, frames, found / max(truth, 1), right / max(flagged, 1), right / max(flagged - own, 1),
                        _psnr(np.concatenate(damaged_in), reference), _psnr(np.concatenate(repaired_in), reference),
-                       100.0 * changed / max(pixels, 1), flicker)
+                       100.0 * changed / max(pixels, 1), flicker_after_before)
 
 
 def format_table(rows: Sequence[DirtFigures], title: str = "one-frame film dirt (synthetic, on every frame but "
